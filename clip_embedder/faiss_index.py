@@ -1,0 +1,147 @@
+"""FAISS: a derived, rebuildable index per embedding space, keyed by database item ids.
+
+Each space is saved as `<faiss_dir>/<space>.faiss` (an `IndexIDMap2` over exact inner-product
+search: vectors are L2-normalised, so scores are cosine similarities) and `<space>.json`
+(the space identity and the watermark: row count and max item id at build time). At load the
+file is checked against Postgres; a missing, unreadable, stale or foreign file is rebuilt from
+the `vectors_<space>` table. Losing the files loses nothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from clip_embedder.embedders import SpaceIdentity
+from clip_embedder.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class SpaceIndex:
+    """The FAISS index of one space plus the per-vector metadata used by filters.
+
+    Attributes:
+        identity: the space identity. index: `faiss.IndexIDMap2`. meta: `Store.item_meta` arrays.
+        rebuilt: why the index was rebuilt at load ("" when the saved file was current).
+    """
+
+    def __init__(self, identity: SpaceIdentity, index: faiss.Index, meta: dict[str, np.ndarray], rebuilt: str = ""):
+        self.identity, self.index, self.meta, self.rebuilt = identity, index, meta, rebuilt
+        self._selectors: dict[tuple, faiss.IDSelector | None] = {}
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @staticmethod
+    def paths(faiss_dir: Path, space: str) -> tuple[Path, Path]:
+        return Path(faiss_dir) / f"{space}.faiss", Path(faiss_dir) / f"{space}.json"
+
+    @classmethod
+    def build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, reason: str = "built") -> "SpaceIndex":
+        """Build from Postgres and save atomically. Returns the new index."""
+        t0 = time.perf_counter()
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(identity.dim))
+        for ids, vecs in store.iter_vectors(identity.name):
+            index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
+        count, max_id = store.space_watermark(identity.name)
+        idx_path, meta_path = cls.paths(faiss_dir, identity.name)
+        _atomic_write(idx_path, lambda p: faiss.write_index(index, p))
+        _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(
+            {"identity": asdict(identity), "count": count, "max_id": max_id, "ntotal": int(index.ntotal),
+             "built_at": time.time()}, indent=2)))
+        log.info("FAISS %s: %s, %d vectors in %.2fs", identity.name, reason, index.ntotal, time.perf_counter() - t0)
+        return cls(identity, index, store.item_meta(identity.name), rebuilt=reason)
+
+    @classmethod
+    def load_or_build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path) -> "SpaceIndex":
+        """Load the saved index when it matches Postgres (identity and watermark), else rebuild it."""
+        idx_path, meta_path = cls.paths(faiss_dir, identity.name)
+        reason = ""
+        if not idx_path.exists() or not meta_path.exists():
+            reason = "missing"
+        else:
+            try:
+                saved = json.loads(meta_path.read_text())
+                index = faiss.read_index(str(idx_path))
+                count, max_id = store.space_watermark(identity.name)
+                if SpaceIdentity(**saved["identity"]) != identity:
+                    reason = "built by another model"
+                elif (saved["count"], saved["max_id"], saved["ntotal"]) != (count, max_id, index.ntotal):
+                    reason = f"stale ({saved['count']} saved vs {count} in Postgres)"
+            except Exception as e:  # unreadable / truncated file
+                reason = f"unreadable ({type(e).__name__})"
+        if reason:
+            return cls.build(store, identity, faiss_dir, reason=f"rebuilt: {reason}")
+        return cls(identity, index, store.item_meta(identity.name))
+
+    def _selector(self, kind: str | None, labels: tuple[str, ...] | None) -> faiss.IDSelector | None:
+        key = (kind, labels)
+        if key not in self._selectors:
+            if kind is None and not labels:
+                self._selectors[key] = None
+            else:
+                mask = np.ones(len(self.meta["ids"]), bool)
+                if kind is not None:
+                    mask &= self.meta["kind"] == kind
+                if labels:
+                    mask &= np.isin(self.meta["label"], list(labels))
+                ids = np.ascontiguousarray(self.meta["ids"][mask])
+                sel = faiss.IDSelectorBatch(ids)
+                sel.ids_ref = ids  # keep the array alive as long as the selector
+                self._selectors[key] = sel
+        return self._selectors[key]
+
+    def search(self, queries: np.ndarray, k: int, *, kind: str | None = None,
+               labels: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest items by cosine similarity.
+
+        Args:
+            queries: (n, dim) float32, L2-normalised.
+            k: neighbours per query. kind: only 'image' or 'object' items. labels: only these labels.
+
+        Returns:
+            (similarities (n, k) float32, item ids (n, k) int64); missing slots have id -1.
+        """
+        if self.ntotal == 0 or k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        sel = self._selector(kind, labels)
+        params = faiss.SearchParameters(sel=sel) if sel is not None else None
+        D, ids = self.index.search(np.ascontiguousarray(queries, np.float32), min(k, self.ntotal), params=params)
+        return D, ids
+
+
+_gpu_warned = False
+
+
+def warn_if_no_faiss_gpu() -> bool:
+    """True when faiss has GPU support and sees a GPU; otherwise log one warning line and return False.
+
+    The index files are always written in CPU form, so GPU and CPU searchers share them.
+    """
+    global _gpu_warned
+    ok = hasattr(faiss, "StandardGpuResources") and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
+    if not ok and not _gpu_warned:
+        _gpu_warned = True
+        log.warning("--faiss-gpu requested but faiss-gpu or a GPU is not available: using FAISS on the CPU")
+    return ok

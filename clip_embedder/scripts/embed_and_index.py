@@ -1,0 +1,123 @@
+"""Detect, crop and embed a folder of images (or a COCO subset version) into pgvector + FAISS.
+
+Examples:
+    python -m clip_embedder.scripts.embed_and_index --split all --dataset_path datasets/coco_subset/version_1
+    python -m clip_embedder.scripts.embed_and_index --dataset_path ~/Pictures --spaces mobilenet,text
+
+Settings (env or `.env`, see `.env.example`) choose the database, weights and crop policy; the
+flags below override the most common ones. Re-running indexes nothing twice (images are keyed by
+content sha256); a newly activated space is filled for images indexed before.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from clip_embedder import offline  # noqa: F401
+
+SPLITS = ("train", "val", "test")
+
+
+def collect_files(dataset_path: Path, split: str) -> list[tuple[Path, str | None]]:
+    """`(image path, split)` pairs. A dataset version folder has `<split>/images/`; any other folder
+    is indexed as a whole with split None.
+
+    Raises:
+        FileNotFoundError: the folder (or the requested split) does not exist.
+    """
+    from clip_embedder.images import list_images  # noqa: PLC0415
+
+    if not dataset_path.exists():
+        raise FileNotFoundError(f"{dataset_path} does not exist (build a subset with scripts/extract_coco_subset.py)")
+    has_splits = any((dataset_path / s / "images").is_dir() for s in SPLITS)
+    if not has_splits:
+        if split not in ("all", None):
+            raise FileNotFoundError(f"{dataset_path} has no {split}/images folder; use --split all for a plain folder")
+        return [(p, None) for p in list_images(dataset_path)]
+    wanted = SPLITS if split == "all" else (split,)
+    out: list[tuple[Path, str | None]] = []
+    for s in wanted:
+        folder = dataset_path / s / "images"
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} does not exist")
+        out += [(p, s) for p in list_images(folder)]
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m clip_embedder.scripts.embed_and_index",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset_path", "--dataset-path", type=Path, required=True,
+                   help="a datasets/coco_subset/version_N folder, or any folder of images")
+    p.add_argument("--split", default="all", choices=("all",) + SPLITS, help="which split to index (default: all)")
+    p.add_argument("--spaces", default=None, help="comma-separated spaces (default: SPACES setting)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: BATCH_SIZE)")
+    p.add_argument("--limit", type=int, default=None, help="index at most this many images (a quick trial)")
+    p.add_argument("--faiss-gpu", action="store_true", help="use faiss-gpu when installed and a GPU exists")
+    p.add_argument("--device", default=None, help="torch device for the models: cpu, 0, cuda:0 (default: DEVICE)")
+    p.add_argument("--recreate-space", action="store_true",
+                   help="when a space was built by another model, drop its vectors and rebuild it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("clip_embedder").setLevel(logging.INFO)
+    from clip_embedder.config import Settings  # noqa: PLC0415
+    from clip_embedder.crops import CropPolicy  # noqa: PLC0415
+    from clip_embedder.embedders import SpaceMismatchError, create_embedder  # noqa: PLC0415
+    from clip_embedder.faiss_index import SpaceIndex, warn_if_no_faiss_gpu  # noqa: PLC0415
+    from clip_embedder.pipeline import Indexer  # noqa: PLC0415
+    from clip_embedder.search import load_detector  # noqa: PLC0415
+    from clip_embedder.store import Store  # noqa: PLC0415
+
+    overrides = {}
+    if args.spaces:
+        overrides["spaces"] = args.spaces
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    if args.device is not None:
+        overrides["device"] = args.device
+    settings = Settings(**overrides)
+    if args.faiss_gpu:
+        warn_if_no_faiss_gpu()
+    try:
+        files = collect_files(args.dataset_path, args.split)
+        if args.limit:
+            files = files[: args.limit]
+        if not files:
+            print(f"error: no images found under {args.dataset_path}", file=sys.stderr)
+            return 2
+        t0 = time.perf_counter()
+        detector = load_detector(settings)
+        embedders = {s: create_embedder(s, settings) for s in settings.spaces}
+        store = Store.open(settings)
+        for emb in embedders.values():
+            store.ensure_space(emb.identity, recreate=args.recreate_space)
+            emb.load()
+        load_s = time.perf_counter() - t0
+        policy = CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect)
+        indexer = Indexer(store, detector, embedders, policy, max_bytes=settings.max_upload_bytes,
+                          max_pixels=settings.max_image_pixels)
+        stats = indexer.run(files, batch_size=settings.batch_size, progress=not args.no_progress)
+        t = time.perf_counter()
+        for emb in embedders.values():
+            SpaceIndex.load_or_build(store, emb.identity, settings.faiss_dir)
+        faiss_s = time.perf_counter() - t
+        store.close()
+    except (FileNotFoundError, SpaceMismatchError, RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for err in stats.errors[:20]:
+        print(f"skipped: {err}", file=sys.stderr)
+    print(f"{stats.summary()} | models_load={load_s:.2f}s faiss={faiss_s:.2f}s spaces={','.join(embedders)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

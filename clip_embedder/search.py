@@ -1,0 +1,324 @@
+"""The search service: image → objects → neighbours, text → images, fused across spaces.
+
+Fusion is reciprocal rank fusion, score(d) = Σ_spaces 1 / (k + rank_space(d)) with k = 60 and
+ranks starting at 1 (Cormack, Clarke & Büttcher, "Reciprocal Rank Fusion outperforms Condorcet
+and individual rank learning methods", SIGIR 2009).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clip_embedder.config import Settings
+from clip_embedder.crops import CropPolicy
+from clip_embedder.detector import Detection, Detector
+from clip_embedder.embedders import Embedder, SpaceMismatchError, create_embedder
+from clip_embedder.faiss_index import SpaceIndex
+from clip_embedder.store import Store
+
+log = logging.getLogger(__name__)
+
+RRF_K = 60
+
+
+class QueryError(ValueError):
+    """A query the index cannot serve (empty text, no usable space…). `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Hit:
+    """One search result: an indexed item (a whole image or an object crop) and how it was found.
+
+    `score` is the fused RRF score; `similarity` the best cosine similarity over the spaces that
+    found it; `spaces` maps space → {"rank": 1-based rank, "similarity": cosine}.
+    """
+
+    item_id: int
+    image_id: int
+    kind: str
+    label: str | None
+    detection_score: float | None
+    bbox: tuple[float, float, float, float]
+    score: float
+    similarity: float
+    spaces: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectResult:
+    """A detected object of the query image and its nearest indexed crops (empty when not cropped)."""
+
+    detection: Detection
+    neighbours: list[Hit]
+    skipped: str | None = None
+
+
+@dataclass
+class ImageSearchResult:
+    width: int
+    height: int
+    objects: list[ObjectResult]
+    image_neighbours: list[Hit]
+    spaces: list[str]
+    warnings: list[str]
+    timings_ms: dict[str, float]
+
+
+def rrf_fuse(ranked: dict[str, list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float, dict]]:
+    """Reciprocal rank fusion of per-space ranked lists.
+
+    Args:
+        ranked: space → [(key, similarity)] best first (keys may repeat across spaces).
+        k: the RRF constant (60 in the original paper).
+
+    Returns:
+        [(key, fused score, {space: {"rank", "similarity"}})] by descending score; ties broken by
+        best similarity, then key.
+    """
+    fused: dict[int, float] = {}
+    per: dict[int, dict] = {}
+    for space, lst in ranked.items():
+        for rank, (key, sim) in enumerate(lst, start=1):
+            fused[key] = fused.get(key, 0.0) + 1.0 / (k + rank)
+            per.setdefault(key, {})[space] = {"rank": rank, "similarity": round(float(sim), 6)}
+    best = {key: max(v["similarity"] for v in per[key].values()) for key in per}
+    order = sorted(fused, key=lambda key: (-fused[key], -best[key], key))
+    return [(key, fused[key], per[key]) for key in order]
+
+
+class SearchService:
+    """Loads models and indexes once; answers image and text queries. Thread-safe for reads."""
+
+    def __init__(self, settings: Settings, store: Store, detector: Detector, embedders: dict[str, Embedder],
+                 indexes: dict[str, SpaceIndex], refused: dict[str, str]):
+        self.settings, self.store, self.detector = settings, store, detector
+        self.embedders, self.indexes, self.refused = embedders, indexes, refused
+        self.policy = CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect)
+
+    @classmethod
+    def create(cls, settings: Settings, store: Store, detector: Detector) -> "SearchService":
+        """Build embedders for the active spaces, check each against its stored identity, load FAISS.
+
+        A space whose stored identity differs from the configured model is *refused* (kept out of
+        every query, reported by `refused` and in responses' warnings), never silently mixed.
+        """
+        embedders: dict[str, Embedder] = {}
+        indexes: dict[str, SpaceIndex] = {}
+        refused: dict[str, str] = {}
+        for space in settings.spaces:
+            emb = create_embedder(space, settings)
+            try:
+                identity = emb.identity
+            except (FileNotFoundError, ValueError) as e:
+                refused[space] = str(e)
+                continue
+            stored = store.get_space(space)
+            if stored is None:
+                refused[space] = f"space {space!r} has not been indexed yet: run clip_embedder.scripts.embed_and_index"
+                continue
+            if stored != identity:
+                refused[space] = (f"space {space!r} was built by {stored.describe()} but this service is configured "
+                                  f"with {identity.describe()}; re-index it or restore the old model")
+                log.error(refused[space])
+                continue
+            emb.load()
+            embedders[space] = emb
+            indexes[space] = SpaceIndex.load_or_build(store, identity, settings.faiss_dir)
+        return cls(settings, store, detector, embedders, indexes, refused)
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _spaces(self, requested: list[str] | None, *, text: bool) -> list[str]:
+        if requested:
+            for s in requested:
+                if s in self.refused:
+                    raise QueryError(f"space {s!r} cannot be queried: {self.refused[s]}", 409)
+                if s not in self.embedders:
+                    raise QueryError(f"unknown space {s!r}; active spaces: {sorted(self.embedders)}", 422)
+            names = requested
+        else:
+            names = list(self.embedders)
+        if text:
+            names = [s for s in names if self.embedders[s].supports_text_queries]
+        else:
+            pixel = [s for s in names if self.embedders[s].source == "pixels"]
+            names = pixel or names  # with only the description space, query by the image's description
+        if not names:
+            kind = "text" if text else "image"
+            raise QueryError(f"no active embedding space can serve a {kind} query (active: {sorted(self.embedders)}; "
+                             f"refused: {self.refused or 'none'})", 409)
+        return names
+
+    def _warnings(self) -> list[str]:
+        return [f"space {s} not used: {why}" for s, why in self.refused.items()]
+
+    def _hits(self, fused: list[tuple[int, float, dict]], top_k: int) -> list[Hit]:
+        fused = fused[:top_k]
+        rows = self.store.get_items([key for key, _, _ in fused])
+        hits = []
+        for key, score, per in fused:
+            r = rows.get(key)
+            if r is None:  # deleted from Postgres after the FAISS index was loaded
+                continue
+            hits.append(Hit(item_id=key, image_id=r["image_id"], kind=r["kind"], label=r["label"],
+                            detection_score=r["score"], bbox=(r["x1"], r["y1"], r["x2"], r["y2"]),
+                            score=round(score, 6), similarity=max(v["similarity"] for v in per.values()),
+                            spaces=per))
+        return hits
+
+    def _query_vectors(self, space: str, images: list[Image.Image], texts: list[str]) -> np.ndarray:
+        emb = self.embedders[space]
+        return emb.embed_texts(texts) if emb.source == "description" else emb.embed_images(images)
+
+    # --- queries -------------------------------------------------------------------------------
+    def search_image(self, image: Image.Image, *, top_k: int = 10, same_class: bool = False,
+                     spaces: list[str] | None = None) -> ImageSearchResult:
+        """Detect the query's objects; return each object's nearest indexed crops and the whole image's
+        nearest indexed images.
+
+        Args:
+            image: RGB query image. top_k: results per list (1..100).
+            same_class: restrict an object's neighbours to crops with the same detected label.
+            spaces: restrict to these spaces (default: all usable image spaces).
+
+        Raises:
+            QueryError: a requested space is refused or unknown, or none can serve an image query.
+        """
+        names = self._spaces(spaces, text=False)
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        dets = self.detector.detect([image])[0]
+        timings["detect"] = (time.perf_counter() - t) * 1000
+        w, h = image.size
+        from clip_embedder.embedders import describe_detections  # noqa: PLC0415
+
+        crops, crop_descs, crop_idx, skipped = [image], [describe_detections([d.label for d in dets])], [], {}
+        for i, d in enumerate(dets):
+            box = self.policy.crop_box(d.bbox, w, h)
+            if box is None:
+                skipped[i] = "crop too small or too elongated for the crop policy"
+                continue
+            crops.append(image.crop(box))
+            crop_descs.append(f"a photo of a {d.label}")
+            crop_idx.append(i)
+        t = time.perf_counter()
+        vectors = {s: self._query_vectors(s, crops, crop_descs) for s in names}
+        timings["embed"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        k = max(top_k, 1)
+        whole = {}
+        for s in names:
+            D, ids = self.indexes[s].search(vectors[s][:1], k, kind="image")
+            whole[s] = [(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0]
+        image_hits = self._hits(rrf_fuse(whole), top_k)
+        objects: list[ObjectResult] = []
+        per_obj: dict[int, list[Hit]] = {}
+        for row, i in enumerate(crop_idx, start=1):
+            ranked = {}
+            labels = (dets[i].label,) if same_class else None
+            for s in names:
+                D, ids = self.indexes[s].search(vectors[s][row:row + 1], k, kind="object", labels=labels)
+                ranked[s] = [(int(j), float(d)) for j, d in zip(ids[0], D[0]) if j >= 0]
+            per_obj[i] = self._hits(rrf_fuse(ranked), top_k)
+        for i, d in enumerate(dets):
+            objects.append(ObjectResult(d, per_obj.get(i, []), skipped.get(i)))
+        timings["search"] = (time.perf_counter() - t) * 1000
+        return ImageSearchResult(w, h, objects, image_hits, names, self._warnings(), timings)
+
+    def search_text(self, query: str, *, top_k: int = 10, label: str | None = None,
+                    spaces: list[str] | None = None) -> tuple[list[Hit], list[str], list[str]]:
+        """Images matching a text query, one hit per image (its best-matching item).
+
+        Uses every text-capable space (CLIP's text tower, the description space) and fuses their
+        per-image rankings with RRF.
+
+        Args:
+            query: non-empty text (at most 1000 characters). top_k: images returned (1..100).
+            label: only items with this detected label (an object class name).
+            spaces: restrict to these spaces.
+
+        Returns:
+            (hits, spaces used, warnings).
+
+        Raises:
+            QueryError: empty query, or no space can serve a text query.
+        """
+        query = (query or "").strip()
+        if not query:
+            raise QueryError("query is empty: type a few words, e.g. 'a red handbag'")
+        if len(query) > 1000:
+            raise QueryError("query is longer than 1000 characters")
+        names = self._spaces(spaces, text=True)
+        labels = (label,) if label else None
+        fetch = max(top_k * 5, 50)
+        ranked: dict[str, list[tuple[int, float]]] = {}
+        best_item: dict[int, tuple[float, int]] = {}  # image id → (similarity, item id)
+        image_of: dict[int, int] = {}
+        for s in names:
+            q = self.embedders[s].embed_texts([query])
+            D, ids = self.indexes[s].search(q, fetch, labels=labels)
+            valid = [(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0]
+            image_of.update({i: r["image_id"] for i, r in self.store.get_items([i for i, _ in valid]).items()})
+            per_image: list[tuple[int, float]] = []
+            seen: set[int] = set()
+            for item_id, sim in valid:
+                img = image_of.get(item_id)
+                if img is None or img in seen:
+                    continue
+                seen.add(img)
+                per_image.append((img, sim))
+                if sim > best_item.get(img, (-2.0, 0))[0]:
+                    best_item[img] = (sim, item_id)
+            ranked[s] = per_image
+        fused = rrf_fuse(ranked)[:top_k]
+        rows = self.store.get_items([best_item[img][1] for img, _, _ in fused])
+        hits = []
+        for img, score, per in fused:
+            r = rows[best_item[img][1]]
+            hits.append(Hit(item_id=r["id"], image_id=img, kind=r["kind"], label=r["label"],
+                            detection_score=r["score"], bbox=(r["x1"], r["y1"], r["x2"], r["y2"]),
+                            score=round(score, 6), similarity=max(v["similarity"] for v in per.values()),
+                            spaces=per))
+        return hits, names, self._warnings()
+
+    def health(self) -> dict:
+        """Spaces (identity, vectors, FAISS state), counts, models loaded, refused spaces."""
+        return {
+            "counts": self.store.counts(),
+            "spaces": {s: {"model": ix.identity.model, "weights": ix.identity.weights, "dim": ix.identity.dim,
+                           "vectors": ix.ntotal, "faiss": ix.rebuilt or "loaded",
+                           "text_queries": self.embedders[s].supports_text_queries,
+                           "loaded": self.embedders[s].loaded}
+                       for s, ix in self.indexes.items()},
+            "refused": self.refused,
+            "detector": {"weights": str(self.detector.weights_path), "sha256": self.detector.weights_sha256,
+                         "classes": len(self.detector.names), "imgsz": self.detector.imgsz,
+                         "device": str(self.detector.device)},
+        }
+
+
+def load_detector(settings: Settings) -> Detector:
+    """The detector named by the settings: `MODEL_URI` / `MLFLOW_RUN_ID` (through MLflow) or `DETECTOR_WEIGHTS`.
+
+    Raises:
+        FileNotFoundError: no weights at DETECTOR_WEIGHTS. RuntimeError: MLflow resolution failed.
+    """
+    weights: str | Path = settings.detector_weights
+    if settings.model_uri or settings.mlflow_run_id:
+        from clip_embedder.registry import fetch_detector_weights  # noqa: PLC0415
+
+        weights = fetch_detector_weights(settings).path
+    return Detector.load(weights, imgsz=settings.detector_imgsz, conf=settings.detector_conf,
+                         iou=settings.detector_iou, max_det=settings.detector_max_det, device=settings.device)
+
+
+__all__ = ["Hit", "ImageSearchResult", "ObjectResult", "QueryError", "SearchService", "SpaceMismatchError",
+           "load_detector", "rrf_fuse"]
