@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip_embedder import offline  # noqa: F401  (must precede the yolov5 import)
+from clip_embedder import offline  # must precede the yolov5 import
 
 import numpy as np
 import torch
@@ -104,6 +104,7 @@ class Detector:
             raise FileNotFoundError(
                 f"YOLOv5 weights not found at {path}. Set DETECTOR_WEIGHTS to a local .pt file, MODEL_URI to an "
                 "MLflow model, or fetch the release weights with `python -m clip_embedder.scripts.fetch_assets`.")
+        offline.import_yolov5()
         from yolov5.models.yolo import DetectionModel  # noqa: PLC0415
 
         dev = resolve_device(device)
@@ -130,8 +131,6 @@ class Detector:
         for m in model.modules():  # settings the yolov5 loader applies to older checkpoints
             if type(m).__name__ == "Detect":
                 m.inplace = True
-        for name in ("yolov5", "ultralytics"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         model.to(dev)
         return cls(model, names, weights_path=path, weights_sha256=file_sha256(path), imgsz=imgsz, conf=conf,
                    iou=iou, max_det=max_det, device=dev)

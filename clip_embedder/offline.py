@@ -24,6 +24,23 @@ def _truthy(value: str | None) -> bool:
     return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
+from PIL import Image as _PILImage
+
+#: Pillow's own `Image.open`, captured before `ultralytics` (imported by `yolov5`) replaces it with a
+#: wrapper that pip-installs `pi-heif` on an unidentified image, i.e. a network access on bad input.
+PIL_OPEN = _PILImage.open
+
+
+def import_yolov5() -> None:
+    """Import the yolov5 modules this project uses, then undo ultralytics' `PIL.Image.open` patch."""
+    import yolov5.models.yolo  # noqa: F401, PLC0415
+    import yolov5.utils.general  # noqa: F401, PLC0415
+
+    _PILImage.open = PIL_OPEN
+    for name in ("yolov5", "ultralytics"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure() -> None:
     """Set the offline environment (idempotent)."""
     cfg = CACHE_DIR / "yolo"

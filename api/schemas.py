@@ -1,0 +1,96 @@
+"""Request and response models of the HTTP API (what Swagger at /docs shows)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+BBox = tuple[float, float, float, float]
+
+
+class SpaceHit(BaseModel):
+    rank: int = Field(description="1-based rank of this result in that space")
+    similarity: float = Field(description="cosine similarity in that space")
+
+
+class SearchHit(BaseModel):
+    """One result: an indexed whole image or object crop."""
+
+    item_id: int = Field(description="id of the indexed item (whole image or crop)")
+    image_id: int
+    kind: str = Field(description="'image' (whole image) or 'object' (a detected object's crop)")
+    label: str | None = Field(None, description="detected class of an object item")
+    detection_score: float | None = Field(None, description="detector confidence of an object item")
+    bbox: BBox = Field(description="xyxy pixels in the indexed image (the full frame for a whole image)")
+    score: float = Field(description="reciprocal-rank-fusion score over the spaces that found it")
+    similarity: float = Field(description="best cosine similarity over those spaces")
+    spaces: dict[str, SpaceHit] = Field(description="which spaces found it, with rank and similarity")
+    image_url: str
+    thumbnail_url: str
+    crop_url: str
+
+
+class QueryObject(BaseModel):
+    """An object detected in the query image, with its nearest indexed crops."""
+
+    label: str
+    score: float
+    bbox: BBox = Field(description="xyxy pixels in the query image")
+    neighbours: list[SearchHit]
+    skipped: str | None = Field(None, description="why no neighbours were searched (crop policy)")
+
+
+class ImageSearchResponse(BaseModel):
+    width: int
+    height: int
+    objects: list[QueryObject]
+    image_neighbours: list[SearchHit] = Field(description="nearest indexed whole images")
+    spaces: list[str] = Field(description="embedding spaces used")
+    warnings: list[str]
+    timings_ms: dict[str, float]
+
+
+class TextSearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=1000, examples=["handbag"])
+    top_k: int = Field(10, ge=1, le=100)
+    label: str | None = Field(None, description="only items detected with this class")
+    spaces: list[str] | None = None
+
+
+class TextSearchResponse(BaseModel):
+    query: str
+    results: list[SearchHit]
+    spaces: list[str]
+    warnings: list[str]
+    took_ms: float
+
+
+class ObjectInfo(BaseModel):
+    item_id: int
+    label: str | None
+    score: float | None
+    bbox: BBox
+    crop_url: str
+
+
+class ImageInfo(BaseModel):
+    id: int
+    sha256: str
+    width: int
+    height: int
+    split: str | None
+    description: str
+    objects: list[ObjectInfo]
+    image_url: str
+    thumbnail_url: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    counts: dict[str, int]
+    spaces: dict[str, dict]
+    refused: dict[str, str]
+    detector: dict
+    labels: list[str]
+
+
+class ErrorResponse(BaseModel):
+    detail: str
