@@ -153,6 +153,9 @@ class SearchService:
             names = pixel or names  # with only the description space, query by the image's description
         if not names:
             kind = "text" if text else "image"
+            if requested:
+                raise QueryError(f"the requested space(s) {requested} cannot serve a {kind} query; text-capable "
+                                 f"spaces: {[s for s, e in self.embedders.items() if e.supports_text_queries]}", 422)
             raise QueryError(f"no active embedding space can serve a {kind} query (active: {sorted(self.embedders)}; "
                              f"refused: {self.refused or 'none'})", 409)
         return names

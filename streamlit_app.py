@@ -1,0 +1,140 @@
+"""Streamlit search page: `streamlit run streamlit_app.py`.
+
+Two modes: "image" (upload a photo → its detected objects drawn on it → for each object a grid of
+the nearest indexed crops, plus the nearest whole images) and "text" (type words → matching
+images with the matched object outlined). Talks to the API over HTTP at API_URL.
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import httpx
+import streamlit as st
+from PIL import Image, ImageDraw
+
+API_URL = os.environ.get("API_URL", "http://localhost:8000").rstrip("/")
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#008080"]
+COLUMNS = 5
+
+
+def api_get(client: httpx.Client, path: str, **params) -> httpx.Response:
+    return client.get(f"{API_URL}{path}", params=params)
+
+
+def draw_boxes(img: Image.Image, boxes: list[tuple[tuple[float, float, float, float], str]],
+               scale: float = 1.0) -> Image.Image:
+    """A copy of `img` with xyxy pixel boxes (multiplied by `scale`) outlined and labelled."""
+    img = img.convert("RGB").copy()
+    d = ImageDraw.Draw(img)
+    width = max(2, round(max(img.size) / 250))
+    for n, (box, text) in enumerate(boxes):
+        color = PALETTE[n % len(PALETTE)]
+        x1, y1, x2, y2 = (v * scale for v in box)
+        d.rectangle((x1, y1, x2, y2), outline=color, width=width)
+        if text:
+            tw = d.textlength(text)
+            d.rectangle((x1, max(0, y1 - 12), x1 + tw + 4, max(12, y1)), fill=color)
+            d.text((x1 + 2, max(0, y1 - 12)), text, fill="white")
+    return img
+
+
+def fetch_image(client: httpx.Client, url: str) -> Image.Image | None:
+    r = client.get(url if url.startswith("http") else f"{API_URL}{url}")
+    return Image.open(io.BytesIO(r.content)) if r.status_code == 200 else None
+
+
+def grid(client: httpx.Client, hits: list[dict], *, use_crop: bool, outline: bool = False) -> None:
+    """Results in rows of COLUMNS: the crop (or thumbnail) with label and similarity."""
+    for row in range(0, len(hits), COLUMNS):
+        cols = st.columns(COLUMNS)
+        for col, h in zip(cols, hits[row:row + COLUMNS]):
+            img = fetch_image(client, h["crop_url"] if use_crop else h["thumbnail_url"])
+            caption = f"{h['label'] or 'image'} · sim {h['similarity']:.2f} · #{h['image_id']}"
+            if img is None:
+                col.caption(f"(image unavailable) {caption}")
+                continue
+            if outline and h["kind"] == "object":
+                info = client.get(f"{API_URL}/api/images/{h['image_id']}").json()
+                img = draw_boxes(img, [(tuple(h["bbox"]), h["label"] or "")], scale=img.width / info["width"])
+            col.image(img, caption=caption, use_container_width=True)
+            col.caption("found by " + ", ".join(f"{s} #{v['rank']}" for s, v in h["spaces"].items()))
+
+
+def main() -> None:
+    st.set_page_config(page_title="Visual search", layout="wide")
+    st.title("Object-level visual search")
+    client = httpx.Client(timeout=60)
+    try:
+        health = api_get(client, "/api/health").raise_for_status().json()
+    except httpx.HTTPError as e:
+        st.error(f"The search API at {API_URL} is not reachable ({type(e).__name__}: {e}). Start it with "
+                 "`uvicorn api.main:app --port 8000`, or set API_URL to where it runs.")
+        st.stop()
+        return
+
+    with st.sidebar:
+        mode = st.radio("Search by", ["image", "text"], horizontal=True)
+        top_k = st.slider("results per list (top_k)", 1, 50, 10)
+        counts = health["counts"]
+        st.caption(f"{counts.get('images', 0)} images · {counts.get('objects', 0)} objects indexed · "
+                   f"spaces: {', '.join(health['spaces']) or 'none'}")
+        for space, why in health.get("refused", {}).items():
+            st.warning(f"space {space} unavailable: {why}")
+
+    if mode == "image":
+        same_class = st.sidebar.checkbox("object neighbours of the same class only", value=False)
+        up = st.file_uploader("Upload a photo", type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"])
+        if up is None:
+            st.info("Upload a photo: its objects are detected and each is matched against the indexed crops.")
+            return
+        data = up.getvalue()
+        r = client.post(f"{API_URL}/api/search_image", params={"top_k": top_k, "same_class": same_class},
+                        files={"file": (up.name, data, up.type or "application/octet-stream")})
+        if r.status_code != 200:
+            st.error(f"The API refused this image ({r.status_code}): {r.json().get('detail', r.text)}")
+            return
+        res = r.json()
+        for w in res["warnings"]:
+            st.warning(w)
+        query = Image.open(io.BytesIO(data))
+        boxes = [(tuple(o["bbox"]), f"{o['label']} {o['score']:.2f}") for o in res["objects"]]
+        left, right = st.columns([2, 3])
+        left.image(draw_boxes(query, boxes, scale=query.width / res["width"]), caption="query with detected objects",
+                   use_container_width=True)
+        right.markdown(f"**{len(res['objects'])} objects detected** · "
+                       + " · ".join(f"{k} {v:.0f} ms" for k, v in res["timings_ms"].items()))
+        st.subheader("Similar whole images")
+        grid(client, res["image_neighbours"], use_crop=False)
+        for n, o in enumerate(res["objects"]):
+            st.subheader(f"{n + 1}. {o['label']} ({o['score']:.2f})")
+            if o["skipped"]:
+                st.caption(f"not searched: {o['skipped']}")
+            elif not o["neighbours"]:
+                st.caption("no indexed crops match (try without 'same class only')")
+            else:
+                grid(client, o["neighbours"], use_crop=True)
+    else:
+        labels = ["(any)"] + health.get("labels", [])
+        label = st.sidebar.selectbox("only objects of class", labels)
+        query = st.text_input("Describe what you are looking for", placeholder="e.g. handbag, a red car")
+        if not query.strip():
+            st.info("Type a few words: images are ranked by the text spaces " + ", ".join(
+                s for s, v in health["spaces"].items() if v.get("text_queries")))
+            return
+        params = {"query": query, "top_k": top_k}
+        if label != "(any)":
+            params["label"] = label
+        r = api_get(client, "/api/search_text", **params)
+        if r.status_code != 200:
+            st.error(f"The API refused this query ({r.status_code}): {r.json().get('detail', r.text)}")
+            return
+        res = r.json()
+        for w in res["warnings"]:
+            st.warning(w)
+        st.markdown(f"**{len(res['results'])} images** for “{res['query']}” · spaces {', '.join(res['spaces'])} · "
+                    f"{res['took_ms']:.0f} ms")
+        grid(client, res["results"], use_crop=False, outline=True)
+
+
+main()

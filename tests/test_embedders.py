@@ -1,0 +1,53 @@
+"""Embedding spaces with real weights (MobileNet, MiniLM) and the real OpenCLIP loader."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_embedder.embedders import ClipEmbedder, describe_detections
+from conftest import IMAGES
+
+
+def test_vectors_are_normalised_with_the_identity_dim(embedders):
+    ims = [Image.open(IMAGES / "000000000009.jpg"), Image.open(IMAGES / "000000000025.jpg")]
+    for name, e in embedders.items():
+        v = e.embed_texts(["a bowl", "a giraffe"]) if e.source == "description" else e.embed_images(ims)
+        assert v.shape == (2, e.identity.dim) and v.dtype == np.float32, name
+        assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4), name
+        assert not np.allclose(v[0], v[1]), name
+
+
+def test_mobilenet_is_a_real_embedder(embedders):
+    m = embedders["mobilenet"]
+    a = Image.open(IMAGES / "000000000009.jpg")
+    v = m.embed_images([a, a.transpose(Image.FLIP_LEFT_RIGHT), Image.open(IMAGES / "000000000025.jpg")])
+    assert v[0] @ v[1] > v[0] @ v[2]  # a mirrored photo is closer than a different one
+
+
+def test_text_space_ranks_descriptions(embedders):
+    t = embedders["text"]
+    docs = t.embed_texts([describe_detections(["person", "handbag"]), describe_detections(["car", "car"]),
+                          describe_detections(["giraffe"])])
+    q = t.embed_texts(["handbag", "cars on a street", "zoo animal"])
+    assert list((q @ docs.T).argmax(axis=1)) == [0, 1, 2]
+
+
+def test_describe_detections():
+    assert describe_detections(["person", "car", "person"]) == "a photo of 2 persons and a car"
+    assert describe_detections([]) == "a photo with no detected objects"
+
+
+def test_clip_loads_local_checkpoint_and_shares_one_space(embedders, tiny_clip):
+    c = embedders["clip"]
+    assert c.identity.model == "open_clip:tiny-test-clip" and c.identity.dim == 64
+    assert len(c.identity.weights) == 64  # sha256 of the local checkpoint
+    img = c.embed_images([Image.open(IMAGES / "000000000009.jpg")])
+    txt = c.embed_texts(["a bowl of broccoli"])
+    assert img.shape == txt.shape == (1, 64)
+
+
+def test_clip_hub_tag_offline_is_a_clear_error(tiny_clip):
+    e = ClipEmbedder("tiny-test-clip", "no-such-hub-tag", tiny_clip[0])
+    with pytest.raises(RuntimeError, match="CLIP_PRETRAINED"):
+        e.load()

@@ -1,0 +1,169 @@
+"""Index → search round trips on the embedded PostgreSQL, FAISS rebuilds, space identities."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_embedder.crops import CropPolicy
+from clip_embedder.embedders import SpaceIdentity, SpaceMismatchError, create_embedder
+from clip_embedder.faiss_index import SpaceIndex
+from clip_embedder.pipeline import Indexer
+from clip_embedder.search import QueryError, SearchService, rrf_fuse
+from clip_embedder.store import ImageRow, ItemRow
+from conftest import gt_classes, subset_files
+
+
+def image_id_of(store, path) -> int:
+    from clip_embedder.images import sha256_bytes
+
+    return store.images_by_sha([sha256_bytes(path.read_bytes())])[sha256_bytes(path.read_bytes())]
+
+
+def test_index_counts(indexed, store):
+    assert indexed.images_indexed == 74 and indexed.images_failed == 0
+    counts = store.counts()
+    assert counts["images"] == 74 and counts["objects"] == indexed.objects > 74
+    for space in ("mobilenet", "text", "clip"):
+        assert counts[f"vectors_{space}"] == 74 + indexed.objects  # one whole image + each crop
+    assert set(indexed.stage_seconds) == {"read", "detect", "crop", "embed", "write"}
+
+
+def test_rerun_indexes_nothing_twice(indexed, store, detector, embedders, settings, subset):
+    before = store.counts()
+    idx = Indexer(store, detector, embedders, CropPolicy(), max_bytes=settings.max_upload_bytes,
+                  max_pixels=settings.max_image_pixels)
+    stats = idx.run(subset_files(subset), progress=False)
+    assert (stats.images_indexed, stats.images_skipped, stats.images_updated, stats.objects) == (0, 74, 0, 0)
+    assert store.counts() == before
+
+
+def test_image_searched_by_itself_comes_first(service, store, subset):
+    for path, _ in subset_files(subset)[::15]:
+        r = service.search_image(Image.open(path), top_k=5)
+        assert r.image_neighbours[0].image_id == image_id_of(store, path)
+        assert r.image_neighbours[0].similarity == pytest.approx(1.0, abs=1e-4)
+        assert set(r.spaces) == {"mobilenet", "clip"}  # pixel spaces serve image queries
+
+
+def test_object_neighbours_and_same_class(service, subset):
+    path = subset / "train" / "images" / "000000000036.jpg"
+    if not path.exists():
+        path = subset_files(subset)[0][0]
+    r = service.search_image(Image.open(path), top_k=8, same_class=True)
+    searched = [o for o in r.objects if not o.skipped]
+    assert searched, "the query image should have at least one cropped object"
+    for o in searched:
+        assert o.neighbours and all(h.label == o.detection.label and h.kind == "object" for h in o.neighbours)
+        # the query's own crop is in the index: the best neighbour is (nearly) identical
+        assert o.neighbours[0].similarity > 0.95
+
+
+def test_text_search_handbag(service, store, subset):
+    hits, spaces, _ = service.search_text("handbag", top_k=10)
+    assert spaces == ["text", "clip"]
+    gt = gt_classes(subset)
+    files = {h.image_id: store.get_image(h.image_id)["path"].rsplit("/", 1)[1] for h in hits}
+    with_handbag = [f for f in files.values() if "handbag" in gt.get(f, set())]
+    assert with_handbag, f"no image annotated with a handbag in the top 10: {files}"
+    assert len({h.image_id for h in hits}) == len(hits)  # one hit per image
+    filtered, _, _ = service.search_text("bag", top_k=10, label="handbag")
+    assert filtered and all(h.label == "handbag" for h in filtered)
+
+
+def test_text_query_errors(service):
+    with pytest.raises(QueryError, match="empty"):
+        service.search_text("   ")
+    with pytest.raises(QueryError, match="cannot serve a text query"):
+        service.search_text("car", spaces=["mobilenet"])
+
+
+def test_faiss_deleted_or_corrupt_is_rebuilt_with_identical_results(service, store, settings, subset):
+    query = Image.open(subset_files(subset)[3][0])
+    before = service.search_image(query, top_k=10)
+    for space, ix in service.indexes.items():
+        idx_path, meta_path = SpaceIndex.paths(settings.faiss_dir, space)
+        assert idx_path.exists() and meta_path.exists()
+        idx_path.unlink()
+    service2 = SearchService.create(settings, store, service.detector)
+    assert all(ix.rebuilt == "rebuilt: missing" for ix in service2.indexes.values())
+    after = service2.search_image(query, top_k=10)
+    key = lambda r: ([(h.item_id, round(h.score, 6)) for h in r.image_neighbours],  # noqa: E731
+                     [[h.item_id for h in o.neighbours] for o in r.objects])
+    assert key(after) == key(before)
+    # a truncated file is rebuilt too; a current one is loaded as is
+    p = SpaceIndex.paths(settings.faiss_dir, "text")[0]
+    p.write_bytes(p.read_bytes()[:100])
+    service3 = SearchService.create(settings, store, service.detector)
+    assert service3.indexes["text"].rebuilt.startswith("rebuilt: unreadable")
+    assert service3.indexes["mobilenet"].rebuilt == ""
+    assert key(service3.search_image(query, top_k=10)) == key(before)
+
+
+def test_faiss_matches_exact_search_in_postgres(service, store):
+    ix = service.indexes["mobilenet"]
+    q = store.iter_vectors("mobilenet").__next__()[1][:1]
+    D, ids = ix.search(q, 5)
+    with store.conn() as c:
+        rows = c.execute("SELECT item_id, 1 - (embedding <=> %s) AS sim FROM vectors_mobilenet "
+                         "ORDER BY embedding <=> %s LIMIT 5", (q[0], q[0])).fetchall()
+    assert list(ids[0]) == [r["item_id"] for r in rows]
+    assert np.allclose(D[0], [r["sim"] for r in rows], atol=1e-4)
+
+
+def test_space_built_by_another_model_is_refused(store, settings, detector, indexed):
+    real = store.get_space("text")
+    other = SpaceIdentity("text", real.model, "0" * 64, real.dim)
+    with pytest.raises(SpaceMismatchError, match="built by"):
+        store.ensure_space(other)
+    with store.conn() as c:  # simulate an index built by another model
+        c.execute("UPDATE spaces SET weights=%s WHERE name='text'", ("f" * 64,))
+    try:
+        svc = SearchService.create(settings, store, detector)
+        assert "text" in svc.refused and "text" not in svc.indexes
+        with pytest.raises(QueryError, match="cannot be queried") as e:
+            svc.search_text("car", spaces=["text"])
+        assert e.value.status == 409
+        hits, spaces, warnings = svc.search_text("car")
+        assert spaces == ["clip"] and any("space text not used" in w for w in warnings)
+    finally:
+        with store.conn() as c:
+            c.execute("UPDATE spaces SET weights=%s WHERE name='text'", (real.weights,))
+
+
+def test_batch_write_is_atomic(store, indexed):
+    before = store.counts()
+    bad = ImageRow(sha256="a" * 64, path="/nowhere.jpg", width=10, height=10, split=None, description="x",
+                   detector_sha256=None, items=[ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x",
+                                                        {"mobilenet": np.ones(3, np.float32)})])  # wrong dim
+    with pytest.raises(Exception):
+        store.write_batch([bad])
+    assert store.counts() == before and not store.images_by_sha(["a" * 64])
+
+
+def test_new_space_fills_images_indexed_before(settings, store, detector, subset, tmp_path):
+    from clip_embedder.config import Settings
+
+    s = Settings(**{**settings.model_dump(), "pgdata_dir": tmp_path / "pg", "faiss_dir": tmp_path / "faiss"})
+    from clip_embedder.store import Store
+
+    st = Store.open(s)
+    try:
+        files = subset_files(subset)[:4]
+        text = {"text": create_embedder("text", s).load()}
+        st.ensure_space(text["text"].identity)
+        Indexer(st, detector, text, CropPolicy(), max_bytes=10**7, max_pixels=10**8).run(files, progress=False)
+        both = {**text, "mobilenet": create_embedder("mobilenet", s).load()}
+        st.ensure_space(both["mobilenet"].identity)
+        stats = Indexer(st, detector, both, CropPolicy(), max_bytes=10**7, max_pixels=10**8).run(files, progress=False)
+        assert stats.images_updated == 4 and stats.images_indexed == 0
+        c = st.counts()
+        assert c["vectors_mobilenet"] == c["vectors_text"] == c["objects"] + 4
+    finally:
+        st.close()
+
+
+def test_rrf_fuse():
+    fused = rrf_fuse({"a": [(1, 0.9), (2, 0.8)], "b": [(2, 0.7), (3, 0.6)]})
+    assert [k for k, _, _ in fused] == [2, 1, 3]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
