@@ -57,7 +57,7 @@ def grid(client: httpx.Client, hits: list[dict], *, use_crop: bool, outline: boo
             if outline and h["kind"] == "object":
                 info = client.get(f"{API_URL}/api/images/{h['image_id']}").json()
                 img = draw_boxes(img, [(tuple(h["bbox"]), h["label"] or "")], scale=img.width / info["width"])
-            col.image(img, caption=caption, use_container_width=True)
+            col.image(img, caption=caption, width="stretch")
             col.caption("found by " + ", ".join(f"{s} #{v['rank']}" for s, v in h["spaces"].items()))
 
 
@@ -101,7 +101,7 @@ def main() -> None:
         boxes = [(tuple(o["bbox"]), f"{o['label']} {o['score']:.2f}") for o in res["objects"]]
         left, right = st.columns([2, 3])
         left.image(draw_boxes(query, boxes, scale=query.width / res["width"]), caption="query with detected objects",
-                   use_container_width=True)
+                   width="stretch")
         right.markdown(f"**{len(res['objects'])} objects detected** · "
                        + " · ".join(f"{k} {v:.0f} ms" for k, v in res["timings_ms"].items()))
         st.subheader("Similar whole images")

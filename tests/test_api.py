@@ -1,0 +1,120 @@
+"""The FastAPI service over the real index: search round trips and every bad input as a 4xx."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from conftest import gt_classes, subset_files
+
+
+def jpeg(path) -> bytes:
+    return path.read_bytes()
+
+
+def test_health(client):
+    h = client.get("/api/health").json()
+    assert h["status"] == "ok" and h["counts"]["images"] == 74
+    assert set(h["spaces"]) == {"mobilenet", "text", "clip"}
+    assert h["spaces"]["mobilenet"]["dim"] == 1024 and h["spaces"]["text"]["text_queries"]
+    assert h["detector"]["classes"] == 80 and "person" in h["labels"]
+
+
+def test_search_image_self_first_and_payload(client, subset):
+    path = subset_files(subset)[10][0]
+    r = client.post("/api/search_image", params={"top_k": 4},
+                    files={"file": (path.name, jpeg(path), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    first = j["image_neighbours"][0]
+    info = client.get(f"/api/images/{first['image_id']}").json()
+    assert info["sha256"] and client.get(first["image_url"]).content == path.read_bytes()
+    assert len(j["image_neighbours"]) == 4 and first["similarity"] == pytest.approx(1.0, abs=1e-4)
+    for o in j["objects"]:
+        assert len(o["bbox"]) == 4 and (o["skipped"] or len(o["neighbours"]) <= 4)
+    crop = client.get(j["objects"][0]["neighbours"][0]["crop_url"]) if j["objects"] else None
+    if crop is not None:
+        assert crop.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(crop.content)).size[0] > 0
+    thumb = client.get(first["thumbnail_url"], params={"size": 64})
+    assert max(Image.open(io.BytesIO(thumb.content)).size) == 64
+
+
+def test_search_text_handbag(client, subset):
+    r = client.get("/api/search_text", params={"query": "handbag", "top_k": 10})
+    assert r.status_code == 200
+    gt = gt_classes(subset)
+    names = [client.get(h["image_url"]).request.url.path for h in r.json()["results"]]
+    files = [client.get(f"/api/images/{h['image_id']}").json() for h in r.json()["results"]]
+    assert len(names) == 10
+    hits = [f for f in files if any("handbag" in gt[p.name] for p, _ in subset_files(subset)
+                                    if f["sha256"] == __import__("hashlib").sha256(p.read_bytes()).hexdigest())]
+    assert hits
+    post = client.post("/api/search_text", json={"query": "handbag", "top_k": 10})
+    assert [h["image_id"] for h in post.json()["results"]] == [h["image_id"] for h in r.json()["results"]]
+
+
+@pytest.mark.parametrize("case,status,message", [
+    ("not an image", 415, "not an image format"),
+    ("wrong content type", 415, "is not an image"),
+    ("truncated", 422, "truncated"),
+    ("empty", 422, "empty"),
+    ("over the size cap", 413, "MAX_UPLOAD_BYTES"),
+    ("over the pixel cap", 413, "MAX_IMAGE_PIXELS"),
+])
+def test_bad_uploads(client, subset, case, status, message):
+    good = jpeg(subset_files(subset)[0][0])
+    ctype = "image/jpeg"
+    if case == "not an image":
+        data = b"%PDF-1.4 definitely not a picture"
+    elif case == "wrong content type":
+        data, ctype = good, "text/plain"
+    elif case == "truncated":
+        data = good[: len(good) // 3]
+    elif case == "empty":
+        data = b""
+    elif case == "over the size cap":
+        data = good + b"\0" * (10 * 1024 * 1024)
+    else:
+        buf = io.BytesIO()
+        Image.new("L", (8000, 6000)).save(buf, "PNG")  # 48 Mpx, a few KB compressed
+        data, ctype = buf.getvalue(), "image/png"
+    r = client.post("/api/search_image", files={"file": ("q", data, ctype)})
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+
+
+@pytest.mark.parametrize("method,url,params,status", [
+    ("get", "/api/search_text", {"query": ""}, 422),
+    ("get", "/api/search_text", {"query": "   "}, 422),
+    ("get", "/api/search_text", {"query": "car", "top_k": 0}, 422),
+    ("get", "/api/search_text", {"query": "car", "spaces": "mobilenet"}, 422),
+    ("get", "/api/search_text", {"query": "car", "spaces": "nope"}, 422),
+    ("get", "/api/images/987654", {}, 404),
+    ("get", "/api/images/987654/thumbnail", {}, 404),
+    ("get", "/api/items/987654/crop", {}, 404),
+    ("get", "/api/images/abc", {}, 422),
+])
+def test_bad_queries(client, method, url, params, status):
+    r = getattr(client, method)(url, params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"]
+
+
+def test_missing_file_is_404_not_500(client, store, tmp_path):
+    from clip_embedder.store import ImageRow, ItemRow
+
+    ids = store.write_batch([ImageRow("b" * 64, str(tmp_path / "gone.jpg"), 10, 10, None, "x", None,
+                                      [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x")])])
+    try:
+        r = client.get(f"/api/images/{ids[0]}/file")
+        assert r.status_code == 404 and "re-index" in r.json()["detail"]
+    finally:
+        with store.conn() as c:
+            c.execute("DELETE FROM images WHERE id=%s", (ids[0],))
+
+
+def test_openapi_docs(client):
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/search_image", "/api/search_text", "/api/health", "/api/images/{image_id}"} <= set(paths)

@@ -1,0 +1,41 @@
+"""The indexing CLI end to end on a small folder of real images (embedded Postgres, real weights)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from conftest import IMAGES, MOBILENET, ROOT, YOLO_WEIGHTS
+
+
+def test_embed_and_index_cli(tmp_path, monkeypatch, capsys):
+    from clip_embedder.scripts import embed_and_index
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted(IMAGES.glob("*.jpg"))[:5]:
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.jpg").write_bytes((IMAGES / "000000000009.jpg").read_bytes()[:3000])
+    (folder / "notes.txt").write_text("not an image, not listed")
+    for k, v in {"PGDATA_DIR": tmp_path / "pg", "FAISS_DIR": tmp_path / "faiss", "DETECTOR_WEIGHTS": YOLO_WEIGHTS,
+                 "MOBILENET_WEIGHTS": MOBILENET, "SPACES": "mobilenet,text", "DATABASE_URL": ""}.items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.chdir(tmp_path)
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--device", "0"]) == 0
+    out = capsys.readouterr()
+    assert "images=6 indexed=5 skipped=0 updated=0 failed=1" in out.out and "images/s=" in out.out
+    assert "detect=" in out.out and "broken.jpg" in out.err
+    assert (tmp_path / "faiss" / "mobilenet.faiss").exists()
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress"]) == 0
+    assert "indexed=0 skipped=5" in capsys.readouterr().out
+    # a space built by another model is refused with a clear message
+    monkeypatch.setenv("MOBILENET_WEIGHTS", str(tmp_path / "missing.tflite"))
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress"]) == 2
+    assert "MOBILENET_WEIGHTS" in capsys.readouterr().err
+    assert embed_and_index.main(["--dataset_path", str(tmp_path / "nowhere")]) == 2
+
+
+def test_help_texts():
+    for cmd in (["-m", "clip_embedder.scripts.embed_and_index"], [str(ROOT / "scripts" / "extract_coco_subset.py")]):
+        r = subprocess.run([sys.executable, *cmd, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 0 and "Example" in r.stdout

@@ -1,0 +1,44 @@
+"""The Streamlit page through Streamlit's AppTest, against the real API served by uvicorn."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, free_port, subset_files
+
+APP = str(ROOT / "streamlit_app.py")
+
+
+def run_app(monkeypatch, api_url: str) -> AppTest:
+    monkeypatch.setenv("API_URL", api_url)
+    at = AppTest.from_file(APP, default_timeout=120)
+    return at.run()
+
+
+def test_api_down_gives_a_clear_message(monkeypatch):
+    at = run_app(monkeypatch, f"http://127.0.0.1:{free_port()}")
+    assert at.error and "not reachable" in at.error[0].value and "uvicorn api.main:app" in at.error[0].value
+
+
+def test_text_mode(monkeypatch, live_api):
+    at = run_app(monkeypatch, live_api)
+    assert not at.error
+    at.sidebar.radio[0].set_value("text").run()
+    at.text_input[0].input("handbag").run()
+    assert not at.error
+    assert any("images** for" in m.value for m in at.markdown)
+    assert len(at.get("image")) >= 1
+
+
+def test_image_mode_upload(monkeypatch, live_api, subset):
+    path: Path = subset_files(subset)[5][0]
+    at = run_app(monkeypatch, live_api)
+    at.file_uploader[0].set_value((path.name, path.read_bytes(), "image/jpeg")).run()
+    assert not at.error
+    assert any(s.value == "Similar whole images" for s in at.subheader)
+    assert len(at.get("image")) >= 2  # the query with its boxes, and results
+    assert any("objects detected" in m.value for m in at.markdown)
+    # a bad upload is reported, not a crash
+    at.file_uploader[0].set_value(("x.jpg", path.read_bytes()[:2000], "image/jpeg")).run()
+    assert at.error and "refused" in at.error[0].value
