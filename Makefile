@@ -1,0 +1,52 @@
+# Two commands: `make demo` (build the subset, index it, serve the API and the UI) and `make test`.
+# Both create .venv and install the pinned dependencies on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A local copy of the data and weights: used when the folder exists, else the official sources.
+SHARED ?= ../shared
+ifneq ($(wildcard $(SHARED)/models/yolov5/yolov5n.pt),)
+LOCAL_MODELS ?= $(SHARED)/models
+endif
+ifneq ($(wildcard $(SHARED)/datasets/coco128/images),)
+COCO_ANNOTATIONS ?= $(SHARED)/datasets/coco128/annotations/instances_coco128_train2017.json
+COCO_IMAGES ?= $(SHARED)/datasets/coco128/images
+endif
+export LOCAL_MODELS COCO_ANNOTATIONS COCO_IMAGES
+API_PORT ?= 8000
+UI_PORT ?= 8501
+
+.PHONY: demo test install index serve api ui mlflow-ui benchmarks clean-index help
+
+help:
+	@echo "make demo   - install, build the COCO subset, index it, serve API (:$(API_PORT)) + UI (:$(UI_PORT))"
+	@echo "make test   - install and run the test suite"
+	@echo "make benchmarks - indexing throughput, search latency and retrieval quality figures"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	PY=$(PY) API_PORT=$(API_PORT) UI_PORT=$(UI_PORT) bash scripts/demo.sh
+
+index: install
+	PY=$(PY) DEMO_SERVE=0 bash scripts/demo.sh
+
+test: install
+	$(PY) -m pytest -q
+
+benchmarks: install
+	$(PY) benchmarks/bench_index_search.py
+	$(PY) benchmarks/bench_quality.py
+
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --port 5000
+
+clean-index:
+	rm -rf data/

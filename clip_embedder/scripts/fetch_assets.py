@@ -1,0 +1,110 @@
+"""Put the model weights the demo needs into models/: from a local folder, or from the official sources.
+
+Writes `models/assets.env` with the settings that point at what it found (DETECTOR_WEIGHTS,
+MOBILENET_WEIGHTS, CLIP_PRETRAINED, SPACES), so `make demo` and you can source it.
+
+Examples:
+    python -m clip_embedder.scripts.fetch_assets --from ../shared/models   # offline copy
+    python -m clip_embedder.scripts.fetch_assets --download                # official URLs / hub
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+from clip_embedder.detector import file_sha256
+
+#: name → (official URL, sha256, relative path inside a local models folder)
+ASSETS = {
+    "yolov5n.pt": ("https://github.com/ultralytics/yolov5/releases/download/v7.0/yolov5n.pt",
+                   "4f180cf23ba0717ada0badd6c685026d73d48f184d00fc159c2641284b2ac0a3", "yolov5/yolov5n.pt"),
+    "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite": (
+        "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
+        "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
+        "f409ef4f73fcbb9667841965623c5c8524aac33d41b9bf5f3667161fb4a76319",
+        "mobilenet/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
+}
+
+
+def _get(name: str, dest_dir: Path, local: Path | None, download: bool) -> Path | None:
+    url, sha, rel = ASSETS[name]
+    dest = dest_dir / name
+    if dest.exists() and file_sha256(dest) == sha:
+        return dest
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    if local is not None and (local / rel).is_file():
+        shutil.copyfile(local / rel, tmp)
+    elif download:
+        print(f"downloading {url}", file=sys.stderr)
+        try:
+            urllib.request.urlretrieve(url, tmp)
+        except OSError as e:
+            print(f"error: cannot download {url}: {e}", file=sys.stderr)
+            return None
+    else:
+        return None
+    if file_sha256(tmp) != sha:
+        tmp.unlink()
+        print(f"error: {name} has the wrong sha256 (expected {sha})", file=sys.stderr)
+        return None
+    os.replace(tmp, dest)
+    return dest
+
+
+def fetch_clip(model: str, tag: str, dest_dir: Path) -> Path | None:
+    """Download OpenCLIP weights (`model`, `tag`) from their hub into dest_dir; returns the file or None."""
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    import open_clip  # noqa: PLC0415
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg  # noqa: PLC0415
+
+    cfg = get_pretrained_cfg(model, tag)
+    if not cfg:
+        print(f"error: OpenCLIP has no pretrained tag {tag!r} for {model}", file=sys.stderr)
+        return None
+    try:
+        path = download_pretrained(cfg, cache_dir=str(dest_dir / "open_clip"))
+    except Exception as e:  # no network, hub down
+        print(f"note: OpenCLIP weights not downloaded ({type(e).__name__}: {e}); the clip space stays off",
+              file=sys.stderr)
+        return None
+    del open_clip
+    return Path(path) if path else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m clip_embedder.scripts.fetch_assets", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--from", dest="local", type=Path, default=None, help="a local models folder to copy from")
+    p.add_argument("--download", action="store_true", help="download what the local folder lacks")
+    p.add_argument("--clip", action="store_true", help="also download OpenCLIP weights (needs --download)")
+    p.add_argument("--clip-model", default="ViT-B-32")
+    p.add_argument("--clip-pretrained", default="laion2b_s34b_b79k")
+    p.add_argument("--dest", type=Path, default=Path("models"))
+    args = p.parse_args(argv)
+    args.dest.mkdir(parents=True, exist_ok=True)
+    got = {name: _get(name, args.dest, args.local, args.download) for name in ASSETS}
+    missing = [n for n, v in got.items() if v is None]
+    if missing:
+        print(f"error: missing {missing}: pass --from a local copy or --download on a machine with a network",
+              file=sys.stderr)
+        return 2
+    spaces = ["mobilenet", "text"]
+    lines = [f"DETECTOR_WEIGHTS={got['yolov5n.pt']}",
+             f"MOBILENET_WEIGHTS={got['mobilenet_v1_1.0_224_quant_embedding_extractor.tflite']}"]
+    if args.clip and args.download:
+        clip = fetch_clip(args.clip_model, args.clip_pretrained, args.dest)
+        if clip is not None:
+            spaces.insert(0, "clip")
+            lines += [f"CLIP_MODEL={args.clip_model}", f"CLIP_PRETRAINED={clip}"]
+    lines.append(f"SPACES={','.join(spaces)}")
+    (args.dest / "assets.env").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The demo behind `make demo`: weights → COCO subset → index → API + Streamlit.
+# LOCAL_MODELS / COCO_ANNOTATIONS / COCO_IMAGES name a local copy; without them the official
+# sources are downloaded (YOLOv5 release, google-coral MobileNet, OpenCLIP hub, cocodataset.org).
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+API_PORT=${API_PORT:-8000}
+UI_PORT=${UI_PORT:-8501}
+
+if [ -n "${LOCAL_MODELS:-}" ]; then
+  "$PY" -m clip_embedder.scripts.fetch_assets --from "$LOCAL_MODELS" >/dev/null
+else
+  "$PY" -m clip_embedder.scripts.fetch_assets --download --clip >/dev/null
+fi
+set -a; . models/assets.env; set +a
+echo "spaces: $SPACES"
+
+subset_args=()
+[ -n "${COCO_ANNOTATIONS:-}" ] && subset_args+=(--annotations "$COCO_ANNOTATIONS")
+[ -n "${COCO_IMAGES:-}" ] && subset_args+=(--images "$COCO_IMAGES")
+dataset=$("$PY" scripts/extract_coco_subset.py "${subset_args[@]}" --no-progress | tail -n 1 | sed -E 's/^(up to date: )?([^: ]+).*/\2/')
+echo "dataset: $dataset"
+"$PY" -m clip_embedder.scripts.embed_and_index --split all --dataset_path "$dataset"
+
+[ "${DEMO_SERVE:-1}" = "1" ] || exit 0
+"$PY" -m uvicorn api.main:app --host 0.0.0.0 --port "$API_PORT" &
+api_pid=$!
+trap 'kill $api_pid 2>/dev/null || true' EXIT INT TERM
+for _ in $(seq 1 120); do
+  curl -fs "http://localhost:$API_PORT/api/health" >/dev/null 2>&1 && break
+  kill -0 $api_pid 2>/dev/null || { echo "the API failed to start" >&2; exit 1; }
+  sleep 1
+done
+echo "API: http://localhost:$API_PORT/docs   UI: http://localhost:$UI_PORT"
+API_URL="http://localhost:$API_PORT" "$PY" -m streamlit run streamlit_app.py --server.port "$UI_PORT" \
+  --server.headless true --browser.gatherUsageStats false
