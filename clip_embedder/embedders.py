@@ -300,6 +300,15 @@ def create_embedder(space: str, settings: Settings) -> Embedder:
     raise ValueError(f"unknown embedding space {space!r}")
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def describe_object(label: str) -> str:
+    """The text description of one detected object, e.g. "a photo of an umbrella"."""
+    return f"a photo of {_article(label)} {label}"
+
+
 def describe_detections(labels: list[str]) -> str:
     """The text description of an image from its detected labels, e.g. "a photo of 2 persons and a car".
 
@@ -311,5 +320,6 @@ def describe_detections(labels: list[str]) -> str:
     counts: dict[str, int] = {}
     for label in labels:
         counts[label] = counts.get(label, 0) + 1
-    parts = [f"a {k}" if n == 1 else f"{n} {k}s" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    parts = [f"{_article(k)} {k}" if n == 1 else f"{n} {k}s"
+             for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     return "a photo of " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])

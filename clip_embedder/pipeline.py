@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from clip_embedder.crops import CropPolicy
 from clip_embedder.detector import Detector
-from clip_embedder.embedders import Embedder, describe_detections
+from clip_embedder.embedders import Embedder, describe_detections, describe_object
 from clip_embedder.images import ImageError, decode_image, sha256_bytes
 from clip_embedder.store import ImageRow, ItemRow, Store
 
@@ -141,7 +141,7 @@ class Indexer:
                 box = self.policy.crop_box(d.bbox, w, h)
                 if box is None:
                     continue
-                item = ItemRow("object", d.label, d.score, d.bbox, box, f"a photo of a {d.label}")
+                item = ItemRow("object", d.label, d.score, d.bbox, box, describe_object(d.label))
                 row.items.append(item)
                 crops.append((item, img.crop(box)))
                 stats.objects += 1

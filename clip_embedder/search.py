@@ -17,7 +17,8 @@ from PIL import Image
 from clip_embedder.config import Settings
 from clip_embedder.crops import CropPolicy
 from clip_embedder.detector import Detection, Detector
-from clip_embedder.embedders import Embedder, SpaceMismatchError, create_embedder
+from clip_embedder.embedders import (Embedder, SpaceMismatchError, create_embedder, describe_detections,
+                                     describe_object)
 from clip_embedder.faiss_index import SpaceIndex
 from clip_embedder.store import Store
 
@@ -201,8 +202,6 @@ class SearchService:
         dets = self.detector.detect([image])[0]
         timings["detect"] = (time.perf_counter() - t) * 1000
         w, h = image.size
-        from clip_embedder.embedders import describe_detections  # noqa: PLC0415
-
         crops, crop_descs, crop_idx, skipped = [image], [describe_detections([d.label for d in dets])], [], {}
         for i, d in enumerate(dets):
             box = self.policy.crop_box(d.bbox, w, h)
@@ -210,7 +209,7 @@ class SearchService:
                 skipped[i] = "crop too small or too elongated for the crop policy"
                 continue
             crops.append(image.crop(box))
-            crop_descs.append(f"a photo of a {d.label}")
+            crop_descs.append(describe_object(d.label))
             crop_idx.append(i)
         t = time.perf_counter()
         vectors = {s: self._query_vectors(s, crops, crop_descs) for s in names}
