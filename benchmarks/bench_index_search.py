@@ -1,0 +1,100 @@
+"""Indexing throughput (images/s, seconds per stage) and HTTP search latency (p50/p99).
+
+Indexes a COCO subset (default: the 7-class subset of ../shared COCO128, 74 images) into a fresh
+embedded PostgreSQL, starts the API under uvicorn, and times text and image queries over HTTP.
+
+    python benchmarks/bench_index_search.py [--dataset datasets/coco_subset/version_1] [--queries 50]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import bench_settings, ensure_subset, machine, peak_rss_mb
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", type=Path, default=None)
+    p.add_argument("--spaces", default="mobilenet,text")
+    p.add_argument("--clip-pretrained", default=None)
+    p.add_argument("--clip-config", default=None)
+    p.add_argument("--queries", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=16)
+    args = p.parse_args()
+
+    import httpx
+    import uvicorn
+
+    from api.main import create_app
+    from clip_embedder.crops import CropPolicy
+    from clip_embedder.embedders import create_embedder
+    from clip_embedder.faiss_index import SpaceIndex
+    from clip_embedder.pipeline import Indexer
+    from clip_embedder.search import load_detector
+    from clip_embedder.store import Store
+
+    work = Path(tempfile.mkdtemp(prefix="bench_"))
+    dataset = ensure_subset(args.dataset, work)
+    s = bench_settings(work, args.spaces, args.clip_pretrained, args.clip_config)
+    files = [(f, sp) for sp in ("train", "val", "test") for f in sorted((dataset / sp / "images").glob("*"))]
+    print(f"machine: {machine()}")
+    print(f"dataset: {dataset} ({len(files)} images), spaces: {s.spaces}, imgsz {s.detector_imgsz}")
+
+    t = time.perf_counter()
+    detector = load_detector(s)
+    embedders = {name: create_embedder(name, s).load() for name in s.spaces}
+    store = Store.open(s)
+    for e in embedders.values():
+        store.ensure_space(e.identity)
+    print(f"model load: {time.perf_counter() - t:.2f}s")
+    stats = Indexer(store, detector, embedders, CropPolicy(), max_bytes=s.max_upload_bytes,
+                    max_pixels=s.max_image_pixels).run(files, batch_size=args.batch_size, progress=False)
+    t = time.perf_counter()
+    for e in embedders.values():
+        SpaceIndex.load_or_build(store, e.identity, s.faiss_dir)
+    faiss_s = time.perf_counter() - t
+    print(f"indexing: {stats.summary()}")
+    print(f"indexing: {stats.images_indexed / stats.seconds:.2f} images/s, "
+          f"{(stats.images_indexed + stats.objects) / stats.seconds:.1f} items/s, FAISS build {faiss_s:.2f}s")
+    per_img = {k: 1000 * v / max(1, stats.images_indexed) for k, v in stats.stage_seconds.items()}
+    print("per image (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in per_img.items()))
+    store.close()
+
+    server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=8765, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.1)
+    words = ["handbag", "car", "person", "book", "laptop", "cell phone", "sports ball", "a dog", "umbrella", "bus"]
+    with httpx.Client(base_url="http://127.0.0.1:8765", timeout=120) as c:
+        c.get("/api/search_text", params={"query": "warm up"})
+        text_ms = []
+        for i in range(args.queries):
+            t = time.perf_counter()
+            c.get("/api/search_text", params={"query": words[i % len(words)], "top_k": 10}).raise_for_status()
+            text_ms.append((time.perf_counter() - t) * 1000)
+        image_ms = []
+        for i in range(args.queries):
+            f = files[i % len(files)][0]
+            t = time.perf_counter()
+            c.post("/api/search_image", params={"top_k": 10},
+                   files={"file": (f.name, f.read_bytes(), "image/jpeg")}).raise_for_status()
+            image_ms.append((time.perf_counter() - t) * 1000)
+    server.should_exit = True
+    for name, v in (("text ", text_ms), ("image", image_ms)):
+        print(f"search_{name} over HTTP: n={len(v)} p50={pct(v, 50):.1f} ms p99={pct(v, 99):.1f} ms "
+              f"mean={statistics.mean(v):.1f} ms")
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Helpers shared by the benchmark scripts (not part of the library)."""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{model}, {os.cpu_count()} cores, {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ensure_subset(path: Path | None, work: Path) -> Path:
+    """The given subset version, or the default 7-class subset of COCO128 built under `work`."""
+    if path is not None:
+        return path
+    import extract_coco_subset as ecs
+
+    coco = SHARED / "datasets" / "coco128"
+    return ecs.build(str(coco / "annotations" / "instances_coco128_train2017.json"), str(coco / "images"),
+                     work / "coco_subset", ecs.DEFAULT_CLASSES, (0.7, 0.15, 0.15), 0, None, work / "cache",
+                     progress=False)
+
+
+def bench_settings(work: Path, spaces: str, clip_pretrained: str | None, clip_config: str | None):
+    from clip_embedder.config import Settings
+
+    kw = dict(_env_file=None, pgdata_dir=work / "pgdata", faiss_dir=work / "faiss", spaces=spaces,
+              detector_weights=os.environ.get("DETECTOR_WEIGHTS", str(SHARED / "models/yolov5/yolov5n.pt")),
+              mobilenet_weights=os.environ.get(
+                  "MOBILENET_WEIGHTS",
+                  str(SHARED / "models/mobilenet/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")))
+    if clip_pretrained:
+        kw["clip_pretrained"] = clip_pretrained
+    if clip_config:
+        kw["clip_model_config"] = clip_config
+        kw["clip_model"] = Path(clip_config).stem
+    return Settings(**kw)
