@@ -31,12 +31,25 @@ from PIL import Image as _PILImage
 PIL_OPEN = _PILImage.open
 
 
+def _pillow_font_getsize() -> None:
+    """yolov5 7.0.14's plots call `FreeTypeFont.getsize`, removed in Pillow 10; restore it from `getbbox`."""
+    from PIL import ImageFont  # noqa: PLC0415
+
+    if not hasattr(ImageFont.FreeTypeFont, "getsize"):
+        def getsize(self, text, *args, **kwargs):
+            left, top, right, bottom = self.getbbox(text, *args, **kwargs)
+            return right - left, bottom - top
+
+        ImageFont.FreeTypeFont.getsize = getsize
+
+
 def import_yolov5() -> None:
     """Import the yolov5 modules this project uses, then undo ultralytics' `PIL.Image.open` patch."""
     import yolov5.models.yolo  # noqa: F401, PLC0415
     import yolov5.utils.general  # noqa: F401, PLC0415
 
     _PILImage.open = PIL_OPEN
+    _pillow_font_getsize()
     for name in ("yolov5", "ultralytics"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

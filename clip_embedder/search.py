@@ -303,7 +303,8 @@ class SearchService:
             "refused": self.refused,
             "detector": {"weights": str(self.detector.weights_path), "sha256": self.detector.weights_sha256,
                          "classes": len(self.detector.names), "imgsz": self.detector.imgsz,
-                         "device": str(self.detector.device)},
+                         "device": str(self.detector.device),
+                         "source": getattr(self.detector, "source", {"weights": str(self.detector.weights_path)})},
         }
 
 
@@ -314,12 +315,16 @@ def load_detector(settings: Settings) -> Detector:
         FileNotFoundError: no weights at DETECTOR_WEIGHTS. RuntimeError: MLflow resolution failed.
     """
     weights: str | Path = settings.detector_weights
+    source: dict = {"weights": str(weights)}
     if settings.model_uri or settings.mlflow_run_id:
         from clip_embedder.registry import fetch_detector_weights  # noqa: PLC0415
 
-        weights = fetch_detector_weights(settings).path
-    return Detector.load(weights, imgsz=settings.detector_imgsz, conf=settings.detector_conf,
-                         iou=settings.detector_iou, max_det=settings.detector_max_det, device=settings.device)
+        fetched = fetch_detector_weights(settings)
+        weights, source = fetched.path, fetched.describe()
+    detector = Detector.load(weights, imgsz=settings.detector_imgsz, conf=settings.detector_conf,
+                             iou=settings.detector_iou, max_det=settings.detector_max_det, device=settings.device)
+    detector.source = source
+    return detector
 
 
 __all__ = ["Hit", "ImageSearchResult", "ObjectResult", "QueryError", "SearchService", "SpaceMismatchError",

@@ -1,0 +1,146 @@
+"""MLflow: where the detector weights come from when the service is pointed at a run or a registered model.
+
+`MODEL_URI` (`runs:/<run_id>/weights/best.pt`, `models:/<name>@<alias>`, `models:/<name>/<version>`)
+or `MLFLOW_RUN_ID` (its `weights/best.pt`) → the file is downloaded once into
+`models/mlflow/<run_id>/` and reused while its sha256 matches the `weights_sha256` tag the
+training run recorded.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clip_embedder.config import Settings
+
+WEIGHTS_ARTIFACT = "weights/best.pt"
+SHA_TAG = "weights_sha256"
+
+
+@dataclass
+class FetchedWeights:
+    """A local copy of an MLflow run's detector weights and what the health route reports about it."""
+
+    path: Path
+    run_id: str
+    model_uri: str
+    model_name: str | None = None
+    model_version: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {"model_uri": self.model_uri, "run_id": self.run_id, "model_name": self.model_name,
+                "model_version": self.model_version, "metrics": self.metrics}
+
+
+def configure_mlflow(tracking_uri: str | None = None) -> str:
+    """Point MLflow at `tracking_uri` (default: MLFLOW_TRACKING_URI or local `sqlite:///mlflow.db`).
+
+    HTTP retries are capped so an unreachable server fails in seconds, not minutes.
+    """
+    import mlflow  # noqa: PLC0415
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _sha256(path: Path) -> str:
+    from clip_embedder.detector import file_sha256  # noqa: PLC0415
+
+    return file_sha256(path)
+
+
+def resolve_model_uri(uri: str) -> tuple[str, str, str | None, str | None]:
+    """Map a `runs:/` or `models:/` URI to (run_id, artifact path, model name, model version).
+
+    Raises:
+        RuntimeError: unknown model, version or alias; a malformed URI; an unreachable server.
+    """
+    from mlflow import MlflowClient  # noqa: PLC0415
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    client = MlflowClient()
+    try:
+        if uri.startswith("runs:/"):
+            rest = uri[len("runs:/"):].strip("/")
+            run_id, _, path = rest.partition("/")
+            client.get_run(run_id)
+            return run_id, path or WEIGHTS_ARTIFACT, None, None
+        if uri.startswith("models:/"):
+            rest = uri[len("models:/"):].strip("/")
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                try:
+                    mv = client.get_model_version_by_alias(name, alias)
+                except MlflowException as e:
+                    aliases = []
+                    try:
+                        aliases = list(client.get_registered_model(name).aliases)
+                    except MlflowException:
+                        pass
+                    raise RuntimeError(f"registered model {name!r} has no alias {alias!r} "
+                                       f"(aliases: {aliases or 'none'}): {e.message}") from e
+            else:
+                name, _, version = rest.partition("/")
+                if not version:
+                    raise RuntimeError(f"{uri!r}: give a version or an alias, e.g. models:/{name}@champion")
+                mv = client.get_model_version(name, version)
+            run_id = mv.run_id
+            source = mv.source
+            marker = f"/{run_id}/artifacts/"
+            path = source.split(marker, 1)[1] if marker in source else WEIGHTS_ARTIFACT.rsplit("/", 1)[0]
+            if not path.endswith(".pt"):
+                path = path.rstrip("/") + "/best.pt"
+            return run_id, path, name, str(mv.version)
+    except MlflowException as e:
+        raise RuntimeError(f"MLflow cannot resolve {uri!r} at {os_tracking_uri()}: {e.message}") from e
+    except RuntimeError:
+        raise
+    except Exception as e:  # connection errors surface as requests / OSError subclasses
+        raise RuntimeError(f"cannot reach the MLflow tracking server at {os_tracking_uri()} for {uri!r}: {e}") from e
+    raise RuntimeError(f"MODEL_URI {uri!r} must start with runs:/ or models:/")
+
+
+def os_tracking_uri() -> str:
+    import mlflow  # noqa: PLC0415
+
+    return mlflow.get_tracking_uri()
+
+
+def fetch_detector_weights(settings: Settings, cache_dir: Path = Path("models/mlflow")) -> FetchedWeights:
+    """Download (or reuse) the detector weights named by MODEL_URI / MLFLOW_RUN_ID.
+
+    Raises:
+        RuntimeError: the run has no such artifact, the alias/model is unknown, or the server is unreachable.
+    """
+    import mlflow  # noqa: PLC0415
+    from mlflow import MlflowClient  # noqa: PLC0415
+
+    configure_mlflow(settings.mlflow_tracking_uri)
+    uri = settings.model_uri or f"runs:/{settings.mlflow_run_id}/{WEIGHTS_ARTIFACT}"
+    run_id, artifact, name, version = resolve_model_uri(uri)
+    try:
+        run = MlflowClient().get_run(run_id)
+    except Exception as e:
+        raise RuntimeError(f"cannot read MLflow run {run_id} at {os_tracking_uri()}: {e}") from e
+    expected = run.data.tags.get(SHA_TAG)
+    local = Path(cache_dir) / run_id / Path(artifact).name
+    if not (local.is_file() and expected and _sha256(local) == expected):
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=local.parent) as tmp:
+            try:
+                got = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp))
+            except Exception as e:
+                listing = [a.path for a in MlflowClient().list_artifacts(run_id, Path(artifact).parent.as_posix())]
+                raise RuntimeError(f"MLflow run {run_id} has no weights at {artifact!r} "
+                                   f"(found: {listing or 'nothing'}): {e}") from e
+            if expected and _sha256(got) != expected:
+                raise RuntimeError(f"weights of run {run_id} do not match their recorded sha256 {expected[:12]}…")
+            shutil.move(str(got), local)
+    metrics = {k: round(v, 5) for k, v in run.data.metrics.items() if k.startswith(("best/", "test/", "val/mAP"))}
+    return FetchedWeights(local, run_id, uri, name, version, metrics)

@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Register a run's detector weights in the MLflow Model Registry and move an alias to it when it wins.
+
+The alias (default `champion`) moves to the new version only when the run's metric (default
+`best/mAP50-95`, the validation mAP50-95 of best.pt) beats the alias holder's; `--force` moves it anyway.
+
+Example:
+  python yolov5/promote.py --run-id <run_id> [--name coco-subset-yolov5] [--alias champion] [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import mlflow_common  # noqa: F401
+
+
+def register_and_promote(run_id: str, name: str, alias: str, metric: str = "best/mAP50-95",
+                         force: bool = False) -> tuple[str, bool]:
+    """Create a model version for `runs:/<run_id>/weights` and move `alias` to it if it is better.
+
+    Returns:
+        (new version number, whether the alias moved).
+
+    Raises:
+        RuntimeError: the run has no `metric` or no weights artifact.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    if not any(a.path == "weights/best.pt" for a in client.list_artifacts(run_id, "weights")):
+        raise RuntimeError(f"run {run_id} has no weights/best.pt artifact to register")
+    score = run.data.metrics.get(metric)
+    if score is None:
+        raise RuntimeError(f"run {run_id} has no metric {metric!r} to compare")
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="YOLOv5 detector trained on a COCO subset")
+    mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/weights", run_id=run_id,
+                                     tags={metric.replace("/", "_"): str(score)})
+    holder_score = None
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+        holder_score = client.get_run(holder.run_id).data.metrics.get(metric)
+    except MlflowException:
+        holder = None
+    moved = force or holder is None or holder_score is None or score > holder_score
+    if moved:
+        client.set_registered_model_alias(name, alias, mv.version)
+    print(f"registered {name} version {mv.version} ({metric} {score:.4f}); alias {alias!r} "
+          + (f"moved to it" if moved else f"stays on version {holder.version} ({metric} {holder_score:.4f})"))
+    return str(mv.version), moved
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python yolov5/promote.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--name", default=os.environ.get("REGISTERED_MODEL_NAME", "coco-subset-yolov5"))
+    p.add_argument("--alias", default=os.environ.get("MODEL_ALIAS", "champion"))
+    p.add_argument("--metric", default="best/mAP50-95")
+    p.add_argument("--force", action="store_true", help="move the alias even if the run is not better")
+    p.add_argument("--tracking-uri", default=None)
+    args = p.parse_args(argv)
+    from clip_embedder.registry import configure_mlflow
+
+    configure_mlflow(args.tracking_uri)
+    try:
+        register_and_promote(args.run_id, args.name, args.alias, args.metric, args.force)
+    except Exception as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
