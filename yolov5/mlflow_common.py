@@ -53,6 +53,22 @@ def resolve_data(data: str, version: str | None, datasets_root: Path = ROOT / "d
     raise FileNotFoundError(f"dataset YAML {data} not found")
 
 
+def materialize_yaml(data_yaml: Path, out_dir: Path) -> Path:
+    """`data_yaml` itself when its `path` is absolute; else a copy whose `path` is resolved against the
+    YAML's own folder (yolov5 would resolve it against its package folder)."""
+    import yaml  # noqa: PLC0415
+
+    d = yaml.safe_load(Path(data_yaml).read_text())
+    p = Path(d.get("path") or ".")
+    if p.is_absolute():
+        return Path(data_yaml)
+    d["path"] = str((Path(data_yaml).parent / p).resolve())
+    out = Path(out_dir) / f"{Path(data_yaml).stem}.resolved.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(d, sort_keys=False))
+    return out
+
+
 def manifest_of(data_yaml: Path) -> tuple[Path | None, str | None]:
     """The subset manifest beside a dataset YAML and its sha256 (None when absent)."""
     import yaml  # noqa: PLC0415
