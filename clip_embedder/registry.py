@@ -106,6 +106,22 @@ def resolve_model_uri(uri: str) -> tuple[str, str, str | None, str | None]:
     raise RuntimeError(f"MODEL_URI {uri!r} must start with runs:/ or models:/")
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """For an http(s) tracking server, GET its `/health`; raise RuntimeError when it does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered (a proxy may not route /health)
+    except OSError as e:
+        raise RuntimeError(f"cannot reach the MLflow tracking server at {uri} (MLFLOW_TRACKING_URI): {e}. Start it "
+                           "(make mlflow-ui) or point MLFLOW_TRACKING_URI at a running one.") from e
+
+
 def os_tracking_uri() -> str:
     import mlflow  # noqa: PLC0415
 
@@ -121,7 +137,7 @@ def fetch_detector_weights(settings: Settings, cache_dir: Path = Path("models/ml
     import mlflow  # noqa: PLC0415
     from mlflow import MlflowClient  # noqa: PLC0415
 
-    configure_mlflow(settings.mlflow_tracking_uri)
+    check_reachable(configure_mlflow(settings.mlflow_tracking_uri))
     uri = settings.model_uri or f"runs:/{settings.mlflow_run_id}/{WEIGHTS_ARTIFACT}"
     run_id, artifact, name, version = resolve_model_uri(uri)
     try:
