@@ -16,7 +16,10 @@ export LOCAL_MODELS COCO_ANNOTATIONS COCO_IMAGES
 API_PORT ?= 8000
 UI_PORT ?= 8501
 
-.PHONY: demo test install index serve api ui mlflow-ui benchmarks clean-index help
+.PHONY: demo test install index mlflow-ui baseline train evaluate benchmarks clean-index help
+DATA_VERSION ?= version_1
+EPOCHS ?= 10
+IMGSZ ?= 640
 
 help:
 	@echo "make demo   - install, build the COCO subset, index it, serve API (:$(API_PORT)) + UI (:$(UI_PORT))"
@@ -44,6 +47,18 @@ test: install
 benchmarks: install
 	$(PY) benchmarks/bench_index_search.py
 	$(PY) benchmarks/bench_quality.py
+
+baseline: install
+	$(PY) yolov5/baseline.py --weights models/yolov5n.pt --coco_subset_data_version $(DATA_VERSION) --imgsz $(IMGSZ)
+
+train: install
+	$(PY) yolov5/train_mlflow.py --imgsz $(IMGSZ) --batch-size 16 --epochs $(EPOCHS) --data coco_subset.yaml \
+	  --weights models/yolov5n.pt --project runs/train --name yolov5_coco_subset --device 0 \
+	  --coco_subset_data_version $(DATA_VERSION)
+
+evaluate: install
+	$(PY) yolov5/evaluate.py --weights "models:/$${REGISTERED_MODEL_NAME:-coco-subset-yolov5}@$${MODEL_ALIAS:-champion}" \
+	  --coco_subset_data_version $(DATA_VERSION) --task test --imgsz $(IMGSZ) --project runs/eval --name eval_champion
 
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --port 5000

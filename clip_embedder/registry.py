@@ -44,7 +44,11 @@ def configure_mlflow(tracking_uri: str | None = None) -> str:
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if not tracking_uri:
+        from clip_embedder.config import get_settings  # noqa: PLC0415
+
+        tracking_uri = get_settings().mlflow_tracking_uri
+    uri = tracking_uri
     mlflow.set_tracking_uri(uri)
     return uri
 

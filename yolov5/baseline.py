@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -31,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--project", default="runs/baseline")
-    p.add_argument("--experiment", default="yolov5_coco_subset")
-    p.add_argument("--registered-model-name", default=os.environ.get("REGISTERED_MODEL_NAME", "coco-subset-yolov5"))
-    p.add_argument("--alias", default=os.environ.get("MODEL_ALIAS", "champion"))
+    p.add_argument("--experiment", default=mc.settings().mlflow_experiment_name)
+    p.add_argument("--registered-model-name", default=mc.settings().registered_model_name)
+    p.add_argument("--alias", default=mc.settings().model_alias)
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--no-register", action="store_true")
     args = p.parse_args(argv)

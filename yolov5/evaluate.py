@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--project", default="runs/eval")
     p.add_argument("--name", default="eval")
-    p.add_argument("--experiment", default="yolov5_coco_subset")
+    p.add_argument("--experiment", default=mc.settings().mlflow_experiment_name)
     p.add_argument("--tracking-uri", default=None)
     return p
 

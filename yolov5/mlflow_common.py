@@ -32,6 +32,13 @@ METRIC_NAMES = {
 }
 
 
+def settings():
+    """The project settings (MLFLOW_TRACKING_URI, REGISTERED_MODEL_NAME, MODEL_ALIAS, …)."""
+    from clip_embedder.config import get_settings  # noqa: PLC0415
+
+    return get_settings()
+
+
 def resolve_data(data: str, version: str | None, datasets_root: Path = ROOT / "datasets" / "coco_subset") -> Path:
     """The dataset YAML: `datasets_root/<version>/coco_subset.yaml` when a version is given, else `data`.
 

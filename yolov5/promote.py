@@ -10,10 +10,9 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-import mlflow_common  # noqa: F401
+import mlflow_common as mc
 
 
 def register_and_promote(run_id: str, name: str, alias: str, metric: str = "best/mAP50-95",
@@ -52,7 +51,7 @@ def register_and_promote(run_id: str, name: str, alias: str, metric: str = "best
     if moved:
         client.set_registered_model_alias(name, alias, mv.version)
     print(f"registered {name} version {mv.version} ({metric} {score:.4f}); alias {alias!r} "
-          + (f"moved to it" if moved else f"stays on version {holder.version} ({metric} {holder_score:.4f})"))
+          + ("moved to it" if moved else f"stays on version {holder.version} ({metric} {holder_score:.4f})"))
     return str(mv.version), moved
 
 
@@ -60,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python yolov5/promote.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-id", required=True)
-    p.add_argument("--name", default=os.environ.get("REGISTERED_MODEL_NAME", "coco-subset-yolov5"))
-    p.add_argument("--alias", default=os.environ.get("MODEL_ALIAS", "champion"))
+    p.add_argument("--name", default=mc.settings().registered_model_name)
+    p.add_argument("--alias", default=mc.settings().model_alias)
     p.add_argument("--metric", default="best/mAP50-95")
     p.add_argument("--force", action="store_true", help="move the alias even if the run is not better")
     p.add_argument("--tracking-uri", default=None)

@@ -19,7 +19,6 @@ Pretrained anchors are kept (AutoAnchor off) unless --autoanchor is given.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -43,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets-root", type=Path, default=mc.ROOT / "datasets" / "coco_subset")
     p.add_argument("--autoanchor", action="store_true", help="let AutoAnchor replace the pretrained anchors")
     p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="render and log plots")
-    p.add_argument("--experiment", default=os.environ.get("MLFLOW_EXPERIMENT_NAME", "yolov5_coco_subset"))
-    p.add_argument("--registered-model-name", default=os.environ.get("REGISTERED_MODEL_NAME", "coco-subset-yolov5"))
-    p.add_argument("--alias", default=os.environ.get("MODEL_ALIAS", "champion"))
+    p.add_argument("--experiment", default=mc.settings().mlflow_experiment_name)
+    p.add_argument("--registered-model-name", default=mc.settings().registered_model_name)
+    p.add_argument("--alias", default=mc.settings().model_alias)
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
     p.add_argument("--no-register", action="store_true", help="log the run only")
     return p
