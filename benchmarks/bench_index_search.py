@@ -7,14 +7,13 @@ embedded PostgreSQL, starts the API under uvicorn, and times text and image quer
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import bench_settings, ensure_subset, machine, peak_rss_mb
+from common import bench_parser, bench_settings, ensure_subset, machine, peak_rss_mb
 
 
 def pct(values: list[float], q: float) -> float:
@@ -23,11 +22,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", type=Path, default=None)
-    p.add_argument("--spaces", default="mobilenet,text")
-    p.add_argument("--clip-pretrained", default=None)
-    p.add_argument("--clip-config", default=None)
+    p = bench_parser(__doc__)
     p.add_argument("--queries", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=16)
     args = p.parse_args()

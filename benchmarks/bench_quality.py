@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from collections import defaultdict
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import bench_settings, ensure_subset, machine
+from common import bench_parser, bench_settings, ensure_subset, machine
 
 
 def gt_crops(dataset: Path, splits: tuple[str, ...], policy) -> tuple[list[Image.Image], list[str]]:
@@ -44,11 +43,7 @@ def gt_crops(dataset: Path, splits: tuple[str, ...], policy) -> tuple[list[Image
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", type=Path, default=None)
-    p.add_argument("--spaces", default="mobilenet,text")
-    p.add_argument("--clip-pretrained", default=None)
-    p.add_argument("--clip-config", default=None)
+    p = bench_parser(__doc__)
     p.add_argument("--k", type=int, default=10)
     args = p.parse_args()
 

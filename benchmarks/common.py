@@ -12,6 +12,18 @@ SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
+def bench_parser(doc: str | None):
+    """The options every benchmark takes: dataset, spaces, optional CLIP weights."""
+    import argparse  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", type=Path, default=None, help="a coco_subset version (default: built from COCO128)")
+    p.add_argument("--spaces", default="mobilenet,text", help="embedding spaces to measure")
+    p.add_argument("--clip-pretrained", default=None, help="local OpenCLIP checkpoint (adds nothing unless clip)")
+    p.add_argument("--clip-config", default=None, help="OpenCLIP model config JSON for --clip-pretrained")
+    return p
+
+
 def machine() -> str:
     import torch
 
