@@ -4,7 +4,7 @@ Writes `models/assets.env` with the settings that point at what it found (DETECT
 MOBILENET_WEIGHTS, CLIP_PRETRAINED, SPACES), so `make demo` and you can source it.
 
 Examples:
-    python -m clip_embedder.scripts.fetch_assets --from ../shared/models   # offline copy
+    python -m clip_embedder.scripts.fetch_assets --from /path/to/models     # offline copy
     python -m clip_embedder.scripts.fetch_assets --download                # official URLs / hub
 """
 from __future__ import annotations
