@@ -86,6 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         h = service.health()
         return HealthResponse(status="ok" if service.indexes else "degraded", labels=service.store.labels(), **h)
 
+    @app.post("/api/reload", tags=["service"])
+    def reload(service: ServiceDep) -> dict[str, str]:
+        """Pick up vectors indexed since start-up: each stale FAISS index is rebuilt from Postgres."""
+        return service.reload()
+
     @app.post("/api/search_image", response_model=ImageSearchResponse, responses=ERRORS, tags=["search"])
     def search_image(service: ServiceDep, settings: SettingsDep,
                      file: UploadFile = File(description="a JPEG, PNG, WebP, BMP or TIFF image"),

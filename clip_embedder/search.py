@@ -280,23 +280,26 @@ class SearchService:
                 if sim > best_item.get(img, (-2.0, 0))[0]:
                     best_item[img] = (sim, item_id)
             ranked[s] = per_image
-        fused = rrf_fuse(ranked)[:top_k]
-        rows = self.store.get_items([best_item[img][1] for img, _, _ in fused])
-        hits = []
-        for img, score, per in fused:
-            r = rows[best_item[img][1]]
-            hits.append(Hit(item_id=r["id"], image_id=img, kind=r["kind"], label=r["label"],
-                            detection_score=r["score"], bbox=(r["x1"], r["y1"], r["x2"], r["y2"]),
-                            score=round(score, 6), similarity=max(v["similarity"] for v in per.values()),
-                            spaces=per))
-        return hits, names, self._warnings()
+        # one hit per image: the image's best-matching item carries the image's fused score
+        fused = [(best_item[img][1], score, per) for img, score, per in rrf_fuse(ranked)[:top_k]]
+        return self._hits(fused, top_k), names, self._warnings()
+
+    def reload(self) -> dict[str, str]:
+        """Reload each space's FAISS index from Postgres when it is stale (after an indexing run while the
+        service was up). Returns space → what happened ("loaded" or "rebuilt: …")."""
+        fresh = {s: SpaceIndex.load_or_build(self.store, ix.identity, self.settings.faiss_dir)
+                 for s, ix in self.indexes.items()}
+        self.indexes = fresh  # one assignment: queries in flight keep the old dict
+        return {s: ix.rebuilt or "loaded" for s, ix in fresh.items()}
 
     def health(self) -> dict:
-        """Spaces (identity, vectors, FAISS state), counts, models loaded, refused spaces."""
+        """Spaces (identity, vectors, FAISS state, staleness), counts, models loaded, refused spaces."""
+        counts = self.store.counts()
         return {
-            "counts": self.store.counts(),
+            "counts": counts,
             "spaces": {s: {"model": ix.identity.model, "weights": ix.identity.weights, "dim": ix.identity.dim,
                            "vectors": ix.ntotal, "faiss": ix.rebuilt or "loaded",
+                           "stale": counts.get(f"vectors_{s}", 0) != ix.ntotal,
                            "text_queries": self.embedders[s].supports_text_queries,
                            "loaded": self.embedders[s].loaded}
                        for s, ix in self.indexes.items()},

@@ -114,6 +114,27 @@ def test_missing_file_is_404_not_500(client, store, tmp_path):
             c.execute("DELETE FROM images WHERE id=%s", (ids[0],))
 
 
+def test_reload_picks_up_new_vectors(client, store, subset):
+    from clip_embedder.store import ImageRow, ItemRow
+
+    h = client.get("/api/health").json()
+    assert not any(v["stale"] for v in h["spaces"].values())
+    dims = {s: v["dim"] for s, v in h["spaces"].items()}
+    import numpy as np
+
+    vec = {s: np.eye(d, dtype=np.float32)[0] for s, d in dims.items()}
+    ids = store.write_batch([ImageRow("c" * 64, str(subset_files(subset)[0][0]), 10, 10, None, "x", None,
+                                      [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x", vec)])])
+    try:
+        assert all(v["stale"] for v in client.get("/api/health").json()["spaces"].values())
+        assert all(v.startswith("rebuilt: stale") for v in client.post("/api/reload").json().values())
+        assert not any(v["stale"] for v in client.get("/api/health").json()["spaces"].values())
+    finally:
+        with store.conn() as c:
+            c.execute("DELETE FROM images WHERE id=%s", (ids[0],))
+        client.post("/api/reload")
+
+
 def test_openapi_docs(client):
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
