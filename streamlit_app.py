@@ -58,7 +58,8 @@ def grid(client: httpx.Client, hits: list[dict], *, use_crop: bool, outline: boo
                 info = client.get(f"{API_URL}/api/images/{h['image_id']}").json()
                 img = draw_boxes(img, [(tuple(h["bbox"]), h["label"] or "")], scale=img.width / info["width"])
             col.image(img, caption=caption, width="stretch")
-            col.caption("found by " + ", ".join(f"{s} #{v['rank']}" for s, v in h["spaces"].items()))
+            col.caption("found by " + ", ".join(f"{s} #{v['rank']}" for s, v in h["spaces"].items())
+                        + f" · [more like this](?mode=image&image_id={h['image_id']})")
 
 
 def main() -> None:
@@ -73,8 +74,11 @@ def main() -> None:
         st.stop()
         return
 
+    params = st.query_params  # shareable links: ?mode=text&q=handbag, ?mode=image&image_id=12
     with st.sidebar:
-        mode = st.radio("Search by", ["image", "text"], horizontal=True)
+        modes = ["image", "text"]
+        mode = st.radio("Search by", modes, horizontal=True,
+                        index=modes.index(params.get("mode")) if params.get("mode") in modes else 0)
         top_k = st.slider("results per list (top_k)", 1, 50, 10)
         counts = health["counts"]
         st.caption(f"{counts.get('images', 0)} images · {counts.get('objects', 0)} objects indexed · "
@@ -85,12 +89,20 @@ def main() -> None:
     if mode == "image":
         same_class = st.sidebar.checkbox("object neighbours of the same class only", value=False)
         up = st.file_uploader("Upload a photo", type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"])
-        if up is None:
+        if up is not None:
+            name, data, ctype = up.name, up.getvalue(), up.type or "application/octet-stream"
+        elif str(params.get("image_id", "")).isdigit():
+            got = api_get(client, f"/api/images/{params['image_id']}/file")
+            if got.status_code != 200:
+                st.error(f"Indexed image {params['image_id']} is not available: {got.json().get('detail', got.text)}")
+                return
+            name, data, ctype = f"image {params['image_id']}", got.content, got.headers.get("content-type", "")
+            st.caption(f"searching like indexed image #{params['image_id']}")
+        else:
             st.info("Upload a photo: its objects are detected and each is matched against the indexed crops.")
             return
-        data = up.getvalue()
         r = client.post(f"{API_URL}/api/search_image", params={"top_k": top_k, "same_class": same_class},
-                        files={"file": (up.name, data, up.type or "application/octet-stream")})
+                        files={"file": (name, data, ctype)})
         if r.status_code != 200:
             st.error(f"The API refused this image ({r.status_code}): {r.json().get('detail', r.text)}")
             return
@@ -117,7 +129,8 @@ def main() -> None:
     else:
         labels = ["(any)"] + health.get("labels", [])
         label = st.sidebar.selectbox("only objects of class", labels)
-        query = st.text_input("Describe what you are looking for", placeholder="e.g. handbag, a red car")
+        query = st.text_input("Describe what you are looking for", value=params.get("q", ""),
+                              placeholder="e.g. handbag, a red car")
         if not query.strip():
             st.info("Type a few words: images are ranked by the text spaces " + ", ".join(
                 s for s, v in health["spaces"].items() if v.get("text_queries")))

@@ -31,6 +31,24 @@ def test_text_mode(monkeypatch, live_api):
     assert len(at.get("image")) >= 1
 
 
+def test_links_open_a_text_query_and_a_similar_image_search(monkeypatch, live_api):
+    monkeypatch.setenv("API_URL", live_api)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["mode"] = "text"
+    at.query_params["q"] = "car"
+    at.run()
+    assert not at.error and any("images** for “car”" in m.value for m in at.markdown)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["mode"] = "image"
+    at.query_params["image_id"] = "1"
+    at.run()
+    assert not at.error and any(s.value == "Similar whole images" for s in at.subheader)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["image_id"] = "999999"
+    at.run()
+    assert at.error and "not available" in at.error[0].value
+
+
 def test_image_mode_upload(monkeypatch, live_api, subset):
     path: Path = subset_files(subset)[5][0]
     at = run_app(monkeypatch, live_api)
