@@ -56,6 +56,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Image-to-image and text-to-image search over detected objects and whole images. "
                               "Results from several embedding spaces are fused with reciprocal rank fusion.")
 
+    @app.middleware("http")
+    async def _upload_cap(request: Request, call_next):
+        # refuse an oversized upload from its Content-Length, before the multipart body is spooled to disk
+        s = settings or get_settings()
+        length = request.headers.get("content-length", "")
+        if request.url.path == "/api/search_image" and length.isdigit() and \
+                int(length) > s.max_upload_bytes + 64 * 1024:  # multipart framing allowance
+            return JSONResponse({"detail": f"upload is {int(length):,} bytes; the limit is {s.max_upload_bytes:,} "
+                                           "(MAX_UPLOAD_BYTES)"}, status_code=413)
+        return await call_next(request)
+
     @app.exception_handler(ImageError)
     async def _image_error(_: Request, e: ImageError):
         return JSONResponse({"detail": str(e)}, status_code=e.status)

@@ -131,7 +131,12 @@ class SearchService:
                                   f"with {identity.describe()}; re-index it or restore the old model")
                 log.error(refused[space])
                 continue
-            emb.load()
+            try:
+                emb.load()
+            except RuntimeError as e:  # weights not available offline, a broken checkpoint …
+                refused[space] = str(e)
+                log.error(refused[space])
+                continue
             embedders[space] = emb
             indexes[space] = SpaceIndex.load_or_build(store, identity, settings.faiss_dir)
         return cls(settings, store, detector, embedders, indexes, refused)

@@ -60,6 +60,7 @@ def test_search_text_handbag(client, subset):
     ("truncated", 422, "truncated"),
     ("empty", 422, "empty"),
     ("over the size cap", 413, "MAX_UPLOAD_BYTES"),
+    ("just over the size cap", 413, "MAX_UPLOAD_BYTES"),
     ("over the pixel cap", 413, "MAX_IMAGE_PIXELS"),
 ])
 def test_bad_uploads(client, subset, case, status, message):
@@ -73,8 +74,10 @@ def test_bad_uploads(client, subset, case, status, message):
         data = good[: len(good) // 3]
     elif case == "empty":
         data = b""
-    elif case == "over the size cap":
+    elif case == "over the size cap":  # refused from Content-Length, before the body is read
         data = good + b"\0" * (10 * 1024 * 1024)
+    elif case == "just over the size cap":  # inside the multipart allowance: refused when read
+        data = good + b"\0" * (10 * 1024 * 1024 + 1 - len(good))
     else:
         buf = io.BytesIO()
         Image.new("L", (8000, 6000)).save(buf, "PNG")  # 48 Mpx, a few KB compressed

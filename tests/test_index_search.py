@@ -131,6 +131,22 @@ def test_space_built_by_another_model_is_refused(store, settings, detector, inde
             c.execute("UPDATE spaces SET weights=%s WHERE name='text'", (real.weights,))
 
 
+def test_space_whose_model_cannot_load_is_refused(store, settings, detector, indexed):
+    # a space built with hub weights, served where those weights cannot be had (offline)
+    real = store.get_space("clip")
+    with store.conn() as c:
+        c.execute("UPDATE spaces SET weights='no-such-hub-tag' WHERE name='clip'")
+    try:
+        s = settings.model_copy(update={"clip_pretrained": "no-such-hub-tag"})
+        svc = SearchService.create(s, store, detector)
+        assert "clip" not in svc.indexes and "CLIP_PRETRAINED" in svc.refused["clip"]
+        hits, spaces, warnings = svc.search_text("car")
+        assert spaces == ["text"] and hits and any("space clip not used" in w for w in warnings)
+    finally:
+        with store.conn() as c:
+            c.execute("UPDATE spaces SET weights=%s WHERE name='clip'", (real.weights,))
+
+
 def test_batch_write_is_atomic(store, indexed):
     before = store.counts()
     bad = ImageRow(sha256="a" * 64, path="/nowhere.jpg", width=10, height=10, split=None, description="x",
