@@ -72,6 +72,7 @@ def test_training_run_is_fully_logged(trained, tiny_subset):
     run, client = trained, MlflowClient()
     assert run.data.params["epochs"] == "2" and run.data.params["imgsz"] == "160"
     assert run.data.params["noautoanchor"] == "True"  # the pretrained anchors are kept
+    assert {"hyp.lr0", "hyp.momentum", "hyp.mosaic"} <= set(run.data.params)
     assert run.data.tags["dataset_version"] == tiny_subset.name
     assert run.data.tags["dataset_manifest_sha256"] == file_sha256(tiny_subset / "manifest.json")
     assert len(run.data.tags["git_commit"]) >= 7 and "sys.torch" in run.data.tags

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, passthrough = build_parser().parse_known_args(argv)
     import mlflow
+    import yaml
 
     from clip_embedder.detector import file_sha256
     from clip_embedder.registry import SHA_TAG, configure_mlflow
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     callbacks.register_action("on_fit_epoch_end", callback=on_fit_epoch_end)
     callbacks.register_action("on_train_end", callback=on_train_end)
 
-    with mlflow.start_run(run_name=args.name) as run_:
+    with mlflow.start_run(run_name=args.name, log_system_metrics=True) as run_:
         mlflow.set_tags({"dataset_version": args.coco_subset_data_version or data.parent.name,
                          "dataset_manifest_sha256": manifest_sha or "none", "dataset_yaml": str(data),
                          "git_commit": mc.git_commit(), "task": "train", "initial_weights": Path(weights).name,
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                          "head_cut_to_dataset_classes": str(init_weights != weights), **mc.system_info()})
         params = {k: (str(v) if not isinstance(v, (int, float, str, bool)) else v) for k, v in vars(opt).items()}
         mlflow.log_params({k: v for k, v in params.items() if v not in (None, "")})
+        hyp = opt.hyp if isinstance(opt.hyp, dict) else yaml.safe_load(Path(opt.hyp).read_text())
+        mlflow.log_params({f"hyp.{k}": v for k, v in hyp.items()})  # lr0, momentum, augmentation gains …
         if manifest:
             mlflow.log_artifact(str(manifest), artifact_path="dataset")
         ytrain.main(opt, callbacks=callbacks)
