@@ -19,7 +19,7 @@ KNOWN_SPACES = ("clip", "mobilenet", "text")
 class Settings(BaseSettings):
     """Project settings. Construct with keyword overrides in tests: ``Settings(spaces=["text"])``."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     # --- storage -------------------------------------------------------------------------------
     database_url: str | None = Field(
