@@ -58,11 +58,12 @@ class SpaceIndex:
         return Path(faiss_dir) / f"{space}.faiss", Path(faiss_dir) / f"{space}.json"
 
     @classmethod
-    def build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, reason: str = "built") -> "SpaceIndex":
-        """Build from Postgres and save atomically. Returns the new index."""
+    def build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, reason: str = "built",
+              base: faiss.Index | None = None, after_id: int = 0) -> "SpaceIndex":
+        """Build from Postgres (or extend `base` with the vectors whose id > `after_id`) and save atomically."""
         t0 = time.perf_counter()
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(identity.dim))
-        for ids, vecs in store.iter_vectors(identity.name):
+        index = base if base is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(identity.dim))
+        for ids, vecs in store.iter_vectors(identity.name, after_id=after_id):
             index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
         count, max_id = store.space_watermark(identity.name)
         idx_path, meta_path = cls.paths(faiss_dir, identity.name)
@@ -75,7 +76,8 @@ class SpaceIndex:
 
     @classmethod
     def load_or_build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path) -> "SpaceIndex":
-        """Load the saved index when it matches Postgres (identity and watermark), else rebuild it."""
+        """Load the saved index when it matches Postgres (identity and watermark); extend it when Postgres
+        only gained rows since (appended ids above the saved max id); else rebuild it."""
         idx_path, meta_path = cls.paths(faiss_dir, identity.name)
         reason = ""
         if not idx_path.exists() or not meta_path.exists():
@@ -89,6 +91,10 @@ class SpaceIndex:
                     reason = "built by another model"
                 elif (saved["count"], saved["max_id"], saved["ntotal"]) != (count, max_id, index.ntotal):
                     reason = f"stale ({saved['count']} saved vs {count} in Postgres)"
+                    if saved["ntotal"] == index.ntotal == saved["count"] and count > saved["count"] and \
+                            store.count_upto(identity.name, saved["max_id"]) == saved["count"]:
+                        return cls.build(store, identity, faiss_dir, reason=f"extended: {reason}", base=index,
+                                         after_id=saved["max_id"])
             except Exception as e:  # unreadable / truncated file
                 reason = f"unreadable ({type(e).__name__})"
         if reason:

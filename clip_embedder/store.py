@@ -268,11 +268,20 @@ class Store:
             r = c.execute(f"SELECT count(*) AS n, coalesce(max(item_id), 0) AS m FROM {_vec_table(space)}").fetchone()
         return int(r["n"]), int(r["m"])
 
-    def iter_vectors(self, space: str, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream a space's vectors in id order: yields (ids int64 (n,), vectors float32 (n, dim))."""
+    def count_upto(self, space: str, max_id: int) -> int:
+        """Number of a space's vectors with item id <= max_id (0 < max_id)."""
+        with self.conn() as c:
+            return int(c.execute(f"SELECT count(*) AS n FROM {_vec_table(space)} WHERE item_id <= %s",
+                                 (max_id,)).fetchone()["n"])
+
+    def iter_vectors(self, space: str, batch: int = 10_000, after_id: int = 0
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream a space's vectors with item id > after_id, in id order:
+        yields (ids int64 (n,), vectors float32 (n, dim))."""
         with self.pool.connection() as c, c.cursor(name=f"iter_{space}") as cur:
             cur.itersize = batch
-            cur.execute(f"SELECT item_id, embedding FROM {_vec_table(space)} ORDER BY item_id")
+            cur.execute(f"SELECT item_id, embedding FROM {_vec_table(space)} WHERE item_id > %s ORDER BY item_id",
+                        (after_id,))
             while rows := cur.fetchmany(batch):
                 yield (np.array([r["item_id"] for r in rows], np.int64),
                        np.stack([_as_array(r["embedding"]) for r in rows]))

@@ -130,12 +130,14 @@ def test_reload_picks_up_new_vectors(client, store, subset):
                                       [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x", vec)])])
     try:
         assert all(v["stale"] for v in client.get("/api/health").json()["spaces"].values())
-        assert all(v.startswith("rebuilt: stale") for v in client.post("/api/reload").json().values())
+        # only appended rows: the saved index is extended, not rebuilt
+        assert all(v.startswith("extended: stale") for v in client.post("/api/reload").json().values())
         assert not any(v["stale"] for v in client.get("/api/health").json()["spaces"].values())
     finally:
         with store.conn() as c:
             c.execute("DELETE FROM images WHERE id=%s", (ids[0],))
-        client.post("/api/reload")
+        # a deletion cannot be appended: full rebuild
+        assert all(v.startswith("rebuilt: stale") for v in client.post("/api/reload").json().values())
 
 
 def test_openapi_docs(client):
