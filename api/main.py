@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             detector = load_detector(s)
             app.state.service = SearchService.create(s, store, detector)
-        except Exception:
+        except Exception as e:
+            log.error("start-up failed: %s", e)  # one readable line above uvicorn's traceback
             store.close()
             raise
         app.state.settings = s
