@@ -81,7 +81,7 @@ def test_text_query_errors(service):
 def test_faiss_deleted_or_corrupt_is_rebuilt_with_identical_results(service, store, settings, subset):
     query = Image.open(subset_files(subset)[3][0])
     before = service.search_image(query, top_k=10)
-    for space, ix in service.indexes.items():
+    for space in service.indexes:
         idx_path, meta_path = SpaceIndex.paths(settings.faiss_dir, space)
         assert idx_path.exists() and meta_path.exists()
         idx_path.unlink()
@@ -152,7 +152,9 @@ def test_batch_write_is_atomic(store, indexed):
     bad = ImageRow(sha256="a" * 64, path="/nowhere.jpg", width=10, height=10, split=None, description="x",
                    detector_sha256=None, items=[ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x",
                                                         {"mobilenet": np.ones(3, np.float32)})])  # wrong dim
-    with pytest.raises(Exception):
+    import psycopg
+
+    with pytest.raises(psycopg.errors.DataException, match="expected 1024 dimensions"):
         store.write_batch([bad])
     assert store.counts() == before and not store.images_by_sha(["a" * 64])
 
