@@ -144,3 +144,22 @@ def test_openapi_docs(client):
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/search_image", "/api/search_text", "/api/health", "/api/images/{image_id}"} <= set(paths)
+
+
+def test_concurrent_requests_agree_with_sequential_ones(client, subset):
+    """Models, FAISS and the pool are shared across the server's worker threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [p for p, _ in subset_files(subset)[:4]]
+
+    def image(p):
+        r = client.post("/api/search_image", params={"top_k": 5}, files={"file": (p.name, p.read_bytes(), "image/jpeg")})
+        return [h["item_id"] for h in r.json()["image_neighbours"]]
+
+    def text(q):
+        return [h["item_id"] for h in client.get("/api/search_text", params={"query": q}).json()["results"]]
+
+    expected = [image(p) for p in paths] + [text(q) for q in ("car", "book")]
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda job: job[0](job[1]), [(image, p) for p in paths] + [(text, "car"), (text, "book")]))
+    assert got == expected
