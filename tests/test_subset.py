@@ -112,3 +112,28 @@ def test_clear_errors(problem, tmp_path):
     with pytest.raises(ecs.SubsetError, match=match):
         ecs.build(ann, images, tmp_path / "out", classes, ratios, 0, None, tmp_path / "cache", progress=False)
     assert not list((tmp_path / "out").glob("version_*")) if (tmp_path / "out").exists() else True
+
+
+def test_url_sources_download_once(tmp_path):
+    """The official-source code path (annotations and per-image downloads over HTTP) against a local server."""
+    import functools
+    import http.server
+    import threading
+
+    from conftest import COCO128
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(COCO128))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        out = ecs.build(f"{base}/annotations/instances_coco128_train2017.json", f"{base}/images/", tmp_path / "out",
+                        ["laptop"], (0.5, 0.5, 0.0), 0, None, tmp_path / "cache", progress=False)
+        m = json.loads((out / "manifest.json").read_text())
+        assert sum(c["images"] for c in m["counts"].values()) == 2
+        assert len(list((tmp_path / "cache" / "images").glob("*.jpg"))) == 2  # only the selected images
+        with pytest.raises(ecs.SubsetError, match="not found"):  # a 404 names the missing image
+            ecs.build(f"{base}/annotations/instances_coco128_train2017.json", f"{base}/nowhere/", tmp_path / "o2",
+                      ["laptop"], (0.5, 0.5, 0.0), 0, None, tmp_path / "cache2", progress=False)
+    finally:
+        server.shutdown()
