@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from common import bench_parser, bench_settings, ensure_subset, machine, peak_rss_mb
 
 
@@ -81,6 +83,12 @@ def main() -> None:
                 hits += sum(r["sim"] >= ex[-1] - 1e-5 for r in rows)
         print(f"pgvector HNSW recall@10 vs exact ({space}, tie-aware): {hits / (10 * len(vecs)):.3f}, "
               f"p50 {pct(ms, 50):.2f} ms per query in SQL")
+        hnsw = SpaceIndex.load_or_build(store, e.identity, work / "faiss_hnsw", "HNSW32", 128)
+        t = time.perf_counter()
+        approx_d, _ = hnsw.search(vecs, 10)
+        per_q = (time.perf_counter() - t) * 1000 / len(vecs)
+        rec = float(np.mean(approx_d >= exact_d[:, -1:] - 1e-5))
+        print(f"FAISS HNSW32 recall@10 vs exact ({space}, tie-aware): {rec:.3f}, {per_q:.3f} ms per query")
     store.close()
 
     server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=8765, log_level="warning"))

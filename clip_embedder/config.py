@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     pgdata_dir: Path = Field(Path("data/pgdata"), description="data folder of the embedded PostgreSQL")
     faiss_dir: Path = Field(Path("data/faiss"), description="folder of the derived FAISS indexes")
     faiss_gpu: bool = Field(False, description="search FAISS on a GPU when faiss-gpu and a GPU exist")
+    faiss_index: str = Field("Flat", description="FAISS factory string inside the IndexIDMap2: Flat (exact) or "
+                                                  "HNSW32 (approximate, for millions of vectors)")
+    faiss_ef_search: int = Field(128, ge=1, description="HNSW efSearch (recall vs speed) when FAISS_INDEX=HNSW…")
 
     # --- detector ------------------------------------------------------------------------------
     detector_weights: str = Field("models/yolov5n.pt", description="local YOLOv5 weights file")

@@ -45,8 +45,12 @@ class SpaceIndex:
         rebuilt: why the index was rebuilt at load ("" when the saved file was current).
     """
 
-    def __init__(self, identity: SpaceIdentity, index: faiss.Index, meta: dict[str, np.ndarray], rebuilt: str = ""):
+    def __init__(self, identity: SpaceIdentity, index: faiss.Index, meta: dict[str, np.ndarray], rebuilt: str = "",
+                 ef_search: int = 128):
         self.identity, self.index, self.meta, self.rebuilt = identity, index, meta, rebuilt
+        self.ef_search = ef_search
+        inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+        self.hnsw = isinstance(inner, faiss.IndexHNSW)
         self._selectors: dict[tuple, faiss.IDSelector | None] = {}
 
     @property
@@ -59,23 +63,29 @@ class SpaceIndex:
 
     @classmethod
     def build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, reason: str = "built",
-              base: faiss.Index | None = None, after_id: int = 0) -> "SpaceIndex":
-        """Build from Postgres (or extend `base` with the vectors whose id > `after_id`) and save atomically."""
+              base: faiss.Index | None = None, after_id: int = 0, index_type: str = "Flat",
+              ef_search: int = 128) -> "SpaceIndex":
+        """Build from Postgres (or extend `base` with the vectors whose id > `after_id`) and save atomically.
+
+        `index_type` is a FAISS factory string for the inner index ("Flat", "HNSW32", …), inner product.
+        """
         t0 = time.perf_counter()
-        index = base if base is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(identity.dim))
+        index = base if base is not None else faiss.IndexIDMap2(
+            faiss.index_factory(identity.dim, index_type, faiss.METRIC_INNER_PRODUCT))
         for ids, vecs in store.iter_vectors(identity.name, after_id=after_id):
             index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
         count, max_id = store.space_watermark(identity.name)
         idx_path, meta_path = cls.paths(faiss_dir, identity.name)
         _atomic_write(idx_path, lambda p: faiss.write_index(index, p))
         _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(
-            {"identity": asdict(identity), "count": count, "max_id": max_id, "ntotal": int(index.ntotal),
-             "built_at": time.time()}, indent=2)))
+            {"identity": asdict(identity), "index_type": index_type, "count": count, "max_id": max_id,
+             "ntotal": int(index.ntotal), "built_at": time.time()}, indent=2)))
         log.info("FAISS %s: %s, %d vectors in %.2fs", identity.name, reason, index.ntotal, time.perf_counter() - t0)
-        return cls(identity, index, store.item_meta(identity.name), rebuilt=reason)
+        return cls(identity, index, store.item_meta(identity.name), rebuilt=reason, ef_search=ef_search)
 
     @classmethod
-    def load_or_build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path) -> "SpaceIndex":
+    def load_or_build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, index_type: str = "Flat",
+                      ef_search: int = 128) -> "SpaceIndex":
         """Load the saved index when it matches Postgres (identity and watermark); extend it when Postgres
         only gained rows since (appended ids above the saved max id); else rebuild it."""
         idx_path, meta_path = cls.paths(faiss_dir, identity.name)
@@ -89,17 +99,25 @@ class SpaceIndex:
                 count, max_id = store.space_watermark(identity.name)
                 if SpaceIdentity(**saved["identity"]) != identity:
                     reason = "built by another model"
+                elif saved.get("index_type", "Flat") != index_type:
+                    reason = f"index type {saved.get('index_type', 'Flat')} → {index_type}"
                 elif (saved["count"], saved["max_id"], saved["ntotal"]) != (count, max_id, index.ntotal):
                     reason = f"stale ({saved['count']} saved vs {count} in Postgres)"
                     if saved["ntotal"] == index.ntotal == saved["count"] and count > saved["count"] and \
                             store.count_upto(identity.name, saved["max_id"]) == saved["count"]:
                         return cls.build(store, identity, faiss_dir, reason=f"extended: {reason}", base=index,
-                                         after_id=saved["max_id"])
+                                         after_id=saved["max_id"], index_type=index_type, ef_search=ef_search)
             except Exception as e:  # unreadable / truncated file
                 reason = f"unreadable ({type(e).__name__})"
         if reason:
-            return cls.build(store, identity, faiss_dir, reason=f"rebuilt: {reason}")
-        return cls(identity, index, store.item_meta(identity.name))
+            return cls.build(store, identity, faiss_dir, reason=f"rebuilt: {reason}", index_type=index_type,
+                             ef_search=ef_search)
+        return cls(identity, index, store.item_meta(identity.name), ef_search=ef_search)
+
+    @classmethod
+    def for_settings(cls, store: Store, identity: SpaceIdentity, settings) -> "SpaceIndex":
+        """`load_or_build` with FAISS_DIR, FAISS_INDEX and FAISS_EF_SEARCH from the settings."""
+        return cls.load_or_build(store, identity, settings.faiss_dir, settings.faiss_index, settings.faiss_ef_search)
 
     def _selector(self, kind: str | None, labels: tuple[str, ...] | None) -> faiss.IDSelector | None:
         key = (kind, labels)
@@ -132,7 +150,12 @@ class SpaceIndex:
         if self.ntotal == 0 or k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         sel = self._selector(kind, labels)
-        params = faiss.SearchParameters(sel=sel) if sel is not None else None
+        if self.hnsw:
+            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+            if sel is not None:
+                params.sel = sel
+        else:
+            params = faiss.SearchParameters(sel=sel) if sel is not None else None
         D, ids = self.index.search(np.ascontiguousarray(queries, np.float32), min(k, self.ntotal), params=params)
         return D, ids
 

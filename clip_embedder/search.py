@@ -138,7 +138,7 @@ class SearchService:
                 log.error(refused[space])
                 continue
             embedders[space] = emb
-            indexes[space] = SpaceIndex.load_or_build(store, identity, settings.faiss_dir)
+            indexes[space] = SpaceIndex.for_settings(store, identity, settings)
         return cls(settings, store, detector, embedders, indexes, refused)
 
     # --- helpers -------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ class SearchService:
     def reload(self) -> dict[str, str]:
         """Reload each space's FAISS index from Postgres when it is stale (after an indexing run while the
         service was up). Returns space → what happened ("loaded" or "rebuilt: …")."""
-        fresh = {s: SpaceIndex.load_or_build(self.store, ix.identity, self.settings.faiss_dir)
+        fresh = {s: SpaceIndex.for_settings(self.store, ix.identity, self.settings)
                  for s, ix in self.indexes.items()}
         self.indexes = fresh  # one assignment: queries in flight keep the old dict
         return {s: ix.rebuilt or "loaded" for s, ix in fresh.items()}

@@ -185,3 +185,26 @@ def test_rrf_fuse():
     fused = rrf_fuse({"a": [(1, 0.9), (2, 0.8)], "b": [(2, 0.7), (3, 0.6)]})
     assert [k for k, _, _ in fused] == [2, 1, 3]
     assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_hnsw_index_type(service, store, settings, tmp_path):
+    """FAISS_INDEX=HNSW32: the saved Flat index is rebuilt as HNSW; searches and filters still work."""
+    import shutil
+
+    for space in ("mobilenet", "text"):
+        for p in SpaceIndex.paths(settings.faiss_dir, space):
+            shutil.copy(p, tmp_path / p.name)
+    s = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "HNSW32", "faiss_ef_search": 64})
+    ix = SpaceIndex.for_settings(store, store.get_space("mobilenet"), s)
+    assert ix.hnsw and ix.rebuilt == "rebuilt: index type Flat → HNSW32"
+    flat = service.indexes["mobilenet"]
+    ids, vecs = next(store.iter_vectors("mobilenet", batch=50))
+    D, I = ix.search(vecs, 5)
+    assert (I[:, 0] == ids).mean() > 0.95  # each vector finds itself first
+    _, exact = flat.search(vecs, 10)
+    _, approx = ix.search(vecs, 10)
+    assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]) > 0.9
+    _, only_images = ix.search(vecs[:3], 5, kind="image")
+    kinds = dict(zip(ix.meta["ids"], ix.meta["kind"]))
+    assert all(kinds[i] == "image" for i in only_images.ravel() if i >= 0)
+    assert SpaceIndex.for_settings(store, store.get_space("mobilenet"), s).rebuilt == ""  # saved as HNSW

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = indexer.run(files, batch_size=settings.batch_size, progress=not args.no_progress)
         t = time.perf_counter()
         for emb in embedders.values():
-            SpaceIndex.load_or_build(store, emb.identity, settings.faiss_dir)
+            SpaceIndex.for_settings(store, emb.identity, settings)
         faiss_s = time.perf_counter() - t
         store.close()
     except (FileNotFoundError, SpaceMismatchError, RuntimeError, ValueError) as e:
