@@ -7,6 +7,8 @@ BBox = tuple[float, float, float, float]
 
 
 class SpaceHit(BaseModel):
+    """How one embedding space ranked a result."""
+
     rank: int = Field(description="1-based rank of this result in that space")
     similarity: float = Field(description="cosine similarity in that space")
 
@@ -39,6 +41,8 @@ class QueryObject(BaseModel):
 
 
 class ImageSearchResponse(BaseModel):
+    """Result of an image query: the query's objects with neighbours, and whole-image neighbours."""
+
     width: int
     height: int
     objects: list[QueryObject]
@@ -49,6 +53,8 @@ class ImageSearchResponse(BaseModel):
 
 
 class TextSearchRequest(BaseModel):
+    """A text query (the JSON body of POST /api/search_text)."""
+
     query: str = Field(min_length=1, max_length=1000, examples=["handbag"])
     top_k: int = Field(10, ge=1, le=100)
     label: str | None = Field(None, description="only items detected with this class")
@@ -56,6 +62,8 @@ class TextSearchRequest(BaseModel):
 
 
 class TextSearchResponse(BaseModel):
+    """Images matching a text query, one hit per image, best first."""
+
     query: str
     results: list[SearchHit]
     spaces: list[str]
@@ -64,6 +72,8 @@ class TextSearchResponse(BaseModel):
 
 
 class ObjectInfo(BaseModel):
+    """A detected object of an indexed image."""
+
     item_id: int
     label: str | None
     score: float | None
@@ -72,6 +82,8 @@ class ObjectInfo(BaseModel):
 
 
 class ImageInfo(BaseModel):
+    """An indexed image and its detected objects."""
+
     id: int
     sha256: str
     width: int
@@ -84,6 +96,8 @@ class ImageInfo(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """Service state: spaces, counts, detector and its source, refused spaces, labels."""
+
     status: str
     counts: dict[str, int]
     spaces: dict[str, dict]
@@ -93,4 +107,6 @@ class HealthResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """Every 4xx answer: a message saying what to fix."""
+
     detail: str

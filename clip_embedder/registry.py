@@ -31,6 +31,7 @@ class FetchedWeights:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> dict:
+        """What `/api/health` shows: model URI, run id, registry name and version, the run's metrics."""
         return {"model_uri": self.model_uri, "run_id": self.run_id, "model_name": self.model_name,
                 "model_version": self.model_version, "metrics": self.metrics}
 
@@ -102,11 +103,11 @@ def resolve_model_uri(uri: str) -> tuple[str, str, str | None, str | None]:
                 path = path.rstrip("/") + "/best.pt"
             return run_id, path, name, str(mv.version)
     except MlflowException as e:
-        raise RuntimeError(f"MLflow cannot resolve {uri!r} at {os_tracking_uri()}: {e.message}") from e
+        raise RuntimeError(f"MLflow cannot resolve {uri!r} at {tracking_uri()}: {e.message}") from e
     except RuntimeError:
         raise
     except Exception as e:  # connection errors surface as requests / OSError subclasses
-        raise RuntimeError(f"cannot reach the MLflow tracking server at {os_tracking_uri()} for {uri!r}: {e}") from e
+        raise RuntimeError(f"cannot reach the MLflow tracking server at {tracking_uri()} for {uri!r}: {e}") from e
     raise RuntimeError(f"MODEL_URI {uri!r} must start with runs:/ or models:/")
 
 
@@ -126,7 +127,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                            "(make mlflow-ui) or point MLFLOW_TRACKING_URI at a running one.") from e
 
 
-def os_tracking_uri() -> str:
+def tracking_uri() -> str:
+    """The tracking URI MLflow uses now (for error messages)."""
     import mlflow  # noqa: PLC0415
 
     return mlflow.get_tracking_uri()
@@ -147,7 +149,7 @@ def fetch_detector_weights(settings: Settings, cache_dir: Path = Path("models/ml
     try:
         run = MlflowClient().get_run(run_id)
     except Exception as e:
-        raise RuntimeError(f"cannot read MLflow run {run_id} at {os_tracking_uri()}: {e}") from e
+        raise RuntimeError(f"cannot read MLflow run {run_id} at {tracking_uri()}: {e}") from e
     expected = run.data.tags.get(SHA_TAG)
     local = Path(cache_dir) / run_id / Path(artifact).name
     if not (local.is_file() and expected and _sha256(local) == expected):

@@ -65,6 +65,8 @@ class ObjectResult:
 
 @dataclass
 class ImageSearchResult:
+    """An image query's answer. Sizes in pixels; `timings_ms` per stage (detect, embed, search)."""
+
     width: int
     height: int
     objects: list[ObjectResult]

@@ -154,6 +154,7 @@ class Store:
             raise psycopg.OperationalError(f"cannot connect to PostgreSQL at {url!r} (DATABASE_URL): {e}") from e
 
     def close(self) -> None:
+        """Close the connection pool (the embedded server stops when its last user process exits)."""
         self.pool.close()
 
     @contextmanager
@@ -164,11 +165,13 @@ class Store:
 
     # --- spaces --------------------------------------------------------------------------------
     def get_space(self, name: str) -> SpaceIdentity | None:
+        """The stored identity of a space, or None when it was never indexed."""
         with self.conn() as c:
             r = c.execute("SELECT name, model, weights, dim FROM spaces WHERE name=%s", (name,)).fetchone()
         return SpaceIdentity(**r) if r else None
 
     def list_spaces(self) -> list[SpaceIdentity]:
+        """Identities of every indexed space, by name."""
         with self.conn() as c:
             return [SpaceIdentity(**r) for r in c.execute("SELECT name, model, weights, dim FROM spaces ORDER BY name")]
 
@@ -202,6 +205,7 @@ class Store:
                           (identity.name, identity.model, identity.weights, identity.dim))
 
     def drop_space(self, name: str) -> None:
+        """Drop a space's vectors table and identity (items and images stay)."""
         with self.conn() as c:
             c.execute(f"DROP TABLE IF EXISTS {_vec_table(name)}")
             c.execute("DELETE FROM spaces WHERE name=%s", (name,))

@@ -1,7 +1,6 @@
 """Shared by train_mlflow.py and evaluate.py (this folder holds scripts, not a package)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -90,6 +89,7 @@ def manifest_of(data_yaml: Path) -> tuple[Path | None, str | None]:
 
 
 def git_commit() -> str:
+    """The project's current git commit, or "unknown" outside a checkout."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               timeout=10).stdout.strip() or "unknown"
@@ -98,6 +98,7 @@ def git_commit() -> str:
 
 
 def system_info() -> dict[str, str]:
+    """`sys.*` tags for a run: Python, platform, CPU model and count, torch, CUDA device."""
     import torch  # noqa: PLC0415
 
     try:
@@ -130,12 +131,8 @@ def local_weights(weights: str) -> str:
                             "yolov5n.pt with: python -m clip_embedder.scripts.fetch_assets --download")
 
 
-def write_json(path: Path, data) -> Path:
-    path.write_text(json.dumps(data, indent=2))
-    return path
-
-
 def dataset_names(data_yaml: Path) -> list[str]:
+    """The class names of a yolov5 dataset YAML, in class-index order."""
     import yaml  # noqa: PLC0415
 
     names = yaml.safe_load(Path(data_yaml).read_text())["names"]
