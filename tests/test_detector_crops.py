@@ -35,7 +35,7 @@ def test_batch_equals_single_and_both_formats(detector):
     ims = [Image.open(IMAGES / n) for n in ("000000000009.jpg", "000000000025.jpg", "000000000030.jpg")]
     batch = detector.detect(ims)
     assert [detector.detect([im])[0] for im in ims] == batch
-    safe = Detector.load(YOLO_STATE_DICT)  # weights_only=True format, same weights
+    safe = Detector.load(YOLO_STATE_DICT, conf=detector.conf)  # weights_only=True format, same weights
     assert [[d.label for d in r] for r in safe.detect(ims)] == [[d.label for d in r] for r in batch]
     assert len(detector.names) == 80 and detector.names[0] == "person"
 
