@@ -55,6 +55,7 @@ def evaluate(weights: str, data: Path, *, task: str = "test", imgsz: int = 640, 
     import yaml
     from yolov5 import val as yval
     from yolov5.utils.callbacks import Callbacks
+    from yolov5.utils.general import increment_path
 
     from clip_embedder.detector import file_sha256
 
@@ -82,10 +83,11 @@ def evaluate(weights: str, data: Path, *, task: str = "test", imgsz: int = 640, 
     with mlflow.start_run(run_name=run_name or name, nested=mlflow.active_run() is not None, tags=tags) as run:
         mlflow.log_params({"imgsz": imgsz, "batch_size": batch_size, "task": task, "conf_thres": 0.001,
                            "iou_thres": 0.6, "device": device})
+        save_dir = increment_path(Path(project) / name)  # what yolov5 would pick, decided here
         (mp, mr, map50, map5095, *_), maps, map50s, speed = yval.run(
             data=str(data), weights=eval_weights, batch_size=batch_size, imgsz=imgsz, task=task, device=device,
-            workers=workers, project=project, name=name, verbose=True, plots=True, callbacks=cb, half=False)
-        save_dir = max(Path(project).glob(f"{name}*"), key=lambda p: p.stat().st_mtime)
+            workers=workers, project=str(save_dir.parent), name=save_dir.name, exist_ok=True, verbose=True,
+            plots=True, callbacks=cb, half=False)
         metrics = {f"{task}/precision": mp, f"{task}/recall": mr, f"{task}/mAP50": map50, f"{task}/mAP50-95": map5095,
                    "speed/preprocess_ms": speed[0], "speed/inference_ms": speed[1], "speed/nms_ms": speed[2]}
         rows = []
