@@ -82,6 +82,8 @@ def manifest_of(data_yaml: Path) -> tuple[Path | None, str | None]:
     from clip_embedder.detector import file_sha256  # noqa: PLC0415
 
     root = Path(yaml.safe_load(data_yaml.read_text()).get("path") or data_yaml.parent)
+    if not root.is_absolute():
+        root = data_yaml.parent / root
     m = root / "manifest.json"
     if not m.is_file():
         m = data_yaml.parent / "manifest.json"

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = mc.cpu_fallback(args.device)
+    data = mc.materialize_yaml(data, Path(args.project) / "_data")  # a relative `path:` made absolute
     init_weights = mc.subset_head_weights(weights, mc.dataset_names(data), Path(args.project) / "_init")
     manifest, manifest_sha = mc.manifest_of(data)
     configure_mlflow(args.tracking_uri)
