@@ -6,6 +6,7 @@ the API is started with that run's URI; artifacts also round-trip through a loca
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -202,3 +203,25 @@ def test_gcs_artifacts_through_the_emulator(tmp_path, monkeypatch):
         assert open(got, "rb").read() == weights.read_bytes()
     finally:
         server.stop()
+
+
+def test_relative_dataset_yaml_is_resolved_against_its_folder(tiny_subset, tmp_path):
+    """yolov5 resolves a relative `path:` against its own package folder; the scripts fix it first."""
+    import yaml
+
+    import mlflow_common as mc
+
+    rel = tmp_path / "cfg" / "subset.yaml"
+    rel.parent.mkdir()
+    d = yaml.safe_load((tiny_subset / "coco_subset.yaml").read_text())
+    import os
+
+    d["path"] = os.path.relpath(tiny_subset, rel.parent)
+    rel.write_text(yaml.safe_dump(d))
+    fixed = mc.materialize_yaml(rel, tmp_path / "out")
+    assert Path(yaml.safe_load(fixed.read_text())["path"]) == tiny_subset.resolve()
+    manifest, sha = mc.manifest_of(rel)
+    assert manifest == tiny_subset / "manifest.json" and len(sha) == 64
+    assert mc.resolve_data("x.yaml", tiny_subset.name, tiny_subset.parent) == tiny_subset / "coco_subset.yaml"
+    with pytest.raises(FileNotFoundError, match="extract_coco_subset"):
+        mc.resolve_data("x.yaml", "version_99", tiny_subset.parent)

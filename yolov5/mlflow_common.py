@@ -83,7 +83,7 @@ def manifest_of(data_yaml: Path) -> tuple[Path | None, str | None]:
 
     root = Path(yaml.safe_load(data_yaml.read_text()).get("path") or data_yaml.parent)
     if not root.is_absolute():
-        root = data_yaml.parent / root
+        root = (data_yaml.parent / root).resolve()
     m = root / "manifest.json"
     if not m.is_file():
         m = data_yaml.parent / "manifest.json"

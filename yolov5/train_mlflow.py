@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = mc.cpu_fallback(args.device)
-    data = mc.materialize_yaml(data, Path(args.project) / "_data")  # a relative `path:` made absolute
+    data_src, data = data, mc.materialize_yaml(data, Path(args.project) / "_data")  # relative `path:` → absolute
     init_weights = mc.subset_head_weights(weights, mc.dataset_names(data), Path(args.project) / "_init")
     manifest, manifest_sha = mc.manifest_of(data)
     configure_mlflow(args.tracking_uri)
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     callbacks.register_action("on_train_end", callback=on_train_end)
 
     with mlflow.start_run(run_name=args.name, log_system_metrics=True) as run_:
-        mlflow.set_tags({"dataset_version": args.coco_subset_data_version or data.parent.name,
-                         "dataset_manifest_sha256": manifest_sha or "none", "dataset_yaml": str(data),
+        mlflow.set_tags({"dataset_version": args.coco_subset_data_version or data_src.parent.name,
+                         "dataset_manifest_sha256": manifest_sha or "none", "dataset_yaml": str(data_src),
                          "git_commit": mc.git_commit(), "task": "train", "initial_weights": Path(weights).name,
                          "initial_weights_sha256": file_sha256(weights),
                          "head_cut_to_dataset_classes": str(init_weights != weights), **mc.system_info()})
