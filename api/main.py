@@ -151,11 +151,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"no image with id {image_id}")
         return im
 
-    def _open(im: dict) -> Image.Image:
+    def _file(im: dict) -> Path:
         path = Path(im["path"])
         if not path.is_file():
             raise HTTPException(404, f"the file of image {im['id']} is no longer at {path}; re-index the collection")
-        with Image.open(path) as f:
+        return path
+
+    def _open(im: dict) -> Image.Image:
+        with Image.open(_file(im)) as f:
             from PIL import ImageOps  # noqa: PLC0415
 
             return ImageOps.exif_transpose(f).convert("RGB")
@@ -181,10 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              response_class=FileResponse)
     def image_file(image_id: int, service: ServiceDep):
         """The original image file."""
-        im = _image_row(service, image_id)
-        path = Path(im["path"])
-        if not path.is_file():
-            raise HTTPException(404, f"the file of image {image_id} is no longer at {path}; re-index the collection")
+        path = _file(_image_row(service, image_id))
         return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
     @app.get("/api/images/{image_id}/thumbnail", responses=ERRORS, tags=["images"], response_class=Response)
