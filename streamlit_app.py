@@ -44,6 +44,21 @@ def fetch_image(client: httpx.Client, url: str) -> Image.Image | None:
     return Image.open(io.BytesIO(r.content)) if r.status_code == 200 else None
 
 
+def answer(r: httpx.Response, what: str) -> dict | None:
+    """The API's JSON answer with its warnings shown, or None after showing why the API refused."""
+    if r.status_code != 200:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        st.error(f"The API refused this {what} ({r.status_code}): {detail}")
+        return None
+    res = r.json()
+    for w in res.get("warnings", []):
+        st.warning(w)
+    return res
+
+
 def grid(client: httpx.Client, hits: list[dict], *, use_crop: bool, outline: bool = False) -> None:
     """Results in rows of COLUMNS: the crop (or thumbnail) with label and similarity."""
     for row in range(0, len(hits), COLUMNS):
@@ -103,12 +118,9 @@ def main() -> None:
             return
         r = client.post(f"{API_URL}/api/search_image", params={"top_k": top_k, "same_class": same_class},
                         files={"file": (name, data, ctype)})
-        if r.status_code != 200:
-            st.error(f"The API refused this image ({r.status_code}): {r.json().get('detail', r.text)}")
+        res = answer(r, "image")
+        if res is None:
             return
-        res = r.json()
-        for w in res["warnings"]:
-            st.warning(w)
         query = Image.open(io.BytesIO(data))
         boxes = [(tuple(o["bbox"]), f"{o['label']} {o['score']:.2f}") for o in res["objects"]]
         left, right = st.columns([2, 3])
@@ -135,16 +147,12 @@ def main() -> None:
             st.info("Type a few words: images are ranked by the text spaces " + ", ".join(
                 s for s, v in health["spaces"].items() if v.get("text_queries")))
             return
-        params = {"query": query, "top_k": top_k}
+        request = {"query": query, "top_k": top_k}
         if label != "(any)":
-            params["label"] = label
-        r = api_get(client, "/api/search_text", **params)
-        if r.status_code != 200:
-            st.error(f"The API refused this query ({r.status_code}): {r.json().get('detail', r.text)}")
+            request["label"] = label
+        res = answer(api_get(client, "/api/search_text", **request), "query")
+        if res is None:
             return
-        res = r.json()
-        for w in res["warnings"]:
-            st.warning(w)
         st.markdown(f"**{len(res['results'])} images** for “{res['query']}” · spaces {', '.join(res['spaces'])} · "
                     f"{res['took_ms']:.0f} ms")
         grid(client, res["results"], use_crop=False, outline=True)
