@@ -54,8 +54,8 @@ def main() -> None:
     for e in embedders.values():
         store.ensure_space(e.identity)
     print(f"model load: {time.perf_counter() - t:.2f}s")
-    stats = Indexer(store, detector, embedders, CropPolicy(), max_bytes=s.max_upload_bytes,
-                    max_pixels=s.max_image_pixels).run(files, batch_size=args.batch_size, progress=False)
+    stats = Indexer(store, detector, embedders, CropPolicy(), max_bytes=s.index_max_bytes,
+                    max_pixels=s.index_max_pixels).run(files, batch_size=args.batch_size, progress=False)
     t = time.perf_counter()
     for e in embedders.values():
         SpaceIndex.load_or_build(store, e.identity, s.faiss_dir)

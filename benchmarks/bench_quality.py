@@ -92,7 +92,7 @@ def main() -> None:
     for e in embedders.values():
         store.ensure_space(e.identity)
     files = [(f, sp) for sp in ("train", "val", "test") for f in sorted((dataset / sp / "images").glob("*"))]
-    Indexer(store, detector, embedders, policy, max_bytes=s.max_upload_bytes, max_pixels=s.max_image_pixels).run(
+    Indexer(store, detector, embedders, policy, max_bytes=s.index_max_bytes, max_pixels=s.index_max_pixels).run(
         files, progress=False)
     for e in embedders.values():
         SpaceIndex.load_or_build(store, e.identity, s.faiss_dir)

@@ -109,8 +109,8 @@ def indexed(settings, store, detector, embedders, subset):
 
     for e in embedders.values():
         store.ensure_space(e.identity)
-    indexer = Indexer(store, detector, embedders, CropPolicy(), max_bytes=settings.max_upload_bytes,
-                      max_pixels=settings.max_image_pixels)
+    indexer = Indexer(store, detector, embedders, CropPolicy(), max_bytes=settings.index_max_bytes,
+                      max_pixels=settings.index_max_pixels)
     return indexer.run(subset_files(subset), batch_size=16, progress=False)
 
 

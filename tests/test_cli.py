@@ -18,7 +18,8 @@ def test_embed_and_index_cli(tmp_path, monkeypatch, capsys):
     (folder / "broken.jpg").write_bytes((IMAGES / "000000000009.jpg").read_bytes()[:3000])
     (folder / "notes.txt").write_text("not an image, not listed")
     for k, v in {"PGDATA_DIR": tmp_path / "pg", "FAISS_DIR": tmp_path / "faiss", "DETECTOR_WEIGHTS": YOLO_WEIGHTS,
-                 "MOBILENET_WEIGHTS": MOBILENET, "SPACES": "mobilenet,text", "DATABASE_URL": ""}.items():
+                 "MOBILENET_WEIGHTS": MOBILENET, "SPACES": "mobilenet,text", "DATABASE_URL": "",
+                 "MAX_UPLOAD_BYTES": 1000}.items():  # the upload cap does not apply to indexing
         monkeypatch.setenv(k, str(v))
     monkeypatch.chdir(tmp_path)
     assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--device", "0"]) == 0

@@ -31,8 +31,8 @@ def test_index_counts(indexed, store):
 
 def test_rerun_indexes_nothing_twice(indexed, store, detector, embedders, settings, subset):
     before = store.counts()
-    idx = Indexer(store, detector, embedders, CropPolicy(), max_bytes=settings.max_upload_bytes,
-                  max_pixels=settings.max_image_pixels)
+    idx = Indexer(store, detector, embedders, CropPolicy(), max_bytes=settings.index_max_bytes,
+                  max_pixels=settings.index_max_pixels)
     stats = idx.run(subset_files(subset), progress=False)
     assert (stats.images_indexed, stats.images_skipped, stats.images_updated, stats.objects) == (0, 74, 0, 0)
     assert store.counts() == before

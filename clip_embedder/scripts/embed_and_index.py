@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             emb.load()
         load_s = time.perf_counter() - t0
         policy = CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect)
-        indexer = Indexer(store, detector, embedders, policy, max_bytes=settings.max_upload_bytes,
-                          max_pixels=settings.max_image_pixels)
+        indexer = Indexer(store, detector, embedders, policy, max_bytes=settings.index_max_bytes,
+                          max_pixels=settings.index_max_pixels)
         stats = indexer.run(files, batch_size=settings.batch_size, progress=not args.no_progress)
         t = time.perf_counter()
         for emb in embedders.values():
