@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="upload size cap in bytes")
     max_image_pixels: int = Field(40_000_000, ge=1, description="decoded image pixel cap (w*h)")
     index_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="file size cap when indexing")
-    index_max_pixels: int = Field(200_000_000, ge=1, description="pixel cap when indexing (camera photos are big)")
+    # below Pillow's hard stop (2 x Image.MAX_IMAGE_PIXELS = 178,956,970 pixels)
+    index_max_pixels: int = Field(150_000_000, ge=1, description="pixel cap when indexing (camera photos are big)")
     api_url: str = Field("http://localhost:8000", description="where the Streamlit page finds the API")
     public_url: str = Field("", description="URL prefix for image links in API results; empty = relative")
 

@@ -24,7 +24,8 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "image") -> Image.Image:
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "image",
+                 settings: tuple[str, str] = ("MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS")) -> Image.Image:
     """Decode bytes into an RGB PIL image, EXIF orientation applied.
 
     Args:
@@ -33,6 +34,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
         max_pixels: cap on width*height, checked from the header before the pixels are decoded
             (a decompression bomb never reaches memory); larger raises `ImageError` (413).
         name: how the input is named in error messages.
+        settings: the names of the byte and pixel caps, for error messages.
 
     Returns:
         A fully loaded `PIL.Image.Image` in mode "RGB".
@@ -42,21 +44,24 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
     """
     if not data:
         raise ImageError(f"{name} is empty", 422)
+    bytes_setting, pixels_setting = settings
     if len(data) > max_bytes:
-        raise ImageError(f"{name} is {len(data):,} bytes; the limit is {max_bytes:,} (MAX_UPLOAD_BYTES)", 413)
+        raise ImageError(f"{name} is {len(data):,} bytes; the limit is {max_bytes:,} ({bytes_setting})", 413)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # our own cap below is checked from the header, before any pixel is decoded
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(
-                    f"{name} is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,} (MAX_IMAGE_PIXELS)", 413)
+                    f"{name} is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,} ({pixels_setting})", 413)
             img.load()
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{name} is too large to decode safely: {e}", 413) from e
+    except Image.DecompressionBombError as e:  # Pillow's hard stop at 2 x Image.MAX_IMAGE_PIXELS
+        raise ImageError(f"{name} is too large to decode safely ({pixels_setting} cannot exceed Pillow's "
+                         f"{2 * Image.MAX_IMAGE_PIXELS:,}-pixel limit): {e}", 413) from e
     except Image.UnidentifiedImageError as e:
         raise ImageError(f"{name} is not an image format this service reads (JPEG, PNG, WebP, BMP, TIFF)", 415) from e
     except (OSError, SyntaxError, ValueError) as e:

@@ -87,6 +87,9 @@ class Indexer:
         for path, split in batch:
             stats.images_seen += 1
             try:
+                size = Path(path).stat().st_size
+                if size > self.max_bytes:  # refuse before reading it into memory
+                    raise OSError(f"{size:,} bytes is over the {self.max_bytes:,}-byte cap (INDEX_MAX_BYTES)")
                 data = Path(path).read_bytes()
             except OSError as e:
                 stats.images_failed += 1
@@ -107,11 +110,12 @@ class Indexer:
                 continue
             seen_in_batch.add(sha)
             try:
-                img = decode_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels, name=str(path))
+                img = decode_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels, name=str(path),
+                                   settings=("INDEX_MAX_BYTES", "INDEX_MAX_PIXELS"))
             except ImageError as e:
                 stats.images_failed += 1
                 stats.errors.append(str(e))
-                log.warning("skipping %s", e)
+                log.debug("skipping %s", e)
                 continue
             if sha in known:
                 existing_images[known[sha]] = img

@@ -208,3 +208,13 @@ def test_hnsw_index_type(service, store, settings, tmp_path):
     kinds = dict(zip(ix.meta["ids"], ix.meta["kind"]))
     assert all(kinds[i] == "image" for i in only_images.ravel() if i >= 0)
     assert SpaceIndex.for_settings(store, store.get_space("mobilenet"), s).rebuilt == ""  # saved as HNSW
+
+
+def test_indexing_refuses_files_over_the_caps(store, detector, embedders, subset, tmp_path):
+    big = subset_files(subset)[0][0]
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (11000, 11000)).save(bomb)  # 121 Mpx in a few hundred KB
+    idx = Indexer(store, detector, embedders, CropPolicy(), max_bytes=big.stat().st_size - 1, max_pixels=10**8)
+    stats = idx.run([(big, None), (bomb, None)], progress=False)
+    assert stats.images_failed == 2 and stats.images_indexed == 0
+    assert "INDEX_MAX_BYTES" in stats.errors[0] and "INDEX_MAX_PIXELS" in stats.errors[1]
