@@ -20,6 +20,19 @@ subset_args=()
 [ -n "${COCO_IMAGES:-}" ] && subset_args+=(--images "$COCO_IMAGES")
 dataset=$("$PY" scripts/extract_coco_subset.py "${subset_args[@]}" --no-progress | tail -n 1 | sed -E 's/^(up to date: )?([^: ]+).*/\2/')
 echo "dataset: $dataset"
+
+# The detector comes from the MLflow Model Registry (DEMO_MLFLOW=0: the local weights file instead).
+# The first time, the pretrained weights are registered as a baseline run, evaluated on the subset.
+if [ "${DEMO_MLFLOW:-1}" = "1" ]; then
+  model="${REGISTERED_MODEL_NAME:-coco-subset-yolov5}@${MODEL_ALIAS:-champion}"
+  if ! "$PY" -c "import sys; from clip_embedder.registry import configure_mlflow, resolve_model_uri; configure_mlflow(); resolve_model_uri('models:/$model')" >/dev/null 2>&1; then
+    echo "registering the pretrained detector in MLflow (yolov5/baseline.py) ..."
+    "$PY" yolov5/baseline.py --weights "$DETECTOR_WEIGHTS" --coco_subset_data_version "$(basename "$dataset")" \
+      --datasets-root "$(dirname "$dataset")" 2>&1 | grep -E "^(baseline run|registered|error)" || true
+  fi
+  export MODEL_URI="models:/$model"
+  echo "detector: $MODEL_URI (MLflow UI: make mlflow-ui)"
+fi
 "$PY" -m clip_embedder.scripts.embed_and_index --split all --dataset_path "$dataset"
 
 [ "${DEMO_SERVE:-1}" = "1" ] || exit 0
