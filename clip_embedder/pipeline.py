@@ -36,6 +36,7 @@ class IndexStats:
     images_skipped: int = 0
     images_updated: int = 0
     images_failed: int = 0
+    images_redetected: int = 0
     objects: int = 0
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -46,7 +47,8 @@ class IndexStats:
         rate = self.images_seen / self.seconds if self.seconds else 0.0
         stages = " ".join(f"{s}={self.stage_seconds.get(s, 0.0):.2f}s" for s in STAGES)
         return (f"images={self.images_seen} indexed={self.images_indexed} skipped={self.images_skipped} "
-                f"updated={self.images_updated} failed={self.images_failed} objects={self.objects} "
+                f"updated={self.images_updated} redetected={self.images_redetected} failed={self.images_failed} "
+                f"objects={self.objects} "
                 f"seconds={self.seconds:.2f} images/s={rate:.2f} | {stages}")
 
 
@@ -54,9 +56,11 @@ class Indexer:
     """Indexes image files into the store. Re-running skips what is already there (by content sha256)."""
 
     def __init__(self, store: Store, detector: Detector, embedders: dict[str, Embedder], policy: CropPolicy, *,
-                 max_bytes: int, max_pixels: int):
+                 max_bytes: int, max_pixels: int, redetect: bool = False):
+        """`redetect`: images indexed by another detector (e.g. before a new champion) are detected
+        again and their objects replaced; otherwise an indexed image keeps its objects."""
         self.store, self.detector, self.embedders, self.policy = store, detector, embedders, policy
-        self.max_bytes, self.max_pixels = max_bytes, max_pixels
+        self.max_bytes, self.max_pixels, self.redetect = max_bytes, max_pixels, redetect
 
     def run(self, files: Iterable[tuple[Path, str | None]], *, batch_size: int = 16, progress: bool = True,
             total: int | None = None) -> IndexStats:
@@ -97,11 +101,14 @@ class Indexer:
                 continue
             raw.append((Path(path), split, data, sha256_bytes(data)))
         known = self.store.images_by_sha([r[3] for r in raw])
+        redo = (self.store.detected_by_other(list(known.values()), self.detector.weights_sha256)
+                if self.redetect else set())
         # existing images: find items that lack a vector in some active space
-        missing: dict[str, list[dict]] = {s: self.store.items_missing_space(list(known.values()), s)
-                                          for s in self.embedders}
-        update_ids = {row["image_id"] for rows in missing.values() for row in rows}
+        keep = [i for i in known.values() if i not in redo]
+        missing: dict[str, list[dict]] = {s: self.store.items_missing_space(keep, s) for s in self.embedders}
+        update_ids = {row["image_id"] for rows in missing.values() for row in rows} | redo
         new: list[tuple[Path, str | None, str, Image.Image]] = []
+        replace: dict[str, int] = {}  # sha → image id, for images detected again
         existing_images: dict[int, Image.Image] = {}
         seen_in_batch: set[str] = set()
         for path, split, data, sha in raw:
@@ -117,7 +124,10 @@ class Indexer:
                 stats.errors.append(str(e))
                 log.debug("skipping %s", e)
                 continue
-            if sha in known:
+            if sha in known and known[sha] in redo:
+                replace[sha] = known[sha]
+                new.append((path, split, sha, img))
+            elif sha in known:
                 existing_images[known[sha]] = img
             else:
                 new.append((path, split, sha, img))
@@ -137,7 +147,7 @@ class Indexer:
             w, h = img.size
             desc = describe_detections([d.label for d in dets])
             row = ImageRow(sha256=sha, path=str(path.resolve()), width=w, height=h, split=split, description=desc,
-                           detector_sha256=self.detector.weights_sha256)
+                           detector_sha256=self.detector.weights_sha256, replace_id=replace.get(sha))
             whole = ItemRow("image", None, None, (0.0, 0.0, float(w), float(h)), (0, 0, w, h), desc)
             row.items.append(whole)
             crops.append((whole, img))
@@ -177,4 +187,5 @@ class Indexer:
         t = time.perf_counter()
         inserted = self.store.write_batch(rows, extra_vectors)
         stats.images_indexed += len(inserted)
+        stats.images_redetected += len(replace)
         st["write"] += time.perf_counter() - t

@@ -93,6 +93,8 @@ class ImageRow:
     description: str
     detector_sha256: str | None
     items: list[ItemRow] = field(default_factory=list)
+    #: an existing image whose items are replaced (re-detected with another detector)
+    replace_id: int | None = None
 
 
 def _vec_table(space: str) -> str:
@@ -216,22 +218,30 @@ class Store:
         """Insert new images with their items and vectors, plus vectors for existing items, atomically.
 
         Args:
-            images: new images (a sha256 already present is skipped, its items untouched).
+            images: new images (a sha256 already present is skipped, its items untouched), or images with
+                `replace_id` whose items (and their vectors) are replaced.
             extra_vectors: space → [(existing item id, vector)] for items indexed before a space existed.
 
         Returns:
-            The ids of the images inserted.
+            The ids of the images inserted (replaced ones not included).
         """
         ids: list[int] = []
         with self.conn() as c:
             for im in images:
-                row = c.execute(
-                    "INSERT INTO images (sha256, path, width, height, split, description, detector_sha256) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sha256) DO NOTHING RETURNING id",
-                    (im.sha256, im.path, im.width, im.height, im.split, im.description, im.detector_sha256)).fetchone()
-                if row is None:
-                    continue
-                ids.append(row["id"])
+                if im.replace_id is not None:
+                    c.execute("DELETE FROM items WHERE image_id=%s", (im.replace_id,))
+                    c.execute("UPDATE images SET width=%s, height=%s, description=%s, detector_sha256=%s WHERE id=%s",
+                              (im.width, im.height, im.description, im.detector_sha256, im.replace_id))
+                    row = {"id": im.replace_id}
+                else:
+                    row = c.execute(
+                        "INSERT INTO images (sha256, path, width, height, split, description, detector_sha256) "
+                        "VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sha256) DO NOTHING RETURNING id",
+                        (im.sha256, im.path, im.width, im.height, im.split, im.description,
+                         im.detector_sha256)).fetchone()
+                    if row is None:
+                        continue
+                    ids.append(row["id"])
                 for it in im.items:
                     item_id = c.execute(
                         "INSERT INTO items (image_id, kind, label, score, x1, y1, x2, y2, crop_x1, crop_y1, crop_x2, "
@@ -255,6 +265,15 @@ class Store:
         with self.conn() as c:
             return {r["sha256"]: r["id"] for r in c.execute("SELECT id, sha256 FROM images WHERE sha256 = ANY(%s)",
                                                              (shas,))}
+
+    def detected_by_other(self, image_ids: list[int], detector_sha256: str) -> set[int]:
+        """Those of `image_ids` whose objects were detected by another detector (or an unknown one)."""
+        if not image_ids:
+            return set()
+        with self.conn() as c:
+            return {r["id"] for r in c.execute(
+                "SELECT id FROM images WHERE id = ANY(%s) AND detector_sha256 IS DISTINCT FROM %s",
+                (image_ids, detector_sha256))}
 
     def items_missing_space(self, image_ids: list[int], space: str) -> list[dict]:
         """Items of these images that have no vector in `space` yet (id, image_id, kind, crop, description)."""

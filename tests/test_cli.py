@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import IMAGES, MOBILENET, ROOT, YOLO_WEIGHTS
+from conftest import IMAGES, MOBILENET, ROOT, YOLO_STATE_DICT, YOLO_WEIGHTS
 
 
 def test_embed_and_index_cli(tmp_path, monkeypatch, capsys):
@@ -24,12 +24,21 @@ def test_embed_and_index_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--device", "0"]) == 0
     out = capsys.readouterr()
-    assert "images=6 indexed=5 skipped=0 updated=0 failed=1" in out.out and "images/s=" in out.out
+    assert "images=6 indexed=5 skipped=0 updated=0 redetected=0 failed=1" in out.out and "images/s=" in out.out
     assert "detect=" in out.out and "broken.jpg" in out.err
     assert (tmp_path / "faiss" / "mobilenet.faiss").exists()
     assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress"]) == 0
     assert "indexed=0 skipped=5" in capsys.readouterr().out
-    # a space built by another model is refused with a clear message
+    # another detector file (same weights, another sha256): kept unless --redetect, then replaced once
+    monkeypatch.setenv("DETECTOR_WEIGHTS", str(YOLO_STATE_DICT))
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress"]) == 0
+    assert "skipped=5 updated=0 redetected=0" in capsys.readouterr().out
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--redetect"]) == 0
+    out = capsys.readouterr().out
+    assert "indexed=0 skipped=0 updated=0 redetected=5 failed=1" in out
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--redetect"]) == 0
+    assert "skipped=5 updated=0 redetected=0" in capsys.readouterr().out
+    # a missing model file is refused with a clear message
     monkeypatch.setenv("MOBILENET_WEIGHTS", str(tmp_path / "missing.tflite"))
     assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress"]) == 2
     assert "MOBILENET_WEIGHTS" in capsys.readouterr().err

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device for the models: cpu, 0, cuda:0 (default: DEVICE)")
     p.add_argument("--recreate-space", action="store_true",
                    help="when a space was built by another model, drop its vectors and rebuild it")
+    p.add_argument("--redetect", action="store_true",
+                   help="detect again the images indexed by another detector (e.g. a new champion) and replace "
+                        "their objects")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         load_s = time.perf_counter() - t0
         policy = CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect)
         indexer = Indexer(store, detector, embedders, policy, max_bytes=settings.index_max_bytes,
-                          max_pixels=settings.index_max_pixels)
+                          max_pixels=settings.index_max_pixels, redetect=args.redetect)
         stats = indexer.run(files, batch_size=settings.batch_size, progress=not args.no_progress)
         t = time.perf_counter()
         for emb in embedders.values():
