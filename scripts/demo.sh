@@ -33,7 +33,7 @@ if [ "${DEMO_MLFLOW:-1}" = "1" ]; then
   export MODEL_URI="models:/$model"
   echo "detector: $MODEL_URI (MLflow UI: make mlflow-ui)"
 fi
-"$PY" -m clip_embedder.scripts.embed_and_index --split all --dataset_path "$dataset"
+"$PY" -m clip_embedder.scripts.embed_and_index --split all --dataset_path "$dataset" --redetect
 
 [ "${DEMO_SERVE:-1}" = "1" ] || exit 0
 "$PY" -m uvicorn api.main:app --host 0.0.0.0 --port "$API_PORT" &
