@@ -44,7 +44,7 @@ def gt_crops(dataset: Path, splits: tuple[str, ...], policy) -> tuple[list[Image
 
 def main() -> None:
     p = bench_parser(__doc__)
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int, default=10, help="cut-off of precision@k and hit@k")
     args = p.parse_args()
 
     import faiss

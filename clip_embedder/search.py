@@ -267,7 +267,7 @@ class SearchService:
             raise QueryError("query is longer than 1000 characters")
         names = self._spaces(spaces, text=True)
         labels = (label,) if label else None
-        fetch = max(top_k * 5, 50)
+        fetch = max(top_k * 10, 200)
         ranked: dict[str, list[tuple[int, float]]] = {}
         best_item: dict[int, tuple[float, int]] = {}  # image id → (similarity, item id)
         image_of: dict[int, int] = {}
@@ -275,7 +275,10 @@ class SearchService:
             q = self.embedders[s].embed_texts([query])
             D, ids = self.indexes[s].search(q, fetch, labels=labels)
             valid = [(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0]
-            image_of.update({i: r["image_id"] for i, r in self.store.get_items([i for i, _ in valid]).items()})
+            rows = self.store.get_items([i for i, _ in valid])
+            image_of.update({i: r["image_id"] for i, r in rows.items()})
+            # many crops share one description (same label): among equal similarities, surer detections first
+            valid.sort(key=lambda t: (-round(t[1], 4), -((rows.get(t[0]) or {}).get("score") or 0.0)))
             per_image: list[tuple[int, float]] = []
             seen: set[int] = set()
             for item_id, sim in valid:
