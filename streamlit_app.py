@@ -7,13 +7,14 @@ images with the matched object outlined). Talks to the API over HTTP at API_URL.
 from __future__ import annotations
 
 import io
-import os
 
 import httpx
 import streamlit as st
 from PIL import Image, ImageDraw
 
-API_URL = os.environ.get("API_URL", "http://localhost:8000").rstrip("/")
+from clip_embedder.config import Settings  # API_URL from the environment or .env
+
+API_URL = Settings().api_url.rstrip("/")
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#008080"]
 COLUMNS = 5
 
