@@ -71,8 +71,7 @@ def grid(client: httpx.Client, hits: list[dict], *, use_crop: bool, outline: boo
                 col.caption(f"(image unavailable) {caption}")
                 continue
             if outline and h["kind"] == "object":
-                info = client.get(f"{API_URL}/api/images/{h['image_id']}").json()
-                img = draw_boxes(img, [(tuple(h["bbox"]), h["label"] or "")], scale=img.width / info["width"])
+                img = draw_boxes(img, [(tuple(h["bbox"]), h["label"] or "")], scale=img.width / h["image_width"])
             col.image(img, caption=caption, width="stretch")
             col.caption("found by " + ", ".join(f"{s} #{v['rank']}" for s, v in h["spaces"].items())
                         + f" · [more like this](?mode=image&image_id={h['image_id']})")

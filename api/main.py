@@ -83,7 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def hit_model(h: Hit, s: Settings) -> SearchHit:
         base = s.public_url.rstrip("/")
         return SearchHit(item_id=h.item_id, image_id=h.image_id, kind=h.kind, label=h.label,
-                         detection_score=h.detection_score, bbox=h.bbox, score=h.score, similarity=h.similarity,
+                         detection_score=h.detection_score, bbox=h.bbox, image_width=h.image_size[0],
+                         image_height=h.image_size[1], score=h.score, similarity=h.similarity,
                          spaces=h.spaces, image_url=f"{base}/api/images/{h.image_id}/file",
                          thumbnail_url=f"{base}/api/images/{h.image_id}/thumbnail",
                          crop_url=f"{base}/api/items/{h.item_id}/crop")

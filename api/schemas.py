@@ -22,6 +22,8 @@ class SearchHit(BaseModel):
     label: str | None = Field(None, description="detected class of an object item")
     detection_score: float | None = Field(None, description="detector confidence of an object item")
     bbox: BBox = Field(description="xyxy pixels in the indexed image (the full frame for a whole image)")
+    image_width: int = Field(description="width of the indexed image, pixels (the frame of bbox)")
+    image_height: int = Field(description="height of the indexed image, pixels")
     score: float = Field(description="reciprocal-rank-fusion score over the spaces that found it")
     similarity: float = Field(description="best cosine similarity over those spaces")
     spaces: dict[str, SpaceHit] = Field(description="which spaces found it, with rank and similarity")

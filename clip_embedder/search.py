@@ -52,6 +52,7 @@ class Hit:
     score: float
     similarity: float
     spaces: dict[str, dict[str, float]] = field(default_factory=dict)
+    image_size: tuple[int, int] = (0, 0)  # (width, height) of the indexed image, pixels
 
 
 @dataclass
@@ -182,7 +183,7 @@ class SearchService:
             hits.append(Hit(item_id=key, image_id=r["image_id"], kind=r["kind"], label=r["label"],
                             detection_score=r["score"], bbox=(r["x1"], r["y1"], r["x2"], r["y2"]),
                             score=round(score, 6), similarity=max(v["similarity"] for v in per.values()),
-                            spaces=per))
+                            spaces=per, image_size=(r["width"], r["height"])))
         return hits
 
     def _query_vectors(self, space: str, images: list[Image.Image], texts: list[str]) -> np.ndarray:

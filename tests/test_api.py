@@ -31,6 +31,7 @@ def test_search_image_self_first_and_payload(client, subset):
     info = client.get(f"/api/images/{first['image_id']}").json()
     assert info["sha256"] and client.get(first["image_url"]).content == path.read_bytes()
     assert len(j["image_neighbours"]) == 4 and first["similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert (first["image_width"], first["image_height"]) == Image.open(path).size
     for o in j["objects"]:
         assert len(o["bbox"]) == 4 and (o["skipped"] or len(o["neighbours"]) <= 4)
     crop = client.get(j["objects"][0]["neighbours"][0]["crop_url"]) if j["objects"] else None
