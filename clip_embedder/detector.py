@@ -9,7 +9,6 @@ Two weight formats load:
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from clip_embedder import offline  # must precede the yolov5 import
 import numpy as np
 import torch
 from PIL import Image
+
+from clip_embedder.images import file_sha256  # noqa: F401  (re-exported: weights identities)
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,6 @@ class Detection:
     class_id: int
     score: float
     bbox: tuple[float, float, float, float]
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 _warned_devices: set[str] = set()

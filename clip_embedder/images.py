@@ -70,6 +70,15 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
     return img.convert("RGB")
 
 
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_image_file(path: str | Path, *, max_bytes: int, max_pixels: int) -> tuple[Image.Image, str]:
     """Read and decode an image file; returns `(RGB image, sha256 of the file bytes)`.
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_embedder.config import Settings
+from clip_embedder.images import file_sha256
 
 WEIGHTS_ARTIFACT = "weights/best.pt"
 SHA_TAG = "weights_sha256"
@@ -52,12 +53,6 @@ def configure_mlflow(tracking_uri: str | None = None) -> str:
     uri = tracking_uri
     mlflow.set_tracking_uri(uri)
     return uri
-
-
-def _sha256(path: Path) -> str:
-    from clip_embedder.detector import file_sha256  # noqa: PLC0415
-
-    return file_sha256(path)
 
 
 def resolve_model_uri(uri: str) -> tuple[str, str, str | None, str | None]:
@@ -152,7 +147,7 @@ def fetch_detector_weights(settings: Settings, cache_dir: Path = Path("models/ml
         raise RuntimeError(f"cannot read MLflow run {run_id} at {tracking_uri()}: {e}") from e
     expected = run.data.tags.get(SHA_TAG)
     local = Path(cache_dir) / run_id / Path(artifact).name
-    if not (local.is_file() and expected and _sha256(local) == expected):
+    if not (local.is_file() and expected and file_sha256(local) == expected):
         local.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=local.parent) as tmp:
             try:
@@ -161,7 +156,7 @@ def fetch_detector_weights(settings: Settings, cache_dir: Path = Path("models/ml
                 listing = [a.path for a in MlflowClient().list_artifacts(run_id, Path(artifact).parent.as_posix())]
                 raise RuntimeError(f"MLflow run {run_id} has no weights at {artifact!r} "
                                    f"(found: {listing or 'nothing'}): {e}") from e
-            if expected and _sha256(got) != expected:
+            if expected and file_sha256(got) != expected:
                 raise RuntimeError(f"weights of run {run_id} do not match their recorded sha256 {expected[:12]}…")
             shutil.move(str(got), local)
     metrics = {k: round(v, 5) for k, v in run.data.metrics.items() if k.startswith(("best/", "test/", "val/mAP"))}

@@ -1,7 +1,6 @@
 """Shared by train_mlflow.py and evaluate.py (this folder holds scripts, not a package)."""
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import subprocess
@@ -22,7 +21,6 @@ os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 from clip_embedder import offline  # noqa: E402
 
 offline.import_yolov5()
-log = logging.getLogger("yolov5_mlflow")
 
 #: yolov5's metric keys → MLflow metric names (MLflow rejects ':' in names)
 METRIC_NAMES = {

@@ -144,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         if times:
             mlflow.log_metric("seconds_per_epoch", sum(times) / len(times))
         run_id = run_.info.run_id
-        best_map = mlflow.get_run(run_id).data.metrics.get("best/mAP50-95")
-        if best_map is None:
-            best_map = mlflow.get_run(run_id).data.metrics.get("val/mAP50-95", 0.0)
+        logged = mlflow.get_run(run_id).data.metrics
+        best_map = logged.get("best/mAP50-95")
+        if best_map is None:  # yolov5 skipped its final validation: the last epoch's value stands in
+            best_map = logged.get("val/mAP50-95", 0.0)
             mlflow.log_metric("best/mAP50-95", best_map)
     print(f"MLflow run {run_id}: val mAP50-95 {best_map:.4f}, {len(times)} epochs, "
           f"{(sum(times) / len(times)) if times else 0:.1f} s/epoch, weights {best}")
