@@ -1,18 +1,25 @@
-"""Typed dependencies for the routes (full-stack-fastapi-template style)."""
+"""Typed dependencies for the routes (full-stack-fastapi-template style): the service, the settings,
+the ingest queue and the API-key checks."""
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
 
 from clip_embedder.config import Settings
+from clip_embedder.ingest import Ingest
 from clip_embedder.search import SearchService
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="one of the keys in API_KEYS (writes; reads too when REQUIRE_KEY_FOR_READS)")
 
 
 def get_service(request: Request) -> SearchService:
     service = getattr(request.app.state, "service", None)
     if service is None:
-        raise HTTPException(503, "the search service is still starting")
+        raise HTTPException(503, "the search service is still starting", headers={"Retry-After": "5"})
     return service
 
 
@@ -20,5 +27,40 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_ingest(request: Request) -> Ingest:
+    ingest = getattr(request.app.state, "ingest", None)
+    if ingest is None:
+        raise HTTPException(503, "the ingest queue is still starting", headers={"Retry-After": "5"})
+    return ingest
+
+
+def _check_key(settings: Settings, key: str | None) -> None:
+    if not key:
+        raise HTTPException(401, "this route needs an API key in the X-API-Key header (one of API_KEYS)"
+                            if settings.api_keys else "this route needs an API key, and the server has none: "
+                            "set API_KEYS (comma-separated) and send one in the X-API-Key header",
+                            headers={"WWW-Authenticate": "APIKey"})
+    given = key.encode()
+    # compare against every key, in constant time, so timing tells nothing about which one is close
+    ok = False
+    for k in settings.api_keys:
+        ok |= hmac.compare_digest(given, k.get_secret_value().encode())
+    if not ok:
+        raise HTTPException(403, "the X-API-Key is not one of API_KEYS")
+
+
+def require_write_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """Writes (upload, scan, delete, reload) need a valid key: 401 without one, 403 with a wrong one."""
+    _check_key(request.app.state.settings, key)
+
+
+def require_read_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """With REQUIRE_KEY_FOR_READS, reads need a valid key too (`create_app` adds this to the read routers)."""
+    _check_key(request.app.state.settings, key)
+
+
 ServiceDep = Annotated[SearchService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+IngestDep = Annotated[Ingest, Depends(get_ingest)]
+WriteKey = Depends(require_write_key)
+ReadKey = Depends(require_read_key)

@@ -1,35 +1,36 @@
 """The FastAPI service: `uvicorn api.main:app`. Swagger UI at /docs.
 
-Thin routes over `clip_embedder`: the lifespan loads the detector (local weights or an MLflow
-run), the embedders of the active spaces and their FAISS indexes once, checking each space's
-identity against Postgres.
+`create_app` only wires: the lifespan (detector, embedders and FAISS indexes loaded once; the ingest
+queue opened; a follower keeping FAISS fresh from PostgreSQL notifications), middleware (upload
+caps), error handlers and one router per resource (`api/routes/`).
 """
 from __future__ import annotations
 
-import io
 import logging
-import mimetypes
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from clip_embedder import offline  # noqa: F401
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from PIL import Image
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
 
-from api.deps import ServiceDep, SettingsDep
-from api.schemas import (ErrorResponse, HealthResponse, ImageInfo, ImageSearchResponse, ObjectInfo, QueryObject,
-                         SearchHit, TextSearchRequest, TextSearchResponse)
+from api.deps import ReadKey
+from api.metrics import instrument
+from api.routes import collections, images, search, service, tasks
 from clip_embedder.config import Settings, get_settings
 from clip_embedder.embedders import SpaceMismatchError
-from clip_embedder.images import ImageError, decode_image
-from clip_embedder.search import Hit, QueryError, SearchService, load_detector
+from clip_embedder.images import ImageError
+from clip_embedder.ingest import Ingest, QueueFullError, ScanRefusedError
+from clip_embedder.live import IndexFollower
+from clip_embedder.originals import open_originals
+from clip_embedder.queue import sync_app
+from clip_embedder.search import QueryError, SearchService, load_detector
 from clip_embedder.store import Store
 
 log = logging.getLogger("api")
-ERRORS = {c: {"model": ErrorResponse} for c in (404, 409, 413, 415, 422)}
+MULTIPART_ALLOWANCE = 64 * 1024  # bytes of multipart framing allowed above the file caps
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,34 +40,62 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         s = settings or get_settings()
         t0 = time.perf_counter()
-        store = Store.open(s)
+        store = Store.open(s, max_size=8)
+        queue = sync_app(store.url)
         try:
             detector = load_detector(s)
-            app.state.service = SearchService.create(s, store, detector)
+            svc = SearchService.create(s, store, detector)
+            queue.open()
         except Exception as e:
             log.error("start-up failed: %s", e)  # one readable line above uvicorn's traceback
             store.close()
             raise
         app.state.settings = s
+        app.state.service = svc
+        app.state.ingest = Ingest(s, store, open_originals(s.storage_root), queue)
+        follower = IndexFollower(store.url, lambda removed, reset: svc.refresh(removed, reset),
+                                 interval=s.index_refresh_seconds).start()
+        app.state.follower = follower
+        if not s.api_keys:
+            log.warning("API_KEYS is empty: uploads, scans, deletes and reloads are refused until it is set")
         log.info("search service ready in %.1fs", time.perf_counter() - t0)
         yield
-        app.state.service = None
+        follower.stop()
+        app.state.service = app.state.ingest = None
+        try:
+            svc.save_indexes()
+        except Exception as e:  # the files are derived; the next start rebuilds them
+            log.warning("could not save FAISS indexes: %s", e)
+        queue.close()
         store.close()
 
-    app = FastAPI(title="Object-level visual search", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Object-level visual search", version="0.2.0", lifespan=lifespan,
                   description="Image-to-image and text-to-image search over detected objects and whole images. "
-                              "Results from several embedding spaces are fused with reciprocal rank fusion.")
+                              "Results from several embedding spaces are fused with reciprocal rank fusion. "
+                              "Add photos with `POST /api/images` (an `X-API-Key` is needed for writes: "
+                              "press Authorize) and follow them with `GET /api/tasks?batch=…`.")
 
     @app.middleware("http")
     async def _upload_cap(request: Request, call_next):
         # refuse an oversized upload from its Content-Length, before the multipart body is spooled to disk
         s = settings or get_settings()
         length = request.headers.get("content-length", "")
-        if request.url.path == "/api/search_image" and length.isdigit() and \
-                int(length) > s.max_upload_bytes + 64 * 1024:  # multipart framing allowance
-            return JSONResponse({"detail": f"upload is {int(length):,} bytes; the limit is {s.max_upload_bytes:,} "
-                                           "(MAX_UPLOAD_BYTES)"}, status_code=413)
+        caps = {"/api/search_image": s.max_upload_bytes,
+                "/api/images": s.max_upload_bytes * s.max_files_per_upload}
+        cap = caps.get(request.url.path) if request.method == "POST" else None
+        if cap is not None and length.isdigit() and int(length) > cap + MULTIPART_ALLOWANCE:
+            return JSONResponse({"detail": f"upload is {int(length):,} bytes; the limit is {cap:,} "
+                                           "(MAX_UPLOAD_BYTES per file)"}, status_code=413)
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError):
+        # one documented shape for every error: {"detail": str}, naming each bad field
+        parts = []
+        for err in e.errors()[:10]:
+            where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(parts)[:2000]}, status_code=422)
 
     @app.exception_handler(ImageError)
     async def _image_error(_: Request, e: ImageError):
@@ -80,132 +109,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _mismatch(_: Request, e: SpaceMismatchError):
         return JSONResponse({"detail": str(e)}, status_code=409)
 
-    def hit_model(h: Hit, s: Settings) -> SearchHit:
-        base = s.public_url.rstrip("/")
-        return SearchHit(item_id=h.item_id, image_id=h.image_id, kind=h.kind, label=h.label,
-                         detection_score=h.detection_score, bbox=h.bbox, image_width=h.image_size[0],
-                         image_height=h.image_size[1], score=h.score, similarity=h.similarity,
-                         spaces=h.spaces, image_url=f"{base}/api/images/{h.image_id}/file",
-                         thumbnail_url=f"{base}/api/images/{h.image_id}/thumbnail",
-                         crop_url=f"{base}/api/items/{h.item_id}/crop")
+    @app.exception_handler(QueueFullError)
+    async def _queue_full(_: Request, e: QueueFullError):
+        return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": str(e.retry_after)})
+
+    @app.exception_handler(ScanRefusedError)
+    async def _scan_refused(_: Request, e: ScanRefusedError):
+        return JSONResponse({"detail": str(e)}, status_code=403)
+
+    @app.exception_handler(FileNotFoundError)
+    async def _not_found(_: Request, e: FileNotFoundError):
+        return JSONResponse({"detail": str(e)}, status_code=404)
 
     @app.get("/", include_in_schema=False)
     def root():
         return RedirectResponse("/docs")
 
-    @app.get("/api/health", response_model=HealthResponse, tags=["service"])
-    def health(service: ServiceDep):
-        """Spaces (model, weights, dim, vectors, FAISS state), row counts, the detector, refused spaces."""
-        h = service.health()
-        return HealthResponse(status="ok" if service.indexes else "degraded", labels=service.store.labels(), **h)
-
-    @app.post("/api/reload", tags=["service"])
-    def reload(service: ServiceDep) -> dict[str, str]:
-        """Pick up vectors indexed since start-up: each stale FAISS index is rebuilt from Postgres."""
-        return service.reload()
-
-    @app.post("/api/search_image", response_model=ImageSearchResponse, responses=ERRORS, tags=["search"])
-    def search_image(service: ServiceDep, settings: SettingsDep,
-                     file: UploadFile = File(description="a JPEG, PNG, WebP, BMP or TIFF image"),
-                     top_k: int = Query(10, ge=1, le=100, description="results per list"),
-                     same_class: bool = Query(False, description="object neighbours only of the same class"),
-                     spaces: list[str] | None = Query(None, description="restrict to these spaces")):
-        """Find indexed images like this one: each detected object's nearest crops, and the whole image's
-        nearest images."""
-        ctype = (file.content_type or "").split(";")[0].strip().lower()
-        if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
-            raise HTTPException(415, f"content type {ctype!r} is not an image; upload a JPEG, PNG, WebP, BMP or TIFF")
-        data = file.file.read(settings.max_upload_bytes + 1)
-        image = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels,
-                             name=f"upload {file.filename or ''}".strip())
-        r = service.search_image(image, top_k=top_k, same_class=same_class, spaces=spaces)
-        return ImageSearchResponse(
-            width=r.width, height=r.height, spaces=r.spaces, warnings=r.warnings, timings_ms=r.timings_ms,
-            image_neighbours=[hit_model(h, settings) for h in r.image_neighbours],
-            objects=[QueryObject(label=o.detection.label, score=o.detection.score, bbox=o.detection.bbox,
-                                 skipped=o.skipped, neighbours=[hit_model(h, settings) for h in o.neighbours])
-                     for o in r.objects])
-
-    def _text(service: SearchService, settings: Settings, req: TextSearchRequest) -> TextSearchResponse:
-        t = time.perf_counter()
-        hits, spaces_used, warnings = service.search_text(req.query, top_k=req.top_k, label=req.label,
-                                                          spaces=req.spaces)
-        return TextSearchResponse(query=req.query, results=[hit_model(h, settings) for h in hits], spaces=spaces_used,
-                                  warnings=warnings, took_ms=round((time.perf_counter() - t) * 1000, 2))
-
-    @app.get("/api/search_text", response_model=TextSearchResponse, responses=ERRORS, tags=["search"])
-    def search_text(service: ServiceDep, settings: SettingsDep,
-                    query: str = Query(..., min_length=1, max_length=1000, examples=["handbag"]),
-                    top_k: int = Query(10, ge=1, le=100), label: str | None = Query(None),
-                    spaces: list[str] | None = Query(None)):
-        """Images matching a text query (CLIP's text tower where the clip space exists, plus the text space)."""
-        return _text(service, settings, TextSearchRequest(query=query, top_k=top_k, label=label, spaces=spaces))
-
-    @app.post("/api/search_text", response_model=TextSearchResponse, responses=ERRORS, tags=["search"])
-    def search_text_post(service: ServiceDep, settings: SettingsDep, req: TextSearchRequest):
-        """The same as GET, with a JSON body."""
-        return _text(service, settings, req)
-
-    def _image_row(service: SearchService, image_id: int) -> dict:
-        im = service.store.get_image(image_id)
-        if im is None:
-            raise HTTPException(404, f"no image with id {image_id}")
-        return im
-
-    def _file(im: dict) -> Path:
-        path = Path(im["path"])
-        if not path.is_file():
-            raise HTTPException(404, f"the file of image {im['id']} is no longer at {path}; re-index the collection")
-        return path
-
-    def _open(im: dict) -> Image.Image:
-        with Image.open(_file(im)) as f:
-            from PIL import ImageOps  # noqa: PLC0415
-
-            return ImageOps.exif_transpose(f).convert("RGB")
-
-    def _jpeg(img: Image.Image) -> Response:
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=88)
-        return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
-
-    @app.get("/api/images/{image_id}", response_model=ImageInfo, responses=ERRORS, tags=["images"])
-    def image_info(image_id: int, service: ServiceDep, settings: SettingsDep):
-        """An indexed image: size, split, description and its detected objects."""
-        im = _image_row(service, image_id)
-        base = settings.public_url.rstrip("/")
-        return ImageInfo(id=im["id"], sha256=im["sha256"], width=im["width"], height=im["height"], split=im["split"],
-                         description=im["description"], image_url=f"{base}/api/images/{image_id}/file",
-                         thumbnail_url=f"{base}/api/images/{image_id}/thumbnail",
-                         objects=[ObjectInfo(item_id=o["id"], label=o["label"], score=o["score"],
-                                             bbox=(o["x1"], o["y1"], o["x2"], o["y2"]),
-                                             crop_url=f"{base}/api/items/{o['id']}/crop") for o in im["objects"]])
-
-    @app.get("/api/images/{image_id}/file", responses=ERRORS, tags=["images"],
-             response_class=FileResponse)
-    def image_file(image_id: int, service: ServiceDep):
-        """The original image file."""
-        path = _file(_image_row(service, image_id))
-        return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
-
-    @app.get("/api/images/{image_id}/thumbnail", responses=ERRORS, tags=["images"], response_class=Response)
-    def image_thumbnail(image_id: int, service: ServiceDep, size: int = Query(256, ge=16, le=1024)):
-        """A JPEG thumbnail whose longer side is `size` pixels."""
-        img = _open(_image_row(service, image_id))
-        img.thumbnail((size, size))
-        return _jpeg(img)
-
-    @app.get("/api/items/{item_id}/crop", responses=ERRORS, tags=["images"], response_class=Response)
-    def item_crop(item_id: int, service: ServiceDep, size: int = Query(256, ge=16, le=1024)):
-        """The padded crop of an indexed object (or the whole image for an image item), as JPEG."""
-        row = service.store.get_items([item_id]).get(item_id)
-        if row is None:
-            raise HTTPException(404, f"no indexed item with id {item_id}")
-        img = _open({"id": row["image_id"], "path": row["path"]})
-        img = img.crop((row["crop_x1"], row["crop_y1"], row["crop_x2"], row["crop_y2"]))
-        img.thumbnail((size, size))
-        return _jpeg(img)
-
+    # reads are open unless REQUIRE_KEY_FOR_READS: the schema says which (Swagger's lock icons)
+    reads = [ReadKey] if (settings or get_settings()).require_key_for_reads else []
+    for r in (search.router, images.router, tasks.router):
+        app.include_router(r, dependencies=reads)
+    app.include_router(collections.router)
+    app.include_router(service.router)
+    instrument(app)
     return app
 
 

@@ -1,6 +1,9 @@
 """Request and response models of the HTTP API (what Swagger at /docs shows)."""
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 BBox = tuple[float, float, float, float]
@@ -27,6 +30,7 @@ class SearchHit(BaseModel):
     score: float = Field(description="reciprocal-rank-fusion score over the spaces that found it")
     similarity: float = Field(description="best cosine similarity over those spaces")
     spaces: dict[str, SpaceHit] = Field(description="which spaces found it, with rank and similarity")
+    file_name: str = Field(description="the upload's name or the path relative to the indexed folder")
     image_url: str
     thumbnail_url: str
     crop_url: str
@@ -88,6 +92,8 @@ class ImageInfo(BaseModel):
 
     id: int
     sha256: str
+    file_name: str = Field(description="the upload's name or the path relative to the indexed folder")
+    source: str = Field(description="'upload' (stored by the service) or 'folder' (indexed where it lies)")
     width: int
     height: int
     split: str | None
@@ -106,9 +112,54 @@ class HealthResponse(BaseModel):
     refused: dict[str, str]
     detector: dict
     labels: list[str]
+    queue: dict[str, int] = Field(default_factory=dict, description="indexing jobs by status (todo = queued)")
+
+
+TaskStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class TaskPublic(BaseModel):
+    """An ingest task: one uploaded or scanned file on its way into the index."""
+
+    id: str
+    batch: str
+    status: TaskStatus
+    file_name: str
+    image_id: int | None = Field(None, description="the indexed image (set once it is searchable)")
+    attempts: int = Field(description="indexing attempts so far (retries after errors or a dead worker)")
+    error: str | None = Field(None, description="why it failed (or the last error before a retry)")
+    sha256: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskBatch(BaseModel):
+    """The tasks of one upload or scan (poll `GET /api/tasks?batch=…`)."""
+
+    batch: str
+    tasks: list[TaskPublic]
+    counts: dict[str, int] = Field(description="tasks by status")
+
+
+class ScanRequest(BaseModel):
+    """A server folder to index (it must lie under one of SCAN_ROOTS)."""
+
+    path: str = Field(min_length=1, max_length=4096, examples=["/photos/2024"])
+
+
+class DeleteResponse(BaseModel):
+    """What a delete removed."""
+
+    image_id: int
+    items_removed: int
+    original_deleted: bool
 
 
 class ErrorResponse(BaseModel):
-    """Every 4xx answer: a message saying what to fix."""
+    """Every 4xx/5xx answer: a message saying what to fix."""
 
     detail: str
+
+
+#: the error answers a route may give, for its `responses=` (documented in Swagger)
+ERRORS: dict[int | str, dict] = {c: {"model": ErrorResponse} for c in (401, 403, 404, 409, 413, 415, 422, 503)}

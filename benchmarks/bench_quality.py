@@ -110,7 +110,7 @@ def main() -> None:
     for c in all_classes:
         n_rel = sum(c in v for v in gt.values())
         hits, _, _ = svc.search_text(c, top_k=args.k)
-        rel = [c in gt[Path(store.get_image(h.image_id)["path"]).name] for h in hits]
+        rel = [c in gt[Path(store.get_image(h.image_id).image.path).name] for h in hits]
         hit_total += any(rel)
         prec_total += np.mean(rel) if rel else 0.0
         print(f"  {c!r:<14} hit@{args.k} = {int(any(rel))}  precision@{args.k} = {np.mean(rel):.2f} "

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Embedding spaces this project knows how to build (see `clip_embedder.embedders`).
@@ -72,10 +72,34 @@ class Settings(BaseSettings):
     index_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="file size cap when indexing")
     # below Pillow's hard stop (2 x Image.MAX_IMAGE_PIXELS = 178,956,970 pixels)
     index_max_pixels: int = Field(150_000_000, ge=1, description="pixel cap when indexing (camera photos are big)")
+    # --- ingest: originals, queue, workers ------------------------------------------------------
+    storage_root: str = Field("data/originals", description="where uploaded originals are stored, content-addressed "
+                                                             "by sha256: a folder or gs://bucket/prefix")
+    scan_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="server folders POST /api/collections/scan may read (comma separated); "
+                                          "empty = scanning is off")
+    queue_max_depth: int = Field(10_000, ge=1, description="queued jobs above which uploads get 503 + Retry-After")
+    max_files_per_upload: int = Field(200, ge=1, description="files accepted in one POST /api/images")
+    worker_concurrency: int = Field(2, ge=1, description="jobs one worker process runs at once (models shared)")
+    worker_max_attempts: int = Field(5, ge=1, description="attempts of an indexing job before it is failed")
+    worker_retry_wait: float = Field(2.0, ge=0, description="exponential retry backoff base, seconds (2, 4, 8, …)")
+    worker_heartbeat: float = Field(5.0, gt=0, description="seconds between a worker's heartbeats")
+    worker_stalled_after: float = Field(30.0, gt=0, description="a job whose worker sent no heartbeat for this many "
+                                                                 "seconds is run again by another worker")
+    worker_metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port of a worker; 0 = off")
+    index_refresh_seconds: float = Field(5.0, gt=0, description="how often the API re-checks its FAISS indexes "
+                                                                 "against Postgres besides LISTEN/NOTIFY")
+
+    # --- access --------------------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="keys accepted in X-API-Key for writes (comma separated); empty = "
+                                          "writes are refused")
+    require_key_for_reads: bool = Field(False, description="reads (search, images, tasks) need a key too")
+
     api_url: str = Field("http://localhost:8000", description="where the Streamlit page finds the API")
     public_url: str = Field("", description="URL prefix for image links in API results; empty = relative")
 
-    @field_validator("spaces", mode="before")
+    @field_validator("spaces", "api_keys", "scan_roots", mode="before")
     @classmethod
     def _split_spaces(cls, v: object) -> object:
         if isinstance(v, str):
@@ -85,6 +109,7 @@ class Settings(BaseSettings):
     @field_validator("spaces")
     @classmethod
     def _known_spaces(cls, v: list[str]) -> list[str]:
+        """Known names only, at least one, duplicates dropped."""
         unknown = sorted(set(v) - set(KNOWN_SPACES))
         if unknown:
             raise ValueError(f"unknown embedding space(s) {unknown}; choose from {list(KNOWN_SPACES)}")

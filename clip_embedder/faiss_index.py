@@ -12,9 +12,12 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import faiss
 import numpy as np
@@ -37,8 +40,49 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+class RWLock:
+    """Many readers or one writer (writers wait for readers to leave; new readers wait for a waiting
+    writer). Searches read a FAISS index concurrently; live updates write it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
 class SpaceIndex:
     """The FAISS index of one space plus the per-vector metadata used by filters.
+
+    Searches may run in many threads while `sync` applies a worker's writes (a readers-writer lock).
 
     Attributes:
         identity: the space identity. index: `faiss.IndexIDMap2`. meta: `Store.item_meta` arrays.
@@ -46,12 +90,15 @@ class SpaceIndex:
     """
 
     def __init__(self, identity: SpaceIdentity, index: faiss.Index, meta: dict[str, np.ndarray], rebuilt: str = "",
-                 ef_search: int = 128):
+                 ef_search: int = 128, index_type: str = "Flat"):
         self.identity, self.index, self.meta, self.rebuilt = identity, index, meta, rebuilt
-        self.ef_search = ef_search
+        self.ef_search, self.index_type = ef_search, index_type
         inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
         self.hnsw = isinstance(inner, faiss.IndexHNSW)
         self._selectors: dict[tuple, faiss.IDSelector | None] = {}
+        self.lock = RWLock()
+        self.max_id = int(meta["ids"].max()) if len(meta["ids"]) else 0
+        self.dirty = False  # changed in memory since it was saved
 
     @property
     def ntotal(self) -> int:
@@ -81,7 +128,8 @@ class SpaceIndex:
             {"identity": asdict(identity), "index_type": index_type, "count": count, "max_id": max_id,
              "ntotal": int(index.ntotal), "built_at": time.time()}, indent=2)))
         log.info("FAISS %s: %s, %d vectors in %.2fs", identity.name, reason, index.ntotal, time.perf_counter() - t0)
-        return cls(identity, index, store.item_meta(identity.name), rebuilt=reason, ef_search=ef_search)
+        return cls(identity, index, store.item_meta(identity.name), rebuilt=reason, ef_search=ef_search,
+                   index_type=index_type)
 
     @classmethod
     def load_or_build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, index_type: str = "Flat",
@@ -112,7 +160,7 @@ class SpaceIndex:
         if reason:
             return cls.build(store, identity, faiss_dir, reason=f"rebuilt: {reason}", index_type=index_type,
                              ef_search=ef_search)
-        return cls(identity, index, store.item_meta(identity.name), ef_search=ef_search)
+        return cls(identity, index, store.item_meta(identity.name), ef_search=ef_search, index_type=index_type)
 
     @classmethod
     def for_settings(cls, store: Store, identity: SpaceIdentity, settings) -> "SpaceIndex":
@@ -149,15 +197,106 @@ class SpaceIndex:
         """
         if self.ntotal == 0 or k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        sel = self._selector(kind, labels)
-        if self.hnsw:
-            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
-            if sel is not None:
-                params.sel = sel
-        else:
-            params = faiss.SearchParameters(sel=sel) if sel is not None else None
-        D, ids = self.index.search(np.ascontiguousarray(queries, np.float32), min(k, self.ntotal), params=params)
+        with self.lock.read():
+            if self.ntotal == 0:
+                return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            sel = self._selector(kind, labels)
+            if self.hnsw:
+                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+                if sel is not None:
+                    params.sel = sel
+            else:
+                params = faiss.SearchParameters(sel=sel) if sel is not None else None
+            D, ids = self.index.search(np.ascontiguousarray(queries, np.float32), min(k, self.ntotal), params=params)
         return D, ids
+
+    # --- live updates --------------------------------------------------------------------------
+    def _add(self, store: Store, after_id: int) -> int:
+        added = 0
+        for ids, vecs in store.iter_vectors(self.identity.name, after_id=after_id):
+            self.index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
+            added += len(ids)
+        if added:
+            meta = store.item_meta(self.identity.name, after_id=after_id)
+            self.meta = {k: np.concatenate([self.meta[k], meta[k]]) for k in self.meta}
+            self.max_id = max(self.max_id, int(meta["ids"].max()) if len(meta["ids"]) else 0)
+        return added
+
+    def _remove(self, ids: np.ndarray) -> int:
+        if not len(ids):
+            return 0
+        mask = np.isin(self.meta["ids"], ids)
+        if not mask.any():
+            return 0
+        gone = np.ascontiguousarray(self.meta["ids"][mask])
+        try:
+            self.index.remove_ids(faiss.IDSelectorBatch(gone))
+        except RuntimeError:  # HNSW cannot remove: rebuild its graph from the vectors that stay
+            keep = ~mask
+            vecs = np.vstack([self.index.index.reconstruct(int(i)) for i in np.flatnonzero(keep)]) if keep.any() \
+                else np.zeros((0, self.identity.dim), np.float32)
+            fresh = faiss.IndexIDMap2(faiss.index_factory(self.identity.dim, self.index_type,
+                                                          faiss.METRIC_INNER_PRODUCT))
+            if len(vecs):
+                fresh.add_with_ids(vecs, self.meta["ids"][keep])
+            self.index = fresh
+        self.meta = {k: v[~mask] for k, v in self.meta.items()}
+        return int(mask.sum())
+
+    def sync(self, store: Store, removed: Iterable[int] = ()) -> dict[str, int]:
+        """Bring the in-memory index up to date with Postgres: drop `removed` item ids, add every vector
+        above the index's max id, and when the counts still differ (a notification was missed, or
+        transactions committed out of id order) reconcile the id sets exactly.
+
+        Returns:
+            {"added": n, "removed": n} vectors.
+        """
+        removed_ids = np.fromiter((int(i) for i in removed), np.int64)
+        with self.lock.write():
+            n_removed = self._remove(removed_ids)
+            n_added = self._add(store, self.max_id)
+            count, _ = store.space_watermark(self.identity.name)
+            if count != self.ntotal:
+                with store.conn() as c:
+                    pg_ids = np.array([r["item_id"] for r in c.execute(
+                        f"SELECT item_id FROM vectors_{self.identity.name}")], np.int64)
+                n_removed += self._remove(np.setdiff1d(self.meta["ids"], pg_ids))
+                missing = np.setdiff1d(pg_ids, self.meta["ids"])
+                if len(missing):
+                    n_added += self._add_ids(store, missing)
+            if n_removed or n_added:
+                self._selectors.clear()
+                self.dirty = True
+        return {"added": n_added, "removed": n_removed}
+
+    def _add_ids(self, store: Store, ids: np.ndarray) -> int:
+        with store.conn() as c:
+            rows = c.execute(f"SELECT v.item_id, v.embedding, i.kind, coalesce(i.label, '') AS label "
+                             f"FROM vectors_{self.identity.name} v JOIN items i ON i.id = v.item_id "
+                             "WHERE v.item_id = ANY(%s) ORDER BY v.item_id", (ids.tolist(),)).fetchall()
+        if not rows:
+            return 0
+        got = np.array([r["item_id"] for r in rows], np.int64)
+        vecs = np.stack([np.asarray(r["embedding"].to_numpy(), np.float32) for r in rows])
+        self.index.add_with_ids(np.ascontiguousarray(vecs), got)
+        self.meta = {"ids": np.concatenate([self.meta["ids"], got]),
+                     "kind": np.concatenate([self.meta["kind"], np.array([r["kind"] for r in rows], dtype=object)]),
+                     "label": np.concatenate([self.meta["label"], np.array([r["label"] for r in rows], dtype=object)])}
+        self.max_id = max(self.max_id, int(got.max()))
+        return len(rows)
+
+    def save(self, store: Store, faiss_dir: Path) -> None:
+        """Write the in-memory index and its watermark (as `build` does), atomically."""
+        with self.lock.read():
+            count, max_id = store.space_watermark(self.identity.name)
+            if count != self.ntotal or max_id != self.max_id:
+                return  # Postgres moved on since; the next start extends or rebuilds from it
+            idx_path, meta_path = self.paths(faiss_dir, self.identity.name)
+            _atomic_write(idx_path, lambda p: faiss.write_index(self.index, p))
+            _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(
+                {"identity": asdict(self.identity), "index_type": self.index_type, "count": count, "max_id": max_id,
+                 "ntotal": self.ntotal, "built_at": time.time()}, indent=2)))
+            self.dirty = False
 
 
 _gpu_warned = False

@@ -1,32 +1,257 @@
-"""The indexing pipeline: read → detect → crop → embed → write, in batches, each stage timed.
+"""The indexing pipeline: read → plan → decode → detect → crop → embed → write, over typed batches.
 
-Shaped after clip-retrieval's runner: the stages are methods of one `Indexer` with injected
-parts (store, detector, embedders, crop policy), so a distributed runner can drive the same
-`index_batch` over shards.
+Shaped after clip-retrieval's runner (reader → mapper → writer): each stage is a function that takes
+a `Batch`, fills its own fields and records its own wall time in `batch.timings`. Every runner
+drives the same stage functions through `Indexer.index_batch`: the CLI (`Indexer.run`, sequential
+batches), the queue worker (`clip_embedder.worker`, one job per uploaded image) and, later, a
+distributed runner.
+
+| stage    | in → out                                                                              |
+|----------|---------------------------------------------------------------------------------------|
+| read     | `SourceFile`s → `RawImage`s (bytes + sha256); a file over the byte cap fails here      |
+| plan     | what is new, what is re-detected (another detector), what only lacks a space (back-fill) |
+| decode   | bytes → RGB images (pixel cap, truncation, format checks)                             |
+| detect   | new images → YOLOv5 detections                                                        |
+| crop     | detections → items (whole image + crops passing the crop policy) and their crops      |
+| embed    | crops / descriptions → vectors in every active space                                  |
+| write    | one transaction per batch (a crash leaves nothing half-written), NOTIFY on commit     |
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from clip_embedder.crops import CropPolicy
-from clip_embedder.detector import Detector
+from clip_embedder.detector import Detection, Detector
 from clip_embedder.embedders import Embedder, describe_detections, describe_object
 from clip_embedder.images import ImageError, decode_image, sha256_bytes
-from clip_embedder.store import ImageRow, ItemRow, Store
+from clip_embedder.store import ImageRow, ItemRecord, ItemRow, Store
 
 log = logging.getLogger(__name__)
 
-STAGES = ("read", "detect", "crop", "embed", "write")
+STAGES = ("read", "plan", "decode", "detect", "crop", "embed", "write")
 
 
+# --- records ------------------------------------------------------------------------------------
+@dataclass
+class SourceFile:
+    """One file to index.
+
+    Attributes:
+        path: an absolute path on this machine (`storage='file'`) or a key under STORAGE_ROOT
+            (`storage='originals'`, an upload).
+        file_name: what people see: the upload's name or the path relative to the indexed folder.
+        split: dataset split (train / val / test) or None.
+        data: the bytes when they are already in memory (a worker reading an original).
+    """
+
+    path: str
+    file_name: str
+    split: str | None = None
+    storage: str = "file"
+    data: bytes | None = None
+
+    @classmethod
+    def from_folder(cls, path: Path, root: Path | None = None, split: str | None = None) -> "SourceFile":
+        """A file indexed where it lies; `file_name` is its path relative to `root` (or its name)."""
+        path = Path(path).resolve()
+        try:
+            name = path.relative_to(Path(root).resolve()).as_posix() if root else path.name
+        except ValueError:
+            name = path.name
+        return cls(str(path), name, split)
+
+
+@dataclass
+class RawImage:
+    """A file's bytes and their sha256 (hex)."""
+
+    source: SourceFile
+    data: bytes
+    sha256: str
+
+
+@dataclass
+class DecodedImage:
+    """A decoded RGB image to detect; `replace_id` names the stored image whose objects it replaces."""
+
+    source: SourceFile
+    sha256: str
+    image: Image.Image
+    replace_id: int | None = None
+
+
+@dataclass
+class Batch:
+    """What flows through the stages. Each stage fills its fields and adds its seconds to `timings`."""
+
+    sources: list[SourceFile]
+    raw: list[RawImage] = field(default_factory=list)
+    # plan
+    known: dict[str, int] = field(default_factory=dict)           # sha256 → stored image id
+    redetect_ids: set[int] = field(default_factory=set)            # stored images to detect again
+    missing: dict[str, list[ItemRecord]] = field(default_factory=dict)  # space → items lacking a vector
+    to_decode: list[RawImage] = field(default_factory=list)
+    # decode
+    new: list[DecodedImage] = field(default_factory=list)          # to detect (new or re-detected)
+    backfill: dict[int, Image.Image] = field(default_factory=dict)  # stored image id → image (missing spaces)
+    # detect / crop / embed / write
+    detections: list[list[Detection]] = field(default_factory=list)
+    rows: list[ImageRow] = field(default_factory=list)
+    crops: list[tuple[ItemRow, Image.Image]] = field(default_factory=list)
+    extra_crops: dict[str, list[tuple[int, Image.Image, str]]] = field(default_factory=dict)
+    extra_vectors: dict[str, list[tuple[int, np.ndarray]]] = field(default_factory=dict)
+    inserted: list[int] = field(default_factory=list)
+    # bookkeeping
+    skipped: int = 0
+    failed: list[tuple[SourceFile, str]] = field(default_factory=list)
+    objects: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t
+
+
+# --- stages -------------------------------------------------------------------------------------
+def read_stage(batch: Batch, *, max_bytes: int) -> Batch:
+    """Read each source's bytes (refusing a file over `max_bytes` before reading it) and hash them."""
+    with batch.timed("read"):
+        for src in batch.sources:
+            try:
+                if src.data is not None:
+                    data = src.data
+                    if len(data) > max_bytes:
+                        raise OSError(f"{len(data):,} bytes is over the {max_bytes:,}-byte cap (INDEX_MAX_BYTES)")
+                else:
+                    size = Path(src.path).stat().st_size
+                    if size > max_bytes:  # refuse before reading it into memory
+                        raise OSError(f"{size:,} bytes is over the {max_bytes:,}-byte cap (INDEX_MAX_BYTES)")
+                    data = Path(src.path).read_bytes()
+            except OSError as e:
+                batch.failed.append((src, f"{src.file_name}: {e}"))
+                continue
+            batch.raw.append(RawImage(src, data, sha256_bytes(data)))
+    return batch
+
+
+def plan_stage(batch: Batch, store: Store, *, spaces: Iterable[str], detector_sha256: str,
+               redetect: bool) -> Batch:
+    """Decide per file: skip (stored and complete, or a duplicate in this batch), index (new), detect again
+    (stored by another detector, when `redetect`), or back-fill (stored but lacking a vector in a space)."""
+    with batch.timed("plan"):
+        batch.known = store.images_by_sha([r.sha256 for r in batch.raw])
+        batch.redetect_ids = (store.detected_by_other(list(batch.known.values()), detector_sha256)
+                              if redetect else set())
+        keep = [i for i in batch.known.values() if i not in batch.redetect_ids]
+        batch.missing = {s: store.items_missing_space(keep, s) for s in spaces}
+        update_ids = {r.image_id for rows in batch.missing.values() for r in rows} | batch.redetect_ids
+        seen: set[str] = set()
+        for raw in batch.raw:
+            if (raw.sha256 in batch.known and batch.known[raw.sha256] not in update_ids) or raw.sha256 in seen:
+                batch.skipped += 1
+                continue
+            seen.add(raw.sha256)
+            batch.to_decode.append(raw)
+    return batch
+
+
+def decode_stage(batch: Batch, *, max_bytes: int, max_pixels: int) -> Batch:
+    """Decode the planned files (EXIF orientation applied); a file that is not a usable image fails."""
+    with batch.timed("decode"):
+        for raw in batch.to_decode:
+            try:
+                img = decode_image(raw.data, max_bytes=max_bytes, max_pixels=max_pixels, name=raw.source.file_name,
+                                   settings=("INDEX_MAX_BYTES", "INDEX_MAX_PIXELS"))
+            except ImageError as e:
+                batch.failed.append((raw.source, str(e)))
+                log.debug("skipping %s", e)
+                continue
+            image_id = batch.known.get(raw.sha256)
+            if image_id is None:
+                batch.new.append(DecodedImage(raw.source, raw.sha256, img))
+            elif image_id in batch.redetect_ids:
+                batch.new.append(DecodedImage(raw.source, raw.sha256, img, replace_id=image_id))
+            else:
+                batch.backfill[image_id] = img
+    return batch
+
+
+def detect_stage(batch: Batch, detector: Detector) -> Batch:
+    """Detect objects in the new and re-detected images, all in one batched forward."""
+    with batch.timed("detect"):
+        batch.detections = detector.detect([d.image for d in batch.new]) if batch.new else []
+    return batch
+
+
+def crop_stage(batch: Batch, policy: CropPolicy, *, detector_sha256: str) -> Batch:
+    """Build the rows to write: per image its whole-image item and one item per detection kept by the
+    crop policy, with the crops to embed; and the crops of stored items lacking a space."""
+    with batch.timed("crop"):
+        for d, dets in zip(batch.new, batch.detections):
+            img, w, h = d.image, *d.image.size
+            desc = describe_detections([x.label for x in dets])
+            row = ImageRow(sha256=d.sha256, path=d.source.path, width=w, height=h, split=d.source.split,
+                           description=desc, detector_sha256=detector_sha256, replace_id=d.replace_id,
+                           file_name=d.source.file_name, storage=d.source.storage)
+            whole = ItemRow("image", None, None, (0.0, 0.0, float(w), float(h)), (0, 0, w, h), desc)
+            row.items.append(whole)
+            batch.crops.append((whole, img))
+            for det in dets:
+                box = policy.crop_box(det.bbox, w, h)
+                if box is None:
+                    continue
+                item = ItemRow("object", det.label, det.score, det.bbox, box, describe_object(det.label))
+                row.items.append(item)
+                batch.crops.append((item, img.crop(box)))
+                batch.objects += 1
+            batch.rows.append(row)
+        for space, items in batch.missing.items():
+            batch.extra_crops[space] = [(r.id, batch.backfill[r.image_id].crop(r.crop_box), r.description)
+                                        for r in items if r.image_id in batch.backfill]
+    return batch
+
+
+def embed_stage(batch: Batch, embedders: dict[str, Embedder]) -> Batch:
+    """Embed every crop (pixels) or its description (text spaces) in every space."""
+    with batch.timed("embed"):
+        for space, emb in embedders.items():
+            extra = batch.extra_crops.get(space, [])
+            if emb.source == "description":
+                vecs = emb.embed_texts([it.description for it, _ in batch.crops]) if batch.crops else []
+                ev = emb.embed_texts([d for _, _, d in extra]) if extra else []
+            else:
+                vecs = emb.embed_images([c for _, c in batch.crops]) if batch.crops else []
+                ev = emb.embed_images([c for _, c, _ in extra]) if extra else []
+            for (item, _), v in zip(batch.crops, vecs):
+                item.vectors[space] = v
+            if len(ev):
+                batch.extra_vectors[space] = [(i, v) for (i, _, _), v in zip(extra, ev)]
+    return batch
+
+
+def write_stage(batch: Batch, store: Store) -> Batch:
+    """Write the batch in one transaction (images, items, vectors, back-filled vectors)."""
+    with batch.timed("write"):
+        batch.inserted = store.write_batch(batch.rows, batch.extra_vectors)
+    return batch
+
+
+# --- runner -------------------------------------------------------------------------------------
 @dataclass
 class IndexStats:
     """What one indexing run did. `stage_seconds` maps each stage of `STAGES` to wall seconds."""
@@ -42,6 +267,19 @@ class IndexStats:
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     errors: list[str] = field(default_factory=list)
 
+    def add(self, batch: Batch) -> None:
+        """Count one batch's outcome."""
+        self.images_seen += len(batch.sources)
+        self.images_indexed += len(batch.inserted)
+        self.images_skipped += batch.skipped
+        self.images_updated += len(batch.backfill)
+        self.images_failed += len(batch.failed)
+        self.images_redetected += sum(1 for d in batch.new if d.replace_id is not None)
+        self.objects += batch.objects
+        self.errors += [why for _, why in batch.failed]
+        for stage, s in batch.timings.items():
+            self.stage_seconds[stage] += s
+
     def summary(self) -> str:
         """One line: images, objects, seconds, images/s, seconds per stage."""
         rate = self.images_seen / self.seconds if self.seconds else 0.0
@@ -53,139 +291,54 @@ class IndexStats:
 
 
 class Indexer:
-    """Indexes image files into the store. Re-running skips what is already there (by content sha256)."""
+    """Drives the stages over batches. Re-running skips what is already there (by content sha256).
+
+    `model_lock` (optional) serialises the model stages (detect, embed) when several threads share one
+    Indexer, as a queue worker with concurrency > 1 does; read, decode and write still overlap.
+    """
 
     def __init__(self, store: Store, detector: Detector, embedders: dict[str, Embedder], policy: CropPolicy, *,
-                 max_bytes: int, max_pixels: int, redetect: bool = False):
+                 max_bytes: int, max_pixels: int, redetect: bool = False, model_lock: threading.Lock | None = None):
         """`redetect`: images indexed by another detector (e.g. before a new champion) are detected
         again and their objects replaced; otherwise an indexed image keeps its objects."""
         self.store, self.detector, self.embedders, self.policy = store, detector, embedders, policy
         self.max_bytes, self.max_pixels, self.redetect = max_bytes, max_pixels, redetect
+        self.model_lock = model_lock
 
-    def run(self, files: Iterable[tuple[Path, str | None]], *, batch_size: int = 16, progress: bool = True,
-            total: int | None = None) -> IndexStats:
-        """Index `(path, split)` pairs in batches of `batch_size`; returns the stats.
+    def run(self, files: Iterable[SourceFile | tuple[Path, str | None]], *, batch_size: int = 16,
+            progress: bool = True, total: int | None = None) -> IndexStats:
+        """Index files in batches of `batch_size` (sequential runner); returns the stats.
 
-        A file that is not a readable image is counted in `images_failed` and named in `errors`;
-        the run goes on. Each batch is written in one transaction.
+        `files` are `SourceFile`s or `(path, split)` pairs. A file that is not a readable image is counted
+        in `images_failed` and named in `errors`; the run goes on. Each batch is written in one transaction.
         """
         stats = IndexStats()
         t0 = time.perf_counter()
-        files = list(files)
-        bar = tqdm(total=total or len(files), unit="img", desc="indexing", disable=not progress)
-        for i in range(0, len(files), batch_size):
-            batch = files[i:i + batch_size]
-            self.index_batch(batch, stats)
-            bar.update(len(batch))
+        sources = [f if isinstance(f, SourceFile) else SourceFile.from_folder(f[0], None, f[1]) for f in files]
+        bar = tqdm(total=total or len(sources), unit="img", desc="indexing", disable=not progress)
+        for i in range(0, len(sources), batch_size):
+            chunk = sources[i:i + batch_size]
+            self.index_batch(chunk, stats)
+            bar.update(len(chunk))
             bar.set_postfix(objects=stats.objects, failed=stats.images_failed)
         bar.close()
         stats.seconds = time.perf_counter() - t0
         return stats
 
-    def index_batch(self, batch: list[tuple[Path, str | None]], stats: IndexStats) -> None:
-        """Run the five stages on one batch of files and update `stats`."""
-        st = stats.stage_seconds
-        # --- read --------------------------------------------------------------------------
-        t = time.perf_counter()
-        raw: list[tuple[Path, str | None, bytes, str]] = []
-        for path, split in batch:
-            stats.images_seen += 1
-            try:
-                size = Path(path).stat().st_size
-                if size > self.max_bytes:  # refuse before reading it into memory
-                    raise OSError(f"{size:,} bytes is over the {self.max_bytes:,}-byte cap (INDEX_MAX_BYTES)")
-                data = Path(path).read_bytes()
-            except OSError as e:
-                stats.images_failed += 1
-                stats.errors.append(f"{path}: {e}")
-                continue
-            raw.append((Path(path), split, data, sha256_bytes(data)))
-        known = self.store.images_by_sha([r[3] for r in raw])
-        redo = (self.store.detected_by_other(list(known.values()), self.detector.weights_sha256)
-                if self.redetect else set())
-        # existing images: find items that lack a vector in some active space
-        keep = [i for i in known.values() if i not in redo]
-        missing: dict[str, list[dict]] = {s: self.store.items_missing_space(keep, s) for s in self.embedders}
-        update_ids = {row["image_id"] for rows in missing.values() for row in rows} | redo
-        new: list[tuple[Path, str | None, str, Image.Image]] = []
-        replace: dict[str, int] = {}  # sha → image id, for images detected again
-        existing_images: dict[int, Image.Image] = {}
-        seen_in_batch: set[str] = set()
-        for path, split, data, sha in raw:
-            if sha in known and known[sha] not in update_ids or sha in seen_in_batch:
-                stats.images_skipped += 1
-                continue
-            seen_in_batch.add(sha)
-            try:
-                img = decode_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels, name=str(path),
-                                   settings=("INDEX_MAX_BYTES", "INDEX_MAX_PIXELS"))
-            except ImageError as e:
-                stats.images_failed += 1
-                stats.errors.append(str(e))
-                log.debug("skipping %s", e)
-                continue
-            if sha in known and known[sha] in redo:
-                replace[sha] = known[sha]
-                new.append((path, split, sha, img))
-            elif sha in known:
-                existing_images[known[sha]] = img
-            else:
-                new.append((path, split, sha, img))
-        stats.images_updated += len(existing_images)
-        st["read"] += time.perf_counter() - t
-
-        # --- detect --------------------------------------------------------------------------
-        t = time.perf_counter()
-        detections = self.detector.detect([n[3] for n in new]) if new else []
-        st["detect"] += time.perf_counter() - t
-
-        # --- crop ----------------------------------------------------------------------------
-        t = time.perf_counter()
-        rows: list[ImageRow] = []
-        crops: list[tuple[ItemRow, Image.Image]] = []
-        for (path, split, sha, img), dets in zip(new, detections):
-            w, h = img.size
-            desc = describe_detections([d.label for d in dets])
-            row = ImageRow(sha256=sha, path=str(path.resolve()), width=w, height=h, split=split, description=desc,
-                           detector_sha256=self.detector.weights_sha256, replace_id=replace.get(sha))
-            whole = ItemRow("image", None, None, (0.0, 0.0, float(w), float(h)), (0, 0, w, h), desc)
-            row.items.append(whole)
-            crops.append((whole, img))
-            for d in dets:
-                box = self.policy.crop_box(d.bbox, w, h)
-                if box is None:
-                    continue
-                item = ItemRow("object", d.label, d.score, d.bbox, box, describe_object(d.label))
-                row.items.append(item)
-                crops.append((item, img.crop(box)))
-                stats.objects += 1
-            rows.append(row)
-        extra_crops: dict[str, list[tuple[int, Image.Image, str]]] = {}
-        for space, items in missing.items():
-            extra_crops[space] = [
-                (r["id"], existing_images[r["image_id"]].crop((r["crop_x1"], r["crop_y1"], r["crop_x2"], r["crop_y2"])),
-                 r["description"]) for r in items if r["image_id"] in existing_images]
-        st["crop"] += time.perf_counter() - t
-
-        # --- embed ---------------------------------------------------------------------------
-        t = time.perf_counter()
-        extra_vectors: dict[str, list] = {}
-        for space, emb in self.embedders.items():
-            if emb.source == "description":
-                vecs = emb.embed_texts([it.description for it, _ in crops]) if crops else []
-                ev = emb.embed_texts([d for _, _, d in extra_crops[space]]) if extra_crops[space] else []
-            else:
-                vecs = emb.embed_images([c for _, c in crops]) if crops else []
-                ev = emb.embed_images([c for _, c, _ in extra_crops[space]]) if extra_crops[space] else []
-            for (item, _), v in zip(crops, vecs):
-                item.vectors[space] = v
-            if len(ev):
-                extra_vectors[space] = [(i, v) for (i, _, _), v in zip(extra_crops[space], ev)]
-        st["embed"] += time.perf_counter() - t
-
-        # --- write ---------------------------------------------------------------------------
-        t = time.perf_counter()
-        inserted = self.store.write_batch(rows, extra_vectors)
-        stats.images_indexed += len(inserted)
-        stats.images_redetected += len(replace)
-        st["write"] += time.perf_counter() - t
+    def index_batch(self, sources: list[SourceFile], stats: IndexStats | None = None) -> Batch:
+        """Run every stage on one batch of files; add its outcome to `stats`; return the batch."""
+        batch = Batch(sources)
+        sha = self.detector.weights_sha256
+        lock = self.model_lock or nullcontext()
+        read_stage(batch, max_bytes=self.max_bytes)
+        plan_stage(batch, self.store, spaces=self.embedders, detector_sha256=sha, redetect=self.redetect)
+        decode_stage(batch, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+        with lock:
+            detect_stage(batch, self.detector)
+        crop_stage(batch, self.policy, detector_sha256=sha)
+        with lock:
+            embed_stage(batch, self.embedders)
+        write_stage(batch, self.store)
+        if stats is not None:
+            stats.add(batch)
+        return batch

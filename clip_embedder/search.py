@@ -53,6 +53,7 @@ class Hit:
     similarity: float
     spaces: dict[str, dict[str, float]] = field(default_factory=dict)
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the indexed image, pixels
+    file_name: str = ""  # the upload's name or the path relative to the indexed folder
 
 
 @dataclass
@@ -126,9 +127,9 @@ class SearchService:
                 refused[space] = str(e)
                 continue
             stored = store.get_space(space)
-            if stored is None:
-                refused[space] = f"space {space!r} has not been indexed yet: run clip_embedder.scripts.embed_and_index"
-                continue
+            if stored is None:  # a fresh database: the space starts empty and fills as photos are added
+                store.ensure_space(identity)
+                stored = identity
             if stored != identity:
                 refused[space] = (f"space {space!r} was built by {stored.describe()} but this service is configured "
                                   f"with {identity.describe()}; re-index it or restore the old model")
@@ -180,10 +181,10 @@ class SearchService:
             r = rows.get(key)
             if r is None:  # deleted from Postgres after the FAISS index was loaded
                 continue
-            hits.append(Hit(item_id=key, image_id=r["image_id"], kind=r["kind"], label=r["label"],
-                            detection_score=r["score"], bbox=(r["x1"], r["y1"], r["x2"], r["y2"]),
+            hits.append(Hit(item_id=key, image_id=r.image_id, kind=r.kind, label=r.label,
+                            detection_score=r.score, bbox=r.bbox,
                             score=round(score, 6), similarity=max(v["similarity"] for v in per.values()),
-                            spaces=per, image_size=(r["width"], r["height"])))
+                            spaces=per, image_size=(r.width, r.height), file_name=r.file_name))
         return hits
 
     def _query_vectors(self, space: str, images: list[Image.Image], texts: list[str]) -> np.ndarray:
@@ -277,9 +278,9 @@ class SearchService:
             D, ids = self.indexes[s].search(q, fetch, labels=labels)
             valid = [(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0]
             rows = self.store.get_items([i for i, _ in valid])
-            image_of.update({i: r["image_id"] for i, r in rows.items()})
+            image_of.update({i: r.image_id for i, r in rows.items()})
             # many crops share one description (same label): among equal similarities, surer detections first
-            valid.sort(key=lambda t: (-round(t[1], 4), -((rows.get(t[0]) or {}).get("score") or 0.0)))
+            valid.sort(key=lambda t: (-round(t[1], 4), -(getattr(rows.get(t[0]), "score", None) or 0.0)))
             per_image: list[tuple[int, float]] = []
             seen: set[int] = set()
             for item_id, sim in valid:
@@ -294,6 +295,24 @@ class SearchService:
         # one hit per image: the image's best-matching item carries the image's fused score
         fused = [(best_item[img][1], score, per) for img, score, per in rrf_fuse(ranked)[:top_k]]
         return self._hits(fused, top_k), names, self._warnings()
+
+    def refresh(self, removed: list[int] | None = None, reset: bool = False) -> dict[str, dict[str, int]]:
+        """Apply writes made since the indexes were loaded: drop `removed` item ids, add new vectors
+        (in place, under each index's write lock). `reset` (a space was dropped) reloads every index.
+
+        Returns:
+            space → {"added": n, "removed": n}.
+        """
+        if reset:
+            self.reload()
+            return {}
+        return {s: ix.sync(self.store, removed or []) for s, ix in self.indexes.items()}
+
+    def save_indexes(self) -> None:
+        """Write every index changed in memory to FAISS_DIR (when it still matches Postgres)."""
+        for ix in self.indexes.values():
+            if ix.dirty:
+                ix.save(self.store, self.settings.faiss_dir)
 
     def reload(self) -> dict[str, str]:
         """Reload each space's FAISS index from Postgres when it is stale (after an indexing run while the

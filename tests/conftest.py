@@ -71,7 +71,8 @@ def settings(tmp_path_factory, tiny_clip):
     return Settings(_env_file=None, database_url=None, pgdata_dir=d / "pgdata", faiss_dir=d / "faiss",
                     detector_weights=str(YOLO_WEIGHTS), mobilenet_weights=MOBILENET,
                     spaces=["mobilenet", "text", "clip"], clip_model="tiny-test-clip",
-                    clip_pretrained=str(tiny_clip[1]), clip_model_config=tiny_clip[0], batch_size=16)
+                    clip_pretrained=str(tiny_clip[1]), clip_model_config=tiny_clip[0], batch_size=16,
+                    api_keys=["test-key"], storage_root=str(d / "originals"), index_refresh_seconds=1.0)
 
 
 @pytest.fixture(scope="session")

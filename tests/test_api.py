@@ -118,27 +118,49 @@ def test_missing_file_is_404_not_500(client, store, tmp_path):
             c.execute("DELETE FROM images WHERE id=%s", (ids[0],))
 
 
-def test_reload_picks_up_new_vectors(client, store, subset):
+def wait_for(predicate, timeout=15.0):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_running_api_follows_writes_and_deletes(client, store, subset):
+    """A write by another process (here: the store directly, as the CLI or a worker does) reaches the
+    running API's FAISS indexes through NOTIFY, without a reload; so does a delete."""
+    import numpy as np
+
     from clip_embedder.store import ImageRow, ItemRow
 
     h = client.get("/api/health").json()
-    assert not any(v["stale"] for v in h["spaces"].values())
-    dims = {s: v["dim"] for s, v in h["spaces"].items()}
-    import numpy as np
-
-    vec = {s: np.eye(d, dtype=np.float32)[0] for s, d in dims.items()}
+    before = {s: v["vectors"] for s, v in h["spaces"].items()}
+    vec = {s: np.eye(v["dim"], dtype=np.float32)[0] for s, v in h["spaces"].items()}
     ids = store.write_batch([ImageRow("c" * 64, str(subset_files(subset)[0][0]), 10, 10, None, "x", None,
                                       [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x", vec)])])
+
+    def vectors():
+        return {s: v["vectors"] for s, v in client.get("/api/health").json()["spaces"].items()}
+
     try:
-        assert all(v["stale"] for v in client.get("/api/health").json()["spaces"].values())
-        # only appended rows: the saved index is extended, not rebuilt
-        assert all(v.startswith("extended: stale") for v in client.post("/api/reload").json().values())
-        assert not any(v["stale"] for v in client.get("/api/health").json()["spaces"].values())
+        assert wait_for(lambda: vectors() == {s: n + 1 for s, n in before.items()}), vectors()
+        item = store.get_image(ids[0]).image_item_id
+        D, found = client.app.state.service.indexes["text"].search(vec["text"][None], 1)
+        assert found[0][0] == item and D[0][0] > 0.999
     finally:
-        with store.conn() as c:
-            c.execute("DELETE FROM images WHERE id=%s", (ids[0],))
-        # a deletion cannot be appended: full rebuild
-        assert all(v.startswith("rebuilt: stale") for v in client.post("/api/reload").json().values())
+        store.delete_image(ids[0])
+    assert wait_for(lambda: vectors() == before), vectors()
+    assert not any(v["stale"] for v in client.get("/api/health").json()["spaces"].values())
+
+
+def test_reload_needs_a_key(client):
+    assert client.post("/api/reload").status_code == 401
+    assert client.post("/api/reload", headers={"X-API-Key": "wrong"}).status_code == 403
+    r = client.post("/api/reload", headers={"X-API-Key": "test-key"})
+    assert r.status_code == 200 and set(r.json()) == {"mobilenet", "text", "clip"}
 
 
 def test_openapi_docs(client):

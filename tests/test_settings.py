@@ -40,3 +40,10 @@ def test_spaces_are_validated(monkeypatch):
     assert Settings(_env_file=None).spaces == ["clip", "text"]
     with pytest.raises(ValueError, match="unknown embedding space"):
         Settings(_env_file=None, spaces="clip,siglip")
+
+
+def test_api_keys_never_print(monkeypatch):
+    monkeypatch.setenv("API_KEYS", "alpha-secret, beta-secret")
+    s = Settings(_env_file=None)
+    assert [k.get_secret_value() for k in s.api_keys] == ["alpha-secret", "beta-secret"]
+    assert "secret" not in repr(s) and "secret" not in str(s.model_dump())

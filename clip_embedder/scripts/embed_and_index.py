@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from clip_embedder.crops import CropPolicy  # noqa: PLC0415
     from clip_embedder.embedders import SpaceMismatchError, create_embedder  # noqa: PLC0415
     from clip_embedder.faiss_index import SpaceIndex, warn_if_no_faiss_gpu  # noqa: PLC0415
-    from clip_embedder.pipeline import Indexer  # noqa: PLC0415
+    from clip_embedder.pipeline import Indexer, SourceFile  # noqa: PLC0415
     from clip_embedder.search import load_detector  # noqa: PLC0415
     from clip_embedder.store import Store  # noqa: PLC0415
 
@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         policy = CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect)
         indexer = Indexer(store, detector, embedders, policy, max_bytes=settings.index_max_bytes,
                           max_pixels=settings.index_max_pixels, redetect=args.redetect)
-        stats = indexer.run(files, batch_size=settings.batch_size, progress=not args.no_progress)
+        root = args.dataset_path if args.dataset_path.is_dir() else args.dataset_path.parent
+        sources = [SourceFile.from_folder(p, root, split) for p, split in files]
+        stats = indexer.run(sources, batch_size=settings.batch_size, progress=not args.no_progress)
         t = time.perf_counter()
         for emb in embedders.values():
             SpaceIndex.for_settings(store, emb.identity, settings)

@@ -1,0 +1,1 @@
+"""One APIRouter per resource: search, images (and their items), tasks, collections, service."""

@@ -1,0 +1,127 @@
+"""Images: add (upload → queue), describe, serve (file, thumbnail, crops), delete."""
+from __future__ import annotations
+
+import io
+import mimetypes
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
+from PIL import Image, ImageOps
+
+from api.deps import IngestDep, ServiceDep, SettingsDep, WriteKey
+from api.routes.tasks import batch_model
+from api.schemas import ERRORS, DeleteResponse, ImageInfo, ObjectInfo, TaskBatch
+from api.uploads import read_upload
+from clip_embedder.ingest import Ingest, validate_upload
+from clip_embedder.originals import media_type
+from clip_embedder.store import ImageRecord
+
+router = APIRouter(prefix="/api", tags=["images"])
+
+
+def _image(service, image_id: int):
+    detail = service.store.get_image(image_id)
+    if detail is None:
+        raise HTTPException(404, f"no image with id {image_id}")
+    return detail
+
+
+def _bytes_or_path(im: ImageRecord, ingest: Ingest) -> bytes | Path:
+    """The stored original's bytes, or the path of a file indexed where it lies."""
+    if im.storage == "originals":
+        try:
+            return ingest.originals.get(im.path)
+        except FileNotFoundError:
+            raise HTTPException(410, f"the stored original of image {im.id} ({im.file_name}) is gone") from None
+    path = Path(im.path)
+    if not path.is_file():
+        raise HTTPException(404, f"the file of image {im.id} ({im.file_name}) is no longer where it was indexed; "
+                                 "re-index the collection")
+    return path
+
+
+def _open(im: ImageRecord, ingest: Ingest) -> Image.Image:
+    src = _bytes_or_path(im, ingest)
+    with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as f:
+        return ImageOps.exif_transpose(f).convert("RGB")
+
+
+def _jpeg(img: Image.Image) -> Response:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=88)
+    return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.post("/images", status_code=202, response_model=TaskBatch, responses=ERRORS, dependencies=[WriteKey])
+def add_images(request: Request, ingest: IngestDep, settings: SettingsDep,
+               files: Annotated[list[UploadFile], File(description="one or many JPEG, PNG, WebP, BMP or TIFF files")]):
+    """Add photos to the index. Each file is checked (type, size, pixels, truncation) before anything is
+    queued: one bad file refuses the request with that file's reason. New images are queued for the
+    workers; a file already indexed comes back `succeeded` with its image id. Poll
+    `GET /api/tasks?batch=…` until every task has succeeded or failed."""
+    if len(files) > settings.max_files_per_upload:
+        raise HTTPException(413, f"{len(files)} files in one request; the limit is {settings.max_files_per_upload} "
+                                 "(MAX_FILES_PER_UPLOAD)")
+    uploads = [validate_upload(read_upload(f, settings), f.filename or "upload", settings) for f in files]
+    batch, tasks = ingest.add_uploads(uploads)
+    return batch_model(batch, tasks, request)
+
+
+@router.get("/images/{image_id}", response_model=ImageInfo, responses=ERRORS)
+def image_info(image_id: int, service: ServiceDep, settings: SettingsDep):
+    """An indexed image: file name, size, split, description and its detected objects."""
+    d = _image(service, image_id)
+    im = d.image
+    base = settings.public_url.rstrip("/")
+    return ImageInfo(id=im.id, sha256=im.sha256, file_name=im.file_name,
+                     source="upload" if im.storage == "originals" else "folder", width=im.width,
+                     height=im.height, split=im.split, description=im.description,
+                     image_url=f"{base}/api/images/{image_id}/file",
+                     thumbnail_url=f"{base}/api/images/{image_id}/thumbnail",
+                     objects=[ObjectInfo(item_id=o.id, label=o.label, score=o.score, bbox=o.bbox,
+                                         crop_url=f"{base}/api/items/{o.id}/crop") for o in d.objects])
+
+
+@router.get("/images/{image_id}/file", responses=ERRORS, response_class=Response)
+def image_file(image_id: int, service: ServiceDep, ingest: IngestDep):
+    """The original image file."""
+    im = _image(service, image_id).image
+    src = _bytes_or_path(im, ingest)
+    if isinstance(src, bytes):
+        return Response(src, media_type=media_type(im.path), headers={"Cache-Control": "max-age=86400"})
+    return FileResponse(src, media_type=mimetypes.guess_type(src.name)[0] or "application/octet-stream")
+
+
+@router.get("/images/{image_id}/thumbnail", responses=ERRORS, response_class=Response)
+def image_thumbnail(image_id: int, service: ServiceDep, ingest: IngestDep, size: int = Query(256, ge=16, le=1024)):
+    """A JPEG thumbnail whose longer side is `size` pixels."""
+    img = _open(_image(service, image_id).image, ingest)
+    img.thumbnail((size, size))
+    return _jpeg(img)
+
+
+@router.delete("/images/{image_id}", response_model=DeleteResponse, responses=ERRORS, dependencies=[WriteKey])
+def delete_image(image_id: int, ingest: IngestDep):
+    """Remove an image, its objects and their vectors in every space (the running API's FAISS indexes
+    follow within seconds) and its stored original when the service owns it (an upload)."""
+    removed = ingest.delete_image(image_id)
+    if removed is None:
+        raise HTTPException(404, f"no image with id {image_id}")
+    return DeleteResponse(image_id=image_id, items_removed=len(removed.item_ids),
+                          original_deleted=bool(removed.originals))
+
+
+@router.get("/items/{item_id}/crop", responses=ERRORS, response_class=Response)
+def item_crop(item_id: int, service: ServiceDep, ingest: IngestDep, size: int = Query(256, ge=16, le=1024)):
+    """The padded crop of an indexed object (or the whole image for an image item), as JPEG."""
+    row = service.store.get_items([item_id]).get(item_id)
+    if row is None:
+        raise HTTPException(404, f"no indexed item with id {item_id}")
+    im = ImageRecord(id=row.image_id, sha256=row.sha256, path=row.path, storage=row.storage, file_name=row.file_name,
+                     width=row.width, height=row.height, split=None, description="", detector_sha256=None,
+                     created_at=None)  # type: ignore[arg-type]
+    img = _open(im, ingest).crop(row.crop_box)
+    img.thumbnail((size, size))
+    return _jpeg(img)

@@ -1,0 +1,69 @@
+"""Search: image → similar objects and images; text → matching images."""
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from api.deps import ServiceDep, SettingsDep
+from api.schemas import (ERRORS, ImageSearchResponse, QueryObject, SearchHit, TextSearchRequest,
+                         TextSearchResponse)
+from api.uploads import read_upload
+from clip_embedder.config import Settings
+from clip_embedder.images import decode_image
+from clip_embedder.search import Hit, SearchService
+
+router = APIRouter(prefix="/api", tags=["search"])
+
+
+def hit_model(h: Hit, s: Settings) -> SearchHit:
+    """The response model of one hit, with links under PUBLIC_URL."""
+    base = s.public_url.rstrip("/")
+    return SearchHit(item_id=h.item_id, image_id=h.image_id, kind=h.kind, label=h.label,
+                     detection_score=h.detection_score, bbox=h.bbox, image_width=h.image_size[0],
+                     image_height=h.image_size[1], score=h.score, similarity=h.similarity, spaces=h.spaces,
+                     file_name=h.file_name, image_url=f"{base}/api/images/{h.image_id}/file",
+                     thumbnail_url=f"{base}/api/images/{h.image_id}/thumbnail",
+                     crop_url=f"{base}/api/items/{h.item_id}/crop")
+
+
+@router.post("/search_image", response_model=ImageSearchResponse, responses=ERRORS)
+def search_image(service: ServiceDep, settings: SettingsDep,
+                 file: UploadFile = File(description="a JPEG, PNG, WebP, BMP or TIFF image"),
+                 top_k: int = Query(10, ge=1, le=100, description="results per list"),
+                 same_class: bool = Query(False, description="object neighbours only of the same class"),
+                 spaces: list[str] | None = Query(None, description="restrict to these spaces")):
+    """Find indexed images like this one: each detected object's nearest crops, and the whole image's
+    nearest images."""
+    data = read_upload(file, settings)
+    image = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels,
+                         name=f"upload {file.filename or ''}".strip())
+    r = service.search_image(image, top_k=top_k, same_class=same_class, spaces=spaces)
+    return ImageSearchResponse(
+        width=r.width, height=r.height, spaces=r.spaces, warnings=r.warnings, timings_ms=r.timings_ms,
+        image_neighbours=[hit_model(h, settings) for h in r.image_neighbours],
+        objects=[QueryObject(label=o.detection.label, score=o.detection.score, bbox=o.detection.bbox,
+                             skipped=o.skipped, neighbours=[hit_model(h, settings) for h in o.neighbours])
+                 for o in r.objects])
+
+
+def _text(service: SearchService, settings: Settings, req: TextSearchRequest) -> TextSearchResponse:
+    t = time.perf_counter()
+    hits, spaces_used, warnings = service.search_text(req.query, top_k=req.top_k, label=req.label, spaces=req.spaces)
+    return TextSearchResponse(query=req.query, results=[hit_model(h, settings) for h in hits], spaces=spaces_used,
+                              warnings=warnings, took_ms=round((time.perf_counter() - t) * 1000, 2))
+
+
+@router.get("/search_text", response_model=TextSearchResponse, responses=ERRORS)
+def search_text(service: ServiceDep, settings: SettingsDep,
+                query: str = Query(..., min_length=1, max_length=1000, examples=["handbag"]),
+                top_k: int = Query(10, ge=1, le=100), label: str | None = Query(None),
+                spaces: list[str] | None = Query(None)):
+    """Images matching a text query (CLIP's text tower where the clip space exists, plus the text space)."""
+    return _text(service, settings, TextSearchRequest(query=query, top_k=top_k, label=label, spaces=spaces))
+
+
+@router.post("/search_text", response_model=TextSearchResponse, responses=ERRORS)
+def search_text_post(service: ServiceDep, settings: SettingsDep, req: TextSearchRequest):
+    """The same as GET, with a JSON body."""
+    return _text(service, settings, req)

@@ -1,0 +1,163 @@
+"""Bring your own photos: validate an upload, store its original once, queue one job per new image.
+
+Used by the API's routes (`POST /api/images`, `POST /api/collections/scan`, `DELETE /api/images/{id}`).
+The same bytes twice are one image: a file already indexed gets a task that is `succeeded` at once
+with its image id and no job; a file already queued or running shares that job.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import procrastinate
+
+from clip_embedder.config import Settings
+from clip_embedder.images import decode_image, list_images, sha256_bytes
+from clip_embedder.originals import OriginalsStore, original_key
+from clip_embedder.queue import IndexJob, defer_index_job
+from clip_embedder.store import Removed, Store, TaskRecord
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    """The queue holds QUEUE_MAX_DEPTH jobs or more: come back later (`retry_after` seconds)."""
+
+    def __init__(self, message: str, retry_after: int = 30):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ScanRefusedError(PermissionError):
+    """A folder outside SCAN_ROOTS (or scanning is off)."""
+
+
+@dataclass
+class Upload:
+    """A validated upload: its bytes, sha256 (hex), decoded format and the name it came with."""
+
+    data: bytes
+    sha256: str
+    image_format: str | None
+    file_name: str
+
+
+def validate_upload(data: bytes, file_name: str, settings: Settings) -> Upload:
+    """Decode once with the search route's checks (size, pixel cap, format, truncation).
+
+    Raises:
+        ImageError: with the same status and message a search upload gets.
+    """
+    img = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels,
+                       name=f"upload {file_name}".strip())
+    fmt = getattr(img, "format", None)
+    if fmt is None:  # decode_image returns a converted copy; read the format from the header
+        from PIL import Image  # noqa: PLC0415
+        import io  # noqa: PLC0415
+
+        with Image.open(io.BytesIO(data)) as f:
+            fmt = f.format
+    return Upload(data, sha256_bytes(data), fmt, Path(file_name or "upload").name[:255] or "upload")
+
+
+class Ingest:
+    """Queues images for the workers. Thread-safe (its parts are)."""
+
+    def __init__(self, settings: Settings, store: Store, originals: OriginalsStore, app: procrastinate.App):
+        self.settings, self.store, self.originals, self.app = settings, store, originals, app
+
+    def check_capacity(self, n_new: int = 1) -> None:
+        """Raise `QueueFullError` when `n_new` more jobs would pass QUEUE_MAX_DEPTH queued jobs."""
+        depth = self.store.queue_depth().get("todo", 0)
+        if depth + n_new > self.settings.queue_max_depth:
+            raise QueueFullError(f"the indexing queue holds {depth:,} jobs (QUEUE_MAX_DEPTH="
+                                 f"{self.settings.queue_max_depth:,}); retry later", retry_after=30)
+
+    def _enqueue(self, batch: str, job: IndexJob) -> TaskRecord:
+        task_id = str(uuid.uuid4())
+        existing = self.store.image_by_sha(job.sha256)
+        if existing is not None:
+            self.store.add_task(task_id=task_id, batch=batch, sha256=job.sha256, file_name=job.file_name,
+                                job_id=None, status="succeeded")
+        else:
+            job_id = self.store.active_job_for(job.sha256) or defer_index_job(self.app, job) \
+                or self.store.active_job_for(job.sha256)
+            self.store.add_task(task_id=task_id, batch=batch, sha256=job.sha256, file_name=job.file_name,
+                                job_id=job_id)
+        return self.store.get_tasks(task_id=task_id)[0]
+
+    def add_uploads(self, uploads: list[Upload]) -> tuple[str, list[TaskRecord]]:
+        """Store each original once and queue the new ones. Returns (batch id, one task per upload).
+
+        Raises:
+            QueueFullError: the queue is full (nothing is stored or queued).
+        """
+        new = {u.sha256 for u in uploads} - set(self.store.images_by_sha([u.sha256 for u in uploads]))
+        self.check_capacity(len(new))
+        batch = str(uuid.uuid4())
+        tasks = []
+        for u in uploads:
+            key = original_key(u.sha256, u.image_format)
+            if u.sha256 in new:
+                self.originals.put(key, u.data)
+            tasks.append(self._enqueue(batch, IndexJob(u.sha256, key, "originals", u.file_name)))
+        return batch, tasks
+
+    def scan_root_of(self, folder: str | Path) -> tuple[Path, Path]:
+        """(resolved folder, the SCAN_ROOTS entry holding it).
+
+        Raises:
+            ScanRefusedError: scanning is off or the folder is outside every SCAN_ROOTS entry.
+            FileNotFoundError: the folder does not exist.
+        """
+        if not self.settings.scan_roots:
+            raise ScanRefusedError("scanning server folders is off: list the folders it may read in SCAN_ROOTS")
+        if "\x00" in str(folder):
+            raise ScanRefusedError("a folder path cannot contain a NUL character")
+        resolved = Path(folder).expanduser().resolve()
+        for root in self.settings.scan_roots:
+            r = Path(root).expanduser().resolve()
+            if resolved == r or r in resolved.parents:
+                if not resolved.is_dir():
+                    raise FileNotFoundError(f"{folder} is not a folder")
+                return resolved, r
+        raise ScanRefusedError(f"{folder} is not under a folder listed in SCAN_ROOTS")
+
+    def scan(self, folder: str | Path) -> tuple[str, list[TaskRecord]]:
+        """Queue every image under a folder inside SCAN_ROOTS; the files are indexed where they are.
+
+        Raises:
+            ScanRefusedError, FileNotFoundError: see `scan_root_of`. QueueFullError: the queue is full.
+        """
+        resolved, root = self.scan_root_of(folder)
+        files = [f for f in list_images(resolved) if root in f.resolve().parents]  # no symlink leaves the root
+        if len(files) > self.settings.queue_max_depth:
+            raise QueueFullError(f"{len(files):,} images is more than QUEUE_MAX_DEPTH="
+                                 f"{self.settings.queue_max_depth:,}; scan a smaller folder", retry_after=60)
+        hashed = []
+        for f in files:
+            try:
+                if f.stat().st_size > self.settings.index_max_bytes:
+                    continue
+                hashed.append((f.resolve(), sha256_bytes(f.read_bytes())))
+            except OSError as e:
+                log.warning("scan: cannot read %s: %s", f, e)
+        new = {s for _, s in hashed} - set(self.store.images_by_sha([s for _, s in hashed]))
+        self.check_capacity(len(new))
+        batch = str(uuid.uuid4())
+        tasks = [self._enqueue(batch, IndexJob(sha, str(f), "file", f.relative_to(root).as_posix()))
+                 for f, sha in hashed]
+        return batch, tasks
+
+    def delete_image(self, image_id: int) -> Removed | None:
+        """Delete an image, its items and vectors (FAISS follows through NOTIFY) and its stored original."""
+        removed = self.store.delete_image(image_id)
+        if removed is not None:
+            for key in removed.originals:
+                try:
+                    self.originals.delete(key)
+                except OSError as e:  # the rows are gone; an orphan file is harmless and logged
+                    log.warning("could not delete original %s: %s", key, e)
+        return removed

@@ -1,0 +1,54 @@
+"""The durable indexing queue: procrastinate jobs in the project's own PostgreSQL (no Redis).
+
+One job per distinct image content: the job's `lock` and `queueing_lock` are the image's sha256, so
+the same bytes are never queued twice and never indexed by two workers at once. Jobs are retried
+with exponential backoff (WORKER_MAX_ATTEMPTS, WORKER_RETRY_WAIT); a job whose worker stopped sending
+heartbeats (killed, machine lost) is run again by another worker (WORKER_STALLED_AFTER). Indexing is
+idempotent by sha256, so a job that runs twice writes once.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
+
+log = logging.getLogger(__name__)
+
+QUEUE = "index"
+TASK_NAME = "clip_embedder.index_image"
+
+
+@dataclass(frozen=True)
+class IndexJob:
+    """The arguments of one indexing job (JSON in `procrastinate_jobs.args`).
+
+    `path` is a key under STORAGE_ROOT (`storage='originals'`) or a file path on the workers' machines
+    (`storage='file'`, a scanned folder); `file_name` is what people see.
+    """
+
+    sha256: str
+    path: str
+    storage: str
+    file_name: str
+
+
+def sync_app(url: str) -> procrastinate.App:
+    """A procrastinate app for deferring from synchronous code (the API). Open it with `app.open()`."""
+    return procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=url, min_size=1, max_size=2))
+
+
+def async_app(url: str) -> procrastinate.App:
+    """A procrastinate app for the worker's event loop."""
+    return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
+
+
+def defer_index_job(app: procrastinate.App, job: IndexJob) -> int | None:
+    """Queue an indexing job; returns its id, or None when a job for the same bytes is already queued
+    (then look it up with `Store.active_job_for`)."""
+    try:
+        return app.configure_task(TASK_NAME, queue=QUEUE, lock=job.sha256, queueing_lock=job.sha256).defer(
+            **asdict(job))
+    except AlreadyEnqueued:
+        return None
