@@ -63,8 +63,8 @@ class Env:
         self.thread.join(timeout=30)
         self.http.close()
 
-    def start_worker(self) -> subprocess.Popen:
-        env = {**os.environ, "DATABASE_URL": self.db_url, "SPACES": "mobilenet,text",
+    def start_worker(self, metrics_port: int = 0) -> subprocess.Popen:
+        env = {**os.environ, "WORKER_METRICS_PORT": str(metrics_port), "DATABASE_URL": self.db_url, "SPACES": "mobilenet,text",
                "DETECTOR_WEIGHTS": str(YOLO_WEIGHTS), "MOBILENET_WEIGHTS": str(MOBILENET),
                "STORAGE_ROOT": str(self.tmp / "originals"), "WORKER_CONCURRENCY": "1",
                "WORKER_HEARTBEAT": "0.5", "WORKER_STALLED_AFTER": "3", "WORKER_RETRY_WAIT": "0"}
@@ -221,11 +221,14 @@ def test_keys_and_scan_roots(env, tmp_path):
     r = env.http.post("/api/collections/scan", headers=KEY, json={"path": str(env.scan_root)})
     assert r.status_code == 202, r.text
     assert sorted(t["file_name"] for t in r.json()["tasks"]) == ["birds/bird.jpg", "birds/owl.jpg"]
-    worker = env.start_worker()
+    port = free_port()
+    worker = env.start_worker(metrics_port=port)
     done = env.wait_batch(r.json()["batch"])
     assert all(t["status"] == "succeeded" for t in done["tasks"]), done
     info = env.http.get(f"/api/images/{done['tasks'][0]['image_id']}").json()
     assert info["source"] == "folder" and info["file_name"].startswith("birds/")
+    worker_metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'clip_embedder_worker_jobs_total{outcome="succeeded"} 2.0' in worker_metrics
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=30)
 
@@ -280,6 +283,42 @@ def test_kill_9_mid_job_and_api_restart_lose_nothing(env):
                                 for s, ix in env.app.state.service.indexes.items()))
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=30)
+
+
+def test_worker_and_cli_stages_write_the_same_rows_and_vectors(env, detector, embedders):
+    """The queue worker and the CLI drive the same stage functions: run them here, in-process, on the
+    bytes the workers indexed (kill -9 retries included) and compare with what the workers wrote."""
+    import numpy as np
+
+    from clip_embedder.crops import CropPolicy
+    from clip_embedder.pipeline import (Batch, SourceFile, crop_stage, decode_stage, detect_stage, embed_stage,
+                                        read_stage)
+
+    photos = sorted(COCO.glob("*.jpg"))[30:38]
+    batch = read_stage(Batch([SourceFile.from_folder(p) for p in photos]), max_bytes=10**9)
+    batch.to_decode = batch.raw  # plan would skip them: they are indexed
+    decode_stage(batch, max_bytes=10**9, max_pixels=10**9)
+    detect_stage(batch, detector)
+    crop_stage(batch, CropPolicy(), detector_sha256=detector.weights_sha256)
+    embed_stage(batch, {s: embedders[s] for s in ("mobilenet", "text")})
+    for row in batch.rows:
+        stored = env.sql("SELECT i.id, i.kind, i.label, i.x1, i.y1, i.x2, i.y2, i.crop_x1, i.crop_y1, i.crop_x2, "
+                         "i.crop_y2, i.description FROM items i JOIN images im ON im.id = i.image_id "
+                         "WHERE im.sha256 = %s ORDER BY i.id", row.sha256)
+        assert len(stored) == len(row.items)
+        for item, got in zip(row.items, stored):
+            assert (item.kind, item.label, item.crop, item.description) == (got[1], got[2], tuple(got[7:11]), got[11])
+            assert np.allclose(item.bbox, got[3:7], atol=1e-3)
+            for space in ("mobilenet", "text"):
+                vec = np.array(env.sql(f"SELECT embedding::text FROM vectors_{space} WHERE item_id = %s",
+                                       got[0])[0][0].strip("[]").split(","), np.float32)
+                assert np.allclose(vec, item.vectors[space], atol=1e-5), space
+
+
+def test_metrics(env):
+    text = env.http.get("/metrics").text
+    assert 'clip_embedder_queue_jobs{status="succeeded"}' in text
+    assert 'clip_embedder_vectors{space="mobilenet"}' in text and "http_requests_total" in text
 
 
 # --- the OpenAPI schema, property-based (schemathesis), against the live service with a write key --------------
