@@ -1,12 +1,15 @@
 """Streamlit search page: `streamlit run streamlit_app.py`.
 
-Two modes: "image" (upload a photo → its detected objects drawn on it → for each object a grid of
-the nearest indexed crops, plus the nearest whole images) and "text" (type words → matching
-images with the matched object outlined). Talks to the API over HTTP at API_URL.
+Three modes: "image" (upload a photo → its detected objects drawn on it → for each object a grid of
+the nearest indexed crops, plus the nearest whole images), "text" (type words → matching images
+with the matched object outlined) and "add photos" (upload many files → a progress bar while the
+workers index them → failures with their reason → the new photos, each a link to search like it).
+Talks to the API over HTTP at API_URL; adding photos sends API_KEY (or the key typed in the sidebar).
 """
 from __future__ import annotations
 
 import io
+import time
 
 import httpx
 import streamlit as st
@@ -14,7 +17,11 @@ from PIL import Image, ImageDraw
 
 from clip_embedder.config import Settings  # API_URL from the environment or .env
 
-API_URL = Settings().api_url.rstrip("/")
+_SETTINGS = Settings()
+API_URL = _SETTINGS.api_url.rstrip("/")
+DEFAULT_KEY = _SETTINGS.api_key.get_secret_value() if _SETTINGS.api_key else ""
+POLL_SECONDS = 0.5
+POLL_LIMIT_SECONDS = 600
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#008080"]
 COLUMNS = 5
 
@@ -77,6 +84,72 @@ def grid(client: httpx.Client, hits: list[dict], *, use_crop: bool, outline: boo
                         + f" · [more like this](?mode=image&image_id={h['image_id']})")
 
 
+def show_batch(client: httpx.Client, batch: str, *, wait: bool) -> None:
+    """Poll `GET /api/tasks?batch=…` with a progress bar until every task is done (or `wait` is False);
+    then list the failures with their reason and show the indexed photos."""
+    bar = st.progress(0.0, text="queued …")
+    deadline = time.time() + POLL_LIMIT_SECONDS
+    while True:
+        r = api_get(client, "/api/tasks", batch=batch)
+        if r.status_code != 200:
+            answer(r, "batch")
+            return
+        res = r.json()
+        tasks, counts = res["tasks"], res["counts"]
+        done = counts.get("succeeded", 0) + counts.get("failed", 0)
+        bar.progress(done / max(1, len(tasks)), text=f"{done} of {len(tasks)} done · " + " · ".join(
+            f"{n} {status}" for status, n in sorted(counts.items())))
+        if done == len(tasks) or not wait or time.time() > deadline:
+            break
+        if not api_get(client, "/api/health").json().get("workers"):
+            st.warning("No indexing worker is running, so these photos wait in the queue. Start one with "
+                       "`python -m clip_embedder.worker` (`make demo` starts one).")
+            break
+        time.sleep(POLL_SECONDS)
+    for t in tasks:
+        if t["status"] == "failed":
+            st.error(f"{t['file_name']}: {t['error'] or 'failed'}")
+    ok = [t for t in tasks if t["status"] == "succeeded" and t["image_id"]]
+    if done < len(tasks):
+        st.info(f"{len(tasks) - done} still queued or indexing: reopen [this batch](?mode=add&batch={batch}) "
+                "to follow them")
+    if not ok:
+        return
+    st.subheader(f"{len(ok)} photos searchable")
+    for row in range(0, len(ok), COLUMNS):
+        for col, t in zip(st.columns(COLUMNS), ok[row:row + COLUMNS]):
+            img = fetch_image(client, f"/api/images/{t['image_id']}/thumbnail")
+            if img is not None:
+                col.image(img, caption=t["file_name"], width="stretch")
+            col.caption(f"#{t['image_id']} · [search like this](?mode=image&image_id={t['image_id']})")
+
+
+def add_photos(client: httpx.Client, params) -> None:
+    """The "add photos" mode: upload → queue → progress → failures → the new photos."""
+    key = st.sidebar.text_input("API key (X-API-Key)", value=DEFAULT_KEY, type="password",
+                                help="one of the server's API_KEYS; `make demo` prints it")
+    if params.get("batch"):
+        st.caption(f"batch {params['batch']}")
+        show_batch(client, str(params["batch"]), wait=True)
+        return
+    files = st.file_uploader("Photos to add to the index", accept_multiple_files=True,
+                             type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"])
+    if not files:
+        st.info("Choose photos: each is checked, stored once (the same photo twice is one image) and indexed "
+                "by the workers; this page follows them until they are searchable.")
+        return
+    if not st.button(f"Add {len(files)} photos", type="primary"):
+        return
+    r = client.post(f"{API_URL}/api/images", headers={"X-API-Key": key} if key else {},
+                    files=[("files", (f.name, f.getvalue(), f.type or "application/octet-stream")) for f in files])
+    if r.status_code != 202:
+        answer(r, "upload")
+        return
+    batch = r.json()["batch"]
+    st.query_params["batch"] = batch
+    show_batch(client, batch, wait=True)
+
+
 def main() -> None:
     st.set_page_config(page_title="Visual search", layout="wide")
     st.title("Object-level visual search")
@@ -89,10 +162,12 @@ def main() -> None:
         st.stop()
         return
 
-    params = st.query_params  # shareable links: ?mode=text&q=handbag, ?mode=image&image_id=12
+    params = st.query_params  # shareable links: ?mode=text&q=handbag, ?mode=image&image_id=12, ?mode=add&batch=…
     with st.sidebar:
-        modes = ["image", "text"]
-        mode = st.radio("Search by", modes, horizontal=True,
+        modes = ["image", "text", "add photos"]
+        if params.get("mode") == "add":
+            params["mode"] = "add photos"
+        mode = st.radio("Mode", modes, horizontal=True,
                         index=modes.index(params.get("mode")) if params.get("mode") in modes else 0)
         top_k = st.slider("results per list (top_k)", 1, 50, 10)
         counts = health["counts"]
@@ -101,6 +176,9 @@ def main() -> None:
         for space, why in health.get("refused", {}).items():
             st.warning(f"space {space} unavailable: {why}")
 
+    if mode == "add photos":
+        add_photos(client, params)
+        return
     if mode == "image":
         same_class = st.sidebar.checkbox("object neighbours of the same class only", value=False)
         up = st.file_uploader("Upload a photo", type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"])

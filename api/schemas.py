@@ -113,6 +113,7 @@ class HealthResponse(BaseModel):
     detector: dict
     labels: list[str]
     queue: dict[str, int] = Field(default_factory=dict, description="indexing jobs by status (todo = queued)")
+    workers: int = Field(0, description="queue workers with a recent heartbeat")
 
 
 TaskStatus = Literal["queued", "running", "succeeded", "failed"]

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     require_key_for_reads: bool = Field(False, description="reads (search, images, tasks) need a key too")
 
     api_url: str = Field("http://localhost:8000", description="where the Streamlit page finds the API")
+    api_key: SecretStr | None = Field(None, description="the key the Streamlit page sends when adding photos "
+                                                        "(one of API_KEYS); the page can also ask for it")
     public_url: str = Field("", description="URL prefix for image links in API results; empty = relative")
 
     @field_validator("spaces", "api_keys", "scan_roots", mode="before")

@@ -572,6 +572,12 @@ class Store:
             c.execute("UPDATE tasks SET error = %s, updated_at = now() WHERE sha256 = %s AND status = 'queued'",
                       (error, sha256))
 
+    def active_workers(self, seconds: float = 60.0) -> int:
+        """Queue workers whose last heartbeat is at most `seconds` old."""
+        with self.conn() as c:
+            return int(c.execute("SELECT count(*) AS n FROM procrastinate_workers WHERE last_heartbeat > "
+                                 "now() - make_interval(secs => %s)", (seconds,)).fetchone()["n"])
+
     def queue_depth(self) -> dict[str, int]:
         """Number of queue jobs by procrastinate status (todo, doing, succeeded, failed, …)."""
         with self.conn() as c:

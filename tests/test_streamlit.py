@@ -60,3 +60,36 @@ def test_image_mode_upload(monkeypatch, live_api, subset):
     # a bad upload is reported, not a crash
     at.file_uploader[0].set_value(("x.jpg", path.read_bytes()[:2000], "image/jpeg")).run()
     assert at.error and "refused" in at.error[0].value
+
+
+def test_add_photos_mode_follows_a_batch(monkeypatch, live_api, subset):
+    """An upload of an already indexed photo and a new one (no worker runs here: it stays queued):
+    the page shows the progress, the searchable photo with its link, and that the rest is still indexing."""
+    import httpx
+
+    from conftest import SHARED
+
+    indexed = subset_files(subset)[3][0]
+    new = SHARED / "datasets" / "photos" / "sunflower.jpg"
+    r = httpx.post(f"{live_api}/api/images", headers={"X-API-Key": "test-key"},
+                   files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in (indexed, new)])
+    assert r.status_code == 202, r.text
+    batch = r.json()["batch"]
+    monkeypatch.setenv("API_URL", live_api)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["mode"] = "add"
+    at.query_params["batch"] = batch
+    at.run()
+    assert not at.error
+    assert any("1 photos searchable" in h.value for h in at.subheader)
+    assert any("search like this" in c.value for c in at.caption)
+    assert any("1 still queued" in i.value for i in at.info)
+    assert any("No indexing worker is running" in w.value for w in at.warning)
+
+
+def test_add_photos_without_a_key_says_so(monkeypatch, live_api):
+    monkeypatch.setenv("API_URL", live_api)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["mode"] = "add"
+    at.run()
+    assert not at.error and any("Choose photos" in i.value for i in at.info)

@@ -15,6 +15,7 @@ def health(service: ServiceDep):
     spaces, labels."""
     h = service.health()
     h["queue"] = service.store.queue_depth()
+    h["workers"] = service.store.active_workers(2 * service.settings.worker_stalled_after)
     return HealthResponse(status="ok" if service.indexes else "degraded", labels=service.store.labels(), **h)
 
 
