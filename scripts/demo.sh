@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo behind `make demo`: weights → COCO subset → index → API + Streamlit.
+# The demo behind `make demo`: weights → COCO subset → index → API + indexing worker + Streamlit.
 # LOCAL_MODELS / COCO_ANNOTATIONS / COCO_IMAGES name a local copy; without them the official
 # sources are downloaded (YOLOv5 release, google-coral MobileNet, OpenCLIP hub, cocodataset.org).
 set -euo pipefail
@@ -36,14 +36,40 @@ fi
 "$PY" -m clip_embedder.scripts.embed_and_index --split all --dataset_path "$dataset" --redetect
 
 [ "${DEMO_SERVE:-1}" = "1" ] || exit 0
+
+# Writes (uploads, scans, deletes) need an API key: keep the one made on the first run, unless API_KEYS is set.
+if [ -z "${API_KEYS:-}" ]; then
+  mkdir -p data
+  [ -s data/demo_api_key ] || "$PY" -c "import secrets; print(secrets.token_urlsafe(24))" > data/demo_api_key
+  chmod 600 data/demo_api_key
+  API_KEYS=$(cat data/demo_api_key)
+fi
+export API_KEYS
+export API_KEY="${API_KEY:-${API_KEYS%%,*}}"  # what the page sends when adding photos
+
+# API, one indexing worker and the page; Ctrl-C (or any exit) stops every process started here.
+pids=()
+stop_all() {
+  trap - EXIT INT TERM
+  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null
+  wait 2>/dev/null
+}
+trap stop_all EXIT INT TERM
 "$PY" -m uvicorn api.main:app --host 0.0.0.0 --port "$API_PORT" &
 api_pid=$!
-trap 'kill $api_pid 2>/dev/null || true' EXIT INT TERM
+pids+=($api_pid)
+"$PY" -m clip_embedder.worker &
+pids+=($!)
 for _ in $(seq 1 120); do
   curl -fs "http://localhost:$API_PORT/api/health" >/dev/null 2>&1 && break
   kill -0 $api_pid 2>/dev/null || { echo "the API failed to start" >&2; exit 1; }
   sleep 1
 done
-echo "API: http://localhost:$API_PORT/docs   UI: http://localhost:$UI_PORT"
+echo "API: http://localhost:$API_PORT/docs   UI: http://localhost:$UI_PORT   (Ctrl-C stops everything)"
+echo "API key for writes: $API_KEY   (kept in data/demo_api_key)"
+echo "  add photos:  curl -H \"X-API-Key: $API_KEY\" -F files=@photo.jpg http://localhost:$API_PORT/api/images"
+echo "  follow them: curl \"http://localhost:$API_PORT/api/tasks?batch=<batch id from the answer>\""
 API_URL="http://localhost:$API_PORT" "$PY" -m streamlit run streamlit_app.py --server.port "$UI_PORT" \
-  --server.headless true --browser.gatherUsageStats false
+  --server.headless true --browser.gatherUsageStats false &
+pids+=($!)
+wait -n "${pids[@]}" || true
