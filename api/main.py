@@ -10,8 +10,6 @@ import logging
 import time
 from contextlib import asynccontextmanager
 
-from clip_embedder import offline  # noqa: F401
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -19,6 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from api.deps import ReadKey
 from api.metrics import instrument
 from api.routes import collections, images, search, service, tasks
+from clip_embedder import offline  # noqa: F401
 from clip_embedder.config import Settings, get_settings
 from clip_embedder.embedders import SpaceMismatchError
 from clip_embedder.images import ImageError

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     max_files_per_upload: int = Field(200, ge=1, description="files accepted in one POST /api/images")
     worker_concurrency: int = Field(2, ge=1, description="jobs one worker process runs at once (models shared)")
     worker_max_attempts: int = Field(5, ge=1, description="attempts of an indexing job before it is failed")
-    worker_retry_wait: float = Field(2.0, ge=0, description="exponential retry backoff base, seconds (2, 4, 8, …)")
+    worker_retry_wait: int = Field(2, ge=0, description="exponential retry backoff base, seconds (2, 4, 8, …)")
     worker_heartbeat: float = Field(5.0, gt=0, description="seconds between a worker's heartbeats")
     worker_stalled_after: float = Field(30.0, gt=0, description="a job whose worker sent no heartbeat for this many "
                                                                  "seconds is run again by another worker")

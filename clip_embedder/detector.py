@@ -14,12 +14,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip_embedder import offline  # must precede the yolov5 import
-
 import numpy as np
 import torch
 from PIL import Image
 
+from clip_embedder import offline  # must precede the yolov5 import
 from clip_embedder.images import file_sha256  # noqa: F401  (re-exported: weights identities)
 
 log = logging.getLogger(__name__)
@@ -61,6 +60,9 @@ class Detector:
 
     Thread-safe: `detect` holds a lock around the forward pass.
     """
+
+    #: where the weights came from (a local file, or the MLflow run / registered version), for /api/health
+    source: dict
 
     def __init__(self, model: torch.nn.Module, names: list[str], *, weights_path: Path, weights_sha256: str,
                  imgsz: int = 640, conf: float = 0.25, iou: float = 0.45, max_det: int = 100,

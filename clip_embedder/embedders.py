@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from clip_embedder import offline  # noqa: F401
-
 import numpy as np
 from PIL import Image
 
+from clip_embedder import offline  # noqa: F401
 from clip_embedder.config import Settings
 from clip_embedder.detector import file_sha256, resolve_device
 
@@ -205,7 +204,8 @@ class MobileNetEmbedder(Embedder):
         self.load()
         if not images:
             return np.zeros((0, 1024), np.float32)
-        x = np.stack([np.asarray(im.convert("RGB").resize((self._w, self._h), Image.BILINEAR), dtype=np.uint8)
+        bilinear = Image.Resampling.BILINEAR
+        x = np.stack([np.asarray(im.convert("RGB").resize((self._w, self._h), bilinear), dtype=np.uint8)
                       for im in images])
         with self._run_lock:
             if self._batch != len(images):

@@ -14,18 +14,20 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any
 
-import faiss
+import faiss as _faiss
 import numpy as np
 
 from clip_embedder.embedders import SpaceIdentity
 from clip_embedder.store import Store
 
 log = logging.getLogger(__name__)
+faiss: Any = _faiss  # its SWIG stubs miss most of the API (SearchParametersHNSW, IDSelector fields)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -89,13 +91,14 @@ class SpaceIndex:
         rebuilt: why the index was rebuilt at load ("" when the saved file was current).
     """
 
-    def __init__(self, identity: SpaceIdentity, index: faiss.Index, meta: dict[str, np.ndarray], rebuilt: str = "",
+    def __init__(self, identity: SpaceIdentity, index: _faiss.Index, meta: dict[str, np.ndarray], rebuilt: str = "",
                  ef_search: int = 128, index_type: str = "Flat"):
-        self.identity, self.index, self.meta, self.rebuilt = identity, index, meta, rebuilt
+        self.identity, self.meta, self.rebuilt = identity, meta, rebuilt
+        self.index: Any = index
         self.ef_search, self.index_type = ef_search, index_type
         inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
         self.hnsw = isinstance(inner, faiss.IndexHNSW)
-        self._selectors: dict[tuple, faiss.IDSelector | None] = {}
+        self._selectors: dict[tuple, _faiss.IDSelector | None] = {}
         self.lock = RWLock()
         self.max_id = int(meta["ids"].max()) if len(meta["ids"]) else 0
         self.dirty = False  # changed in memory since it was saved
@@ -110,7 +113,7 @@ class SpaceIndex:
 
     @classmethod
     def build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, reason: str = "built",
-              base: faiss.Index | None = None, after_id: int = 0, index_type: str = "Flat",
+              base: _faiss.Index | None = None, after_id: int = 0, index_type: str = "Flat",
               ef_search: int = 128) -> "SpaceIndex":
         """Build from Postgres (or extend `base` with the vectors whose id > `after_id`) and save atomically.
 
@@ -167,7 +170,7 @@ class SpaceIndex:
         """`load_or_build` with FAISS_DIR, FAISS_INDEX and FAISS_EF_SEARCH from the settings."""
         return cls.load_or_build(store, identity, settings.faiss_dir, settings.faiss_index, settings.faiss_ef_search)
 
-    def _selector(self, kind: str | None, labels: tuple[str, ...] | None) -> faiss.IDSelector | None:
+    def _selector(self, kind: str | None, labels: tuple[str, ...] | None) -> _faiss.IDSelector | None:
         key = (kind, labels)
         if key not in self._selectors:
             if kind is None and not labels:

@@ -61,13 +61,12 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "i
         raise
     except Image.DecompressionBombError as e:  # Pillow's hard stop at 2 x Image.MAX_IMAGE_PIXELS
         raise ImageError(f"{name} is too large to decode safely ({pixels_setting} cannot exceed Pillow's "
-                         f"{2 * Image.MAX_IMAGE_PIXELS:,}-pixel limit): {e}", 413) from e
+                         f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,}-pixel limit): {e}", 413) from e
     except Image.UnidentifiedImageError as e:
         raise ImageError(f"{name} is not an image format this service reads (JPEG, PNG, WebP, BMP, TIFF)", 415) from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name} is truncated or corrupt: {e}", 422) from e
-    img = ImageOps.exif_transpose(img)
-    return img.convert("RGB")
+    return ImageOps.exif_transpose(img).convert("RGB")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

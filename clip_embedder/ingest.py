@@ -54,8 +54,9 @@ def validate_upload(data: bytes, file_name: str, settings: Settings) -> Upload:
                        name=f"upload {file_name}".strip())
     fmt = getattr(img, "format", None)
     if fmt is None:  # decode_image returns a converted copy; read the format from the header
-        from PIL import Image  # noqa: PLC0415
         import io  # noqa: PLC0415
+
+        from PIL import Image  # noqa: PLC0415
 
         with Image.open(io.BytesIO(data)) as f:
             fmt = f.format

@@ -24,7 +24,7 @@ def _truthy(value: str | None) -> bool:
     return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
-from PIL import Image as _PILImage
+from PIL import Image as _PILImage  # noqa: E402  (after the environment above is set)
 
 #: Pillow's own `Image.open`, captured before `ultralytics` (imported by `yolov5`) replaces it with a
 #: wrapper that pip-installs `pi-heif` on an unidentified image, i.e. a network access on bad input.
@@ -40,7 +40,7 @@ def _pillow_font_getsize() -> None:
             left, top, right, bottom = self.getbbox(text, *args, **kwargs)
             return right - left, bottom - top
 
-        ImageFont.FreeTypeFont.getsize = getsize
+        ImageFont.FreeTypeFont.getsize = getsize  # type: ignore[attr-defined]
 
 
 def import_yolov5() -> None:

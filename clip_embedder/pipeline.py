@@ -22,10 +22,10 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -231,6 +231,8 @@ def embed_stage(batch: Batch, embedders: dict[str, Embedder]) -> Batch:
     with batch.timed("embed"):
         for space, emb in embedders.items():
             extra = batch.extra_crops.get(space, [])
+            vecs: np.ndarray | list
+            ev: np.ndarray | list
             if emb.source == "description":
                 vecs = emb.embed_texts([it.description for it, _ in batch.crops]) if batch.crops else []
                 ev = emb.embed_texts([d for _, _, d in extra]) if extra else []

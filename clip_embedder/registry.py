@@ -90,8 +90,8 @@ def resolve_model_uri(uri: str) -> tuple[str, str, str | None, str | None]:
                 if not version:
                     raise RuntimeError(f"{uri!r}: give a version or an alias, e.g. models:/{name}@champion")
                 mv = client.get_model_version(name, version)
-            run_id = mv.run_id
-            source = mv.source
+            run_id = str(mv.run_id)
+            source = str(mv.source)
             marker = f"/{run_id}/artifacts/"
             path = source.split(marker, 1)[1] if marker in source else WEIGHTS_ARTIFACT.rsplit("/", 1)[0]
             if not path.endswith(".pt"):

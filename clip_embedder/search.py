@@ -17,8 +17,7 @@ from PIL import Image
 from clip_embedder.config import Settings
 from clip_embedder.crops import CropPolicy
 from clip_embedder.detector import Detection, Detector
-from clip_embedder.embedders import (Embedder, SpaceMismatchError, create_embedder, describe_detections,
-                                     describe_object)
+from clip_embedder.embedders import Embedder, SpaceMismatchError, create_embedder, describe_detections, describe_object
 from clip_embedder.faiss_index import SpaceIndex
 from clip_embedder.store import Store
 

@@ -22,17 +22,17 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import DictRow, class_row, dict_row
 from psycopg_pool import ConnectionPool
 
 from clip_embedder.embedders import SpaceIdentity, SpaceMismatchError
@@ -168,6 +168,13 @@ class Removed:
     originals: list[str] = field(default_factory=list)
 
 
+def _one(cur: psycopg.Cursor[DictRow]) -> DictRow:
+    """The single row an aggregate query always returns."""
+    row = cur.fetchone()
+    assert row is not None
+    return row
+
+
 def _vec_table(space: str) -> str:
     if not _SPACE_RE.match(space):
         raise ValueError(f"invalid space name {space!r}")
@@ -290,7 +297,7 @@ class Store:
         self.pool.close()
 
     @contextmanager
-    def conn(self) -> Iterator[psycopg.Connection]:
+    def conn(self) -> Iterator[psycopg.Connection[DictRow]]:
         """A pooled connection inside one transaction (committed on success, rolled back on error)."""
         with self.pool.connection() as conn:
             yield conn
@@ -345,7 +352,7 @@ class Store:
 
     # --- writes --------------------------------------------------------------------------------
     @staticmethod
-    def notify(conn: psycopg.Connection, *, removed: list[int] | None = None, reset: bool = False) -> None:
+    def notify(conn: psycopg.Connection[DictRow], *, removed: list[int] | None = None, reset: bool = False) -> None:
         """Announce a change on `NOTIFY_CHANNEL`, delivered when `conn`'s transaction commits.
 
         Payload (JSON): {"removed": [item ids]} (ids whose vectors are gone; added vectors are found by
@@ -381,7 +388,7 @@ class Store:
                                                            (im.replace_id,))]
                     c.execute("UPDATE images SET width=%s, height=%s, description=%s, detector_sha256=%s WHERE id=%s",
                               (im.width, im.height, im.description, im.detector_sha256, im.replace_id))
-                    row = {"id": im.replace_id}
+                    row: DictRow | None = {"id": im.replace_id}
                 else:
                     row = c.execute(
                         "INSERT INTO images (sha256, path, storage, file_name, width, height, split, description, "
@@ -396,7 +403,7 @@ class Store:
                     item_id = c.execute(
                         "INSERT INTO items (image_id, kind, label, score, x1, y1, x2, y2, crop_x1, crop_y1, crop_x2, "
                         "crop_y2, description) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-                        (row["id"], it.kind, it.label, it.score, *it.bbox, *it.crop, it.description)).fetchone()["id"]
+                        (row["id"], it.kind, it.label, it.score, *it.bbox, *it.crop, it.description)).fetchone()["id"]  # type: ignore[index]
                     for space, vec in it.vectors.items():
                         c.execute(f"INSERT INTO {_vec_table(space)} (item_id, embedding) VALUES (%s, %s)",
                                   (item_id, np.asarray(vec, np.float32)))
@@ -455,14 +462,14 @@ class Store:
     def space_watermark(self, space: str) -> tuple[int, int]:
         """(row count, max item id) of a space's vectors: the FAISS staleness check."""
         with self.conn() as c:
-            r = c.execute(f"SELECT count(*) AS n, coalesce(max(item_id), 0) AS m FROM {_vec_table(space)}").fetchone()
+            r = _one(c.execute(f"SELECT count(*) AS n, coalesce(max(item_id), 0) AS m FROM {_vec_table(space)}"))
         return int(r["n"]), int(r["m"])
 
     def count_upto(self, space: str, max_id: int) -> int:
         """Number of a space's vectors with item id <= max_id (0 < max_id)."""
         with self.conn() as c:
-            return int(c.execute(f"SELECT count(*) AS n FROM {_vec_table(space)} WHERE item_id <= %s",
-                                 (max_id,)).fetchone()["n"])
+            return int(_one(c.execute(f"SELECT count(*) AS n FROM {_vec_table(space)} WHERE item_id <= %s",
+                                      (max_id,)))["n"])
 
     def iter_vectors(self, space: str, batch: int = 10_000, after_id: int = 0
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -522,8 +529,8 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Row counts: images, objects, and vectors per space."""
         with self.conn() as c:
-            out = {"images": c.execute("SELECT count(*) AS n FROM images").fetchone()["n"],
-                   "objects": c.execute("SELECT count(*) AS n FROM items WHERE kind='object'").fetchone()["n"]}
+            out = {"images": _one(c.execute("SELECT count(*) AS n FROM images"))["n"],
+                   "objects": _one(c.execute("SELECT count(*) AS n FROM items WHERE kind='object'"))["n"]}
         for s in self.list_spaces():
             out[f"vectors_{s.name}"] = self.space_watermark(s.name)[0]
         return out
@@ -575,8 +582,8 @@ class Store:
     def active_workers(self, seconds: float = 60.0) -> int:
         """Queue workers whose last heartbeat is at most `seconds` old."""
         with self.conn() as c:
-            return int(c.execute("SELECT count(*) AS n FROM procrastinate_workers WHERE last_heartbeat > "
-                                 "now() - make_interval(secs => %s)", (seconds,)).fetchone()["n"])
+            return int(_one(c.execute("SELECT count(*) AS n FROM procrastinate_workers WHERE last_heartbeat > "
+                                      "now() - make_interval(secs => %s)", (seconds,)))["n"])
 
     def queue_depth(self) -> dict[str, int]:
         """Number of queue jobs by procrastinate status (todo, doing, succeeded, failed, …)."""

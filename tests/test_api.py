@@ -4,9 +4,8 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image
-
 from conftest import gt_classes, subset_files
+from PIL import Image
 
 
 def jpeg(path) -> bytes:
@@ -176,7 +175,8 @@ def test_concurrent_requests_agree_with_sequential_ones(client, subset):
     paths = [p for p, _ in subset_files(subset)[:4]]
 
     def image(p):
-        r = client.post("/api/search_image", params={"top_k": 5}, files={"file": (p.name, p.read_bytes(), "image/jpeg")})
+        r = client.post("/api/search_image", params={"top_k": 5},
+                        files={"file": (p.name, p.read_bytes(), "image/jpeg")})
         return [h["item_id"] for h in r.json()["image_neighbours"]]
 
     def text(q):

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
-
 from conftest import MOBILENET, ROOT, SHARED, YOLO_WEIGHTS, free_port
+from PIL import Image
 
 PHOTOS = SHARED / "datasets" / "photos"
 COCO = SHARED / "datasets" / "coco128" / "images"
@@ -64,7 +63,8 @@ class Env:
         self.http.close()
 
     def start_worker(self, metrics_port: int = 0) -> subprocess.Popen:
-        env = {**os.environ, "WORKER_METRICS_PORT": str(metrics_port), "DATABASE_URL": self.db_url, "SPACES": "mobilenet,text",
+        env = {**os.environ, "WORKER_METRICS_PORT": str(metrics_port), "DATABASE_URL": self.db_url,
+               "SPACES": "mobilenet,text",
                "DETECTOR_WEIGHTS": str(YOLO_WEIGHTS), "MOBILENET_WEIGHTS": str(MOBILENET),
                "STORAGE_ROOT": str(self.tmp / "originals"), "WORKER_CONCURRENCY": "1",
                "WORKER_HEARTBEAT": "0.5", "WORKER_STALLED_AFTER": "3", "WORKER_RETRY_WAIT": "0"}
@@ -189,7 +189,8 @@ def test_upload_search_dedupe_delete(env):
 def test_bad_uploads_are_refused_before_queueing(env, case, status, message):
     good = (COCO / "000000000009.jpg").read_bytes()
     ctype = "image/jpeg"
-    data = {"not an image": b"%PDF-1.4 not a picture", "truncated": good[: len(good) // 3], "empty": b""}.get(case, good)
+    data = {"not an image": b"%PDF-1.4 not a picture", "truncated": good[: len(good) // 3],
+            "empty": b""}.get(case, good)
     if case == "wrong content type":
         ctype = "text/plain"
     if case == "over the pixel cap":
@@ -291,8 +292,15 @@ def test_worker_and_cli_stages_write_the_same_rows_and_vectors(env, detector, em
     import numpy as np
 
     from clip_embedder.crops import CropPolicy
-    from clip_embedder.pipeline import (Batch, SourceFile, crop_stage, decode_stage, detect_stage, embed_stage,
-                                        read_stage)
+    from clip_embedder.pipeline import (
+        Batch,
+        SourceFile,
+        crop_stage,
+        decode_stage,
+        detect_stage,
+        embed_stage,
+        read_stage,
+    )
 
     photos = sorted(COCO.glob("*.jpg"))[30:38]
     batch = read_stage(Batch([SourceFile.from_folder(p) for p in photos]), max_bytes=10**9)

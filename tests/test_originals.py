@@ -3,7 +3,6 @@ and a worker job that reads its original from GCS."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import MOBILENET, SHARED, YOLO_WEIGHTS, free_port
 
 PHOTO = SHARED / "datasets" / "photos" / "owl.jpg"
@@ -85,6 +84,7 @@ def test_worker_job_reads_its_original_from_gcs(gcs, tmp_path):
         assert job_kwargs["storage"] == "originals" and job_kwargs["path"].startswith(upload.sha256[:2])
         out = worker.index_image(**job_kwargs)
         assert out["image_ids"] and worker.store.image_by_sha(sha256_bytes(PHOTO.read_bytes())).file_name == "owl.jpg"
-        assert worker.index_image(**job_kwargs) == {"image_ids": [], "objects": 0}  # idempotent: runs twice, writes once
+        # idempotent: a job that runs twice writes once
+        assert worker.index_image(**job_kwargs) == {"image_ids": [], "objects": 0}
     finally:
         worker.store.close()

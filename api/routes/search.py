@@ -6,8 +6,7 @@ import time
 from fastapi import APIRouter, File, Query, UploadFile
 
 from api.deps import ServiceDep, SettingsDep
-from api.schemas import (ERRORS, ImageSearchResponse, QueryObject, SearchHit, TextSearchRequest,
-                         TextSearchResponse)
+from api.schemas import ERRORS, ImageSearchResponse, QueryObject, SearchHit, TextSearchRequest, TextSearchResponse
 from api.uploads import read_upload
 from clip_embedder.config import Settings
 from clip_embedder.images import decode_image

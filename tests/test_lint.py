@@ -1,0 +1,20 @@
+"""ruff and mypy, as configured in pyproject.toml, are clean on the library and the API."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+LINTED = ["clip_embedder", "api", "streamlit_app.py", "benchmarks/bench_ingest.py", "tests/test_ingest.py",
+          "tests/test_originals.py"]
+
+
+def test_ruff():
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", *LINTED], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy():
+    r = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
