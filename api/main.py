@@ -32,6 +32,17 @@ log = logging.getLogger("api")
 MULTIPART_ALLOWANCE = 64 * 1024  # bytes of multipart framing allowed above the file caps
 
 
+def _reads_need_key(settings: Settings | None) -> bool:
+    """REQUIRE_KEY_FOR_READS, read without caching the process-wide settings at import time (an invalid
+    environment is reported by the lifespan, in one readable line)."""
+    if settings is not None:
+        return settings.require_key_for_reads
+    try:
+        return Settings().require_key_for_reads
+    except ValueError:
+        return False
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. `settings` defaults to the environment / `.env` (read at start-up)."""
 
@@ -125,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return RedirectResponse("/docs")
 
     # reads are open unless REQUIRE_KEY_FOR_READS: the schema says which (Swagger's lock icons)
-    reads = [ReadKey] if (settings or get_settings()).require_key_for_reads else []
+    reads = [ReadKey] if _reads_need_key(settings) else []
     for r in (search.router, images.router, tasks.router):
         app.include_router(r, dependencies=reads)
     app.include_router(collections.router)
