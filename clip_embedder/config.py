@@ -80,7 +80,8 @@ class Settings(BaseSettings):
                                           "empty = scanning is off")
     queue_max_depth: int = Field(10_000, ge=1, description="queued jobs above which uploads get 503 + Retry-After")
     max_files_per_upload: int = Field(200, ge=1, description="files accepted in one POST /api/images")
-    worker_concurrency: int = Field(2, ge=1, description="jobs one worker process runs at once (models shared)")
+    worker_concurrency: int = Field(8, ge=1, description="jobs one worker process holds at once; their images are "
+                                                          "detected and embedded together, in one batch")
     worker_max_attempts: int = Field(5, ge=1, description="attempts of an indexing job before it is failed")
     worker_retry_wait: int = Field(2, ge=0, description="exponential retry backoff base, seconds (2, 4, 8, …)")
     worker_heartbeat: float = Field(5.0, gt=0, description="seconds between a worker's heartbeats")

@@ -3,8 +3,8 @@
 Shaped after clip-retrieval's runner (reader → mapper → writer): each stage is a function that takes
 a `Batch`, fills its own fields and records its own wall time in `batch.timings`. Every runner
 drives the same stage functions through `Indexer.index_batch`: the CLI (`Indexer.run`, sequential
-batches), the queue worker (`clip_embedder.worker`, one job per uploaded image) and, later, a
-distributed runner.
+batches), the queue worker (`clip_embedder.worker`: one job per image, the jobs in hand batched by
+`MicroBatcher`) and, later, a distributed runner.
 
 | stage    | in → out                                                                              |
 |----------|---------------------------------------------------------------------------------------|
@@ -19,10 +19,12 @@ distributed runner.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,3 +346,71 @@ class Indexer:
         if stats is not None:
             stats.add(batch)
         return batch
+
+
+class MicroBatcher:
+    """Runs the stages over whatever files are waiting, as one batch (the queue worker's runner).
+
+    Job threads `submit` one file each and block on the result; one batching thread takes the first
+    waiting file plus every other file waiting at that moment (up to `max_batch`) and runs
+    `Indexer.index_batch` over them, so a backlog is detected and embedded in batches while a lone
+    upload waits for nobody. Each file's outcome is its own: a file that is not an image fails alone;
+    an error of the whole batch (the database write) is raised in every job of that batch, and each
+    job is retried by the queue.
+    """
+
+    def __init__(self, indexer: Indexer, max_batch: int = 16,
+                 on_batch: Callable[[Batch], None] | None = None):
+        self.indexer, self.max_batch, self.on_batch = indexer, max(1, max_batch), on_batch
+        self._queue: queue.Queue[tuple[SourceFile, Future[FileOutcome]]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.files = 0
+
+    def submit(self, source: SourceFile) -> FileOutcome:
+        """Index one file with whatever else is waiting; block until its batch is written.
+
+        Raises:
+            Exception: whatever failed the whole batch (e.g. the database write).
+        """
+        fut: Future[FileOutcome] = Future()
+        self._queue.put((source, fut))
+        return fut.result()
+
+    def _run(self) -> None:
+        while True:
+            waiting = [self._queue.get()]
+            while len(waiting) < self.max_batch:
+                try:
+                    waiting.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                batch = self.indexer.index_batch([s for s, _ in waiting])
+            except Exception as e:  # the whole batch failed: every job sees it and is retried
+                for _, fut in waiting:
+                    fut.set_exception(e)
+                continue
+            self.batches += 1
+            self.files += len(waiting)
+            if self.on_batch is not None:
+                self.on_batch(batch)
+            failed = {id(src): why for src, why in batch.failed}
+            raw = {id(r.source): r.sha256 for r in batch.raw}
+            objects = {row.sha256: sum(1 for it in row.items if it.kind == "object") for row in batch.rows}
+            for src, fut in waiting:
+                sha = raw.get(id(src))
+                fut.set_result(FileOutcome(sha256=sha, error=failed.get(id(src)), objects=objects.get(sha or "", 0),
+                                           batch_size=len(waiting)))
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file of a micro-batch: its sha256 (None when unreadable), the reason it
+    failed (None on success), its objects written now, and how many files shared its batch."""
+
+    sha256: str | None
+    error: str | None
+    objects: int
+    batch_size: int

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import logging
 import sys
-import threading
 import time
 
 from clip_embedder import offline  # noqa: F401
@@ -30,7 +29,7 @@ class IndexWorker:
         from clip_embedder.crops import CropPolicy  # noqa: PLC0415
         from clip_embedder.embedders import create_embedder  # noqa: PLC0415
         from clip_embedder.originals import open_originals  # noqa: PLC0415
-        from clip_embedder.pipeline import Indexer  # noqa: PLC0415
+        from clip_embedder.pipeline import Indexer, MicroBatcher  # noqa: PLC0415
         from clip_embedder.search import load_detector  # noqa: PLC0415
         from clip_embedder.store import Store  # noqa: PLC0415
 
@@ -45,14 +44,22 @@ class IndexWorker:
         self.originals = open_originals(settings.storage_root)
         self.indexer = Indexer(self.store, detector, embedders,
                                CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect),
-                               max_bytes=settings.index_max_bytes, max_pixels=settings.index_max_pixels,
-                               model_lock=threading.Lock())
+                               max_bytes=settings.index_max_bytes, max_pixels=settings.index_max_pixels)
+        self.batcher = MicroBatcher(self.indexer, max_batch=settings.worker_concurrency, on_batch=self._observe)
         log.info("worker ready in %.1fs: spaces %s, detector %s", time.perf_counter() - t0, ",".join(embedders),
                  detector.weights_sha256[:12])
         self.jobs = Counter("clip_embedder_worker_jobs", "indexing jobs finished by this worker", ["outcome"])
         self.images = Counter("clip_embedder_worker_images_indexed", "new images written by this worker")
-        self.stage_seconds = Histogram("clip_embedder_worker_stage_seconds", "seconds per pipeline stage per job",
+        self.stage_seconds = Histogram("clip_embedder_worker_stage_seconds", "seconds per pipeline stage per batch",
                                        ["stage"])
+        self.batch_size = Histogram("clip_embedder_worker_batch_images", "images per micro-batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64))
+
+    def _observe(self, batch) -> None:
+        for stage, s in batch.timings.items():
+            self.stage_seconds.labels(stage).observe(s)
+        self.batch_size.observe(len(batch.sources))
+        self.images.inc(len(batch.inserted))
 
     def index_image(self, sha256: str, path: str, storage: str, file_name: str) -> dict:
         """The job: index one image (idempotent by sha256). A file that is not a usable image (or is gone)
@@ -69,25 +76,23 @@ class IndexWorker:
             self.store.note_task_error(sha256, f"{type(e).__name__}: {e} (will retry)")
             raise
         try:
-            batch = self.indexer.index_batch([SourceFile(path, file_name, None, storage, data)])
+            out = self.batcher.submit(SourceFile(path, file_name, None, storage, data))
         except Exception as e:
             self.store.note_task_error(sha256, f"{type(e).__name__}: {e} (will retry)")
             self.jobs.labels("retried").inc()
             raise
-        for stage, s in batch.timings.items():
-            self.stage_seconds.labels(stage).observe(s)
-        if batch.failed:
-            self.store.finish_tasks(sha256, error=batch.failed[0][1])
+        if out.error is not None:
+            self.store.finish_tasks(sha256, error=out.error)
             self.jobs.labels("failed").inc()
-            return {"error": batch.failed[0][1]}
-        if batch.raw and batch.raw[0].sha256 != sha256:
+            return {"error": out.error}
+        if out.sha256 != sha256:
             self.store.finish_tasks(sha256, error=f"{file_name} changed since it was queued; scan it again")
             self.jobs.labels("failed").inc()
             return {"error": "changed"}
         self.store.finish_tasks(sha256, error=None)
-        self.images.inc(len(batch.inserted))
         self.jobs.labels("succeeded").inc()
-        return {"image_ids": batch.inserted, "objects": batch.objects}
+        image = self.store.image_by_sha(sha256)
+        return {"image_id": image.id if image else None, "objects": out.objects, "batch": out.batch_size}
 
 
 async def retry_stalled_jobs(app, *, every: float, stalled_after: float, max_attempts: int) -> None:
@@ -117,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m clip_embedder.worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concurrency", type=int, default=None,
-                   help="jobs run at once in this process (default: WORKER_CONCURRENCY); the models are shared, "
-                        "so for more CPU start more processes")
+                   help="jobs this process holds at once (default: WORKER_CONCURRENCY); their images are detected "
+                        "and embedded together in one batch")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on this port (default: WORKER_METRICS_PORT; 0 = off)")
     p.add_argument("--burst", action="store_true", help="stop when the queue is empty (batch use, benchmarks)")

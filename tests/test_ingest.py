@@ -359,3 +359,27 @@ def test_openapi_schema_holds(env):
             case.call_and_validate(headers=KEY, excluded_checks=[positive_data_acceptance])
 
         run()
+
+
+def test_micro_batcher_batches_waiting_jobs_and_fails_files_alone(env, detector, embedders):
+    """The worker's runner: jobs submitted together are indexed in one batch; a file that is not an image
+    fails alone; a lone job runs at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clip_embedder.crops import CropPolicy
+    from clip_embedder.pipeline import Indexer, MicroBatcher, SourceFile
+
+    store = env.app.state.service.store
+    indexer = Indexer(store, detector, {s: embedders[s] for s in ("mobilenet", "text")}, CropPolicy(),
+                      max_bytes=10**9, max_pixels=10**9)
+    sizes: list[int] = []
+    batcher = MicroBatcher(indexer, max_batch=8, on_batch=lambda b: sizes.append(len(b.sources)))
+    bad = env.tmp / "not_an_image.jpg"
+    bad.write_bytes(b"GIF89a nonsense")
+    files = [SourceFile.from_folder(p) for p in sorted(COCO.glob("*.jpg"))[60:66]] + [SourceFile.from_folder(bad)]
+    with ThreadPoolExecutor(len(files)) as pool:
+        outcomes = list(pool.map(batcher.submit, files))
+    assert [o.error is None for o in outcomes] == [True] * 6 + [False] and "not an image" in outcomes[-1].error
+    assert sum(sizes) == len(files) and max(sizes) > 1  # at least one batch held several jobs
+    assert store.images_by_sha([o.sha256 for o in outcomes[:6]]).keys() == {o.sha256 for o in outcomes[:6]}
+    assert batcher.submit(files[0]).batch_size == 1  # a lone job waits for nobody (and is skipped: indexed)

@@ -83,8 +83,11 @@ def test_worker_job_reads_its_original_from_gcs(gcs, tmp_path):
                                    (tasks[0].job_id,)).fetchone()["args"]
         assert job_kwargs["storage"] == "originals" and job_kwargs["path"].startswith(upload.sha256[:2])
         out = worker.index_image(**job_kwargs)
-        assert out["image_ids"] and worker.store.image_by_sha(sha256_bytes(PHOTO.read_bytes())).file_name == "owl.jpg"
+        image = worker.store.image_by_sha(sha256_bytes(PHOTO.read_bytes()))
+        assert out["image_id"] == image.id and image.file_name == "owl.jpg"
+        assert worker.store.get_tasks(task_id=tasks[0].id)[0].image_id == image.id
         # idempotent: a job that runs twice writes once
-        assert worker.index_image(**job_kwargs) == {"image_ids": [], "objects": 0}
+        assert worker.index_image(**job_kwargs) == {"image_id": image.id, "objects": 0, "batch": 1}
+        assert worker.store.counts()["images"] == 1
     finally:
         worker.store.close()
