@@ -63,7 +63,7 @@ class Service:
         env = {**os.environ, "DATABASE_URL": self.db_url, "SPACES": ",".join(self.settings.spaces),
                "DETECTOR_WEIGHTS": self.settings.detector_weights,
                "MOBILENET_WEIGHTS": str(self.settings.mobilenet_weights),
-               "STORAGE_ROOT": self.settings.storage_root, "WORKER_CONCURRENCY": "2"}
+               "STORAGE_ROOT": self.settings.storage_root}
         for _ in range(n):
             self.workers.append(subprocess.Popen([sys.executable, "-m", "clip_embedder.worker"], cwd=ROOT, env=env,
                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -81,7 +81,7 @@ class Service:
             j = self.http.get("/api/tasks", params={"batch": batch}).json()
             if all(t["status"] in ("succeeded", "failed") for t in j["tasks"]):
                 return j
-            time.sleep(0.05)
+            time.sleep(0.25)  # a client polling; the API shares the CPUs with the workers
 
     def close(self) -> None:
         for p in self.workers:

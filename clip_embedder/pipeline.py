@@ -354,14 +354,15 @@ class MicroBatcher:
     Job threads `submit` one file each and block on the result; one batching thread takes the first
     waiting file plus every other file waiting at that moment (up to `max_batch`) and runs
     `Indexer.index_batch` over them, so a backlog is detected and embedded in batches while a lone
-    upload waits for nobody. Each file's outcome is its own: a file that is not an image fails alone;
-    an error of the whole batch (the database write) is raised in every job of that batch, and each
-    job is retried by the queue.
+    upload waits for nobody (behind a backlog it waits up to `gather_seconds` for the batch to fill).
+    Each file's outcome is its own: a file that is not an image fails alone; an error of the whole
+    batch (the database write) is raised in every job of that batch, and each job is retried.
     """
 
     def __init__(self, indexer: Indexer, max_batch: int = 16,
-                 on_batch: Callable[[Batch], None] | None = None):
+                 on_batch: Callable[[Batch], None] | None = None, gather_seconds: float = 0.1):
         self.indexer, self.max_batch, self.on_batch = indexer, max(1, max_batch), on_batch
+        self.gather_seconds = gather_seconds
         self._queue: queue.Queue[tuple[SourceFile, Future[FileOutcome]]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._thread.start()
@@ -379,13 +380,19 @@ class MicroBatcher:
         return fut.result()
 
     def _run(self) -> None:
+        last = 1
         while True:
             waiting = [self._queue.get()]
+            # behind a backlog (the last batch held several files) give the queue a moment to hand over the
+            # next jobs, so batches stay full; an idle system's lone upload starts at once
+            deadline = time.monotonic() + (self.gather_seconds if last > 1 else 0.0)
             while len(waiting) < self.max_batch:
                 try:
-                    waiting.append(self._queue.get_nowait())
+                    waiting.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                                   if time.monotonic() < deadline else self._queue.get_nowait())
                 except queue.Empty:
                     break
+            last = len(waiting)
             try:
                 batch = self.indexer.index_batch([s for s, _ in waiting])
             except Exception as e:  # the whole batch failed: every job sees it and is retried
