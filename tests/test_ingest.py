@@ -13,8 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MOBILENET, ROOT, SHARED, YOLO_WEIGHTS, free_port
 from PIL import Image
+
+from conftest import MOBILENET, ROOT, SHARED, YOLO_WEIGHTS, free_port
 
 PHOTOS = SHARED / "datasets" / "photos"
 COCO = SHARED / "datasets" / "coco128" / "images"

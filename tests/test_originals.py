@@ -3,6 +3,7 @@ and a worker job that reads its original from GCS."""
 from __future__ import annotations
 
 import pytest
+
 from conftest import MOBILENET, SHARED, YOLO_WEIGHTS, free_port
 
 PHOTO = SHARED / "datasets" / "photos" / "owl.jpg"

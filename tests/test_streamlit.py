@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import ROOT, free_port, subset_files
 from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, free_port, subset_files
 
 APP = str(ROOT / "streamlit_app.py")
 
@@ -65,6 +66,7 @@ def test_add_photos_mode_follows_a_batch(monkeypatch, live_api, subset):
     """An upload of an already indexed photo and a new one (no worker runs here: it stays queued):
     the page shows the progress, the searchable photo with its link, and that the rest is still indexing."""
     import httpx
+
     from conftest import SHARED
 
     indexed = subset_files(subset)[3][0]
