@@ -24,7 +24,7 @@ IMGSZ ?= 640
 help:
 	@echo "make demo   - install, build the COCO subset, index it, serve API (:$(API_PORT)) + UI (:$(UI_PORT))"
 	@echo "make test   - install and run the test suite"
-	@echo "make benchmarks - indexing throughput, search latency and retrieval quality figures"
+	@echo "make benchmarks - indexing throughput, search latency, retrieval quality and ingest (queue) figures"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,7 @@ test: install
 benchmarks: install
 	$(PY) benchmarks/bench_index_search.py
 	$(PY) benchmarks/bench_quality.py
+	$(PY) benchmarks/bench_ingest.py
 
 baseline: install
 	$(PY) yolov5/baseline.py --weights models/yolov5n.pt --coco_subset_data_version $(DATA_VERSION) --imgsz $(IMGSZ)

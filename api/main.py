@@ -30,6 +30,24 @@ from clip_embedder.store import Store
 
 log = logging.getLogger("api")
 MULTIPART_ALLOWANCE = 64 * 1024  # bytes of multipart framing allowed above the file caps
+LOG_VALUE_MAX = 300  # characters of one logged value (a request path with its query string, say)
+
+
+class TruncateLongValues(logging.Filter):
+    """Cut each long argument of a log record (uvicorn's access log gets the whole query string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(a[:LOG_VALUE_MAX] + f"…(+{len(a) - LOG_VALUE_MAX} chars)"
+                                if isinstance(a, str) and len(a) > LOG_VALUE_MAX else a for a in record.args)
+        return True
+
+
+def _install_log_truncation() -> None:
+    for name in ("uvicorn.access", "uvicorn.error", "api"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, TruncateLongValues) for f in logger.filters):
+            logger.addFilter(TruncateLongValues())
 
 
 def _reads_need_key(settings: Settings | None) -> bool:
@@ -79,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue.close()
         store.close()
 
+    _install_log_truncation()
     app = FastAPI(title="Object-level visual search", version="0.2.0", lifespan=lifespan,
                   description="Image-to-image and text-to-image search over detected objects and whole images. "
                               "Results from several embedding spaces are fused with reciprocal rank fusion. "

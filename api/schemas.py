@@ -63,8 +63,8 @@ class TextSearchRequest(BaseModel):
 
     query: str = Field(min_length=1, max_length=1000, examples=["handbag"])
     top_k: int = Field(10, ge=1, le=100)
-    label: str | None = Field(None, description="only items detected with this class")
-    spaces: list[str] | None = None
+    label: str | None = Field(None, max_length=200, description="only items detected with this class")
+    spaces: list[str] | None = Field(None, max_length=8, description="restrict to these spaces (default: all)")
 
 
 class TextSearchResponse(BaseModel):

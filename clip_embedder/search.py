@@ -24,6 +24,8 @@ from clip_embedder.store import Store
 log = logging.getLogger(__name__)
 
 RRF_K = 60
+#: the most spaces one query may name (there are three kinds; duplicates are dropped first)
+MAX_SPACES_PER_QUERY = 8
 
 
 class QueryError(ValueError):
@@ -146,6 +148,12 @@ class SearchService:
 
     # --- helpers -------------------------------------------------------------------------------
     def _spaces(self, requested: list[str] | None, *, text: bool) -> list[str]:
+        if requested is not None:
+            # `spaces=` (empty) means "all"; the same space twice is searched once
+            requested = list(dict.fromkeys(s.strip() for s in requested if s and s.strip()))
+            if len(requested) > MAX_SPACES_PER_QUERY:
+                raise QueryError(f"{len(requested)} spaces named; a query may name at most {MAX_SPACES_PER_QUERY} "
+                                 f"(active: {sorted(self.embedders)})")
         if requested:
             for s in requested:
                 if s in self.refused:

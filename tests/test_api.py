@@ -187,3 +187,32 @@ def test_concurrent_requests_agree_with_sequential_ones(client, subset):
     with ThreadPoolExecutor(6) as pool:
         got = list(pool.map(lambda job: job[0](job[1]), [(image, p) for p in paths] + [(text, "car"), (text, "book")]))
     assert got == expected
+
+
+def test_work_per_request_is_bounded(client):
+    """A list parameter cannot multiply the work: the same space twice is searched once, more than eight
+    are refused at once, and `spaces=` (empty) means all spaces."""
+    import time
+
+    t = time.perf_counter()
+    r = client.post("/api/search_text", json={"query": "car", "spaces": ["text"] * 10_000})
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str) and time.perf_counter() - t < 2
+    r = client.get("/api/search_text", params=[("query", "car")] + [("spaces", "text")] * 3000)
+    assert r.status_code == 422 and time.perf_counter() - t < 4
+    twice = client.post("/api/search_text", json={"query": "car", "spaces": ["text", "text", " text "]})
+    assert twice.status_code == 200 and twice.json()["spaces"] == ["text"]
+    empty = client.get("/api/search_text", params={"query": "car", "spaces": ""})
+    assert empty.status_code == 200 and set(empty.json()["spaces"]) == {"text", "clip"}
+    assert client.get("/api/search_text", params={"query": "x" * 1001}).status_code == 422
+
+
+def test_access_log_values_are_truncated():
+    import logging
+
+    from api.main import LOG_VALUE_MAX, TruncateLongValues
+
+    rec = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                            ("127.0.0.1:1", "GET", "/api/search_text?query=" + "x" * 100_000, "1.1", 422), None)
+    TruncateLongValues().filter(rec)
+    line = rec.getMessage()
+    assert len(line) < LOG_VALUE_MAX + 100 and "(+99723 chars)" in line

@@ -31,7 +31,7 @@ def search_image(service: ServiceDep, settings: SettingsDep,
                  file: UploadFile = File(description="a JPEG, PNG, WebP, BMP or TIFF image"),
                  top_k: int = Query(10, ge=1, le=100, description="results per list"),
                  same_class: bool = Query(False, description="object neighbours only of the same class"),
-                 spaces: list[str] | None = Query(None, description="restrict to these spaces")):
+                 spaces: list[str] | None = Query(None, max_length=8, description="restrict to these spaces")):
     """Find indexed images like this one: each detected object's nearest crops, and the whole image's
     nearest images."""
     data = read_upload(file, settings)
@@ -56,8 +56,8 @@ def _text(service: SearchService, settings: Settings, req: TextSearchRequest) ->
 @router.get("/search_text", response_model=TextSearchResponse, responses=ERRORS)
 def search_text(service: ServiceDep, settings: SettingsDep,
                 query: str = Query(..., min_length=1, max_length=1000, examples=["handbag"]),
-                top_k: int = Query(10, ge=1, le=100), label: str | None = Query(None),
-                spaces: list[str] | None = Query(None)):
+                top_k: int = Query(10, ge=1, le=100), label: str | None = Query(None, max_length=200),
+                spaces: list[str] | None = Query(None, max_length=8, description="restrict to these spaces")):
     """Images matching a text query (CLIP's text tower where the clip space exists, plus the text space)."""
     return _text(service, settings, TextSearchRequest(query=query, top_k=top_k, label=label, spaces=spaces))
 
