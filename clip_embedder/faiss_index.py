@@ -8,6 +8,7 @@ the `vectors_<space>` table. Losing the files loses nothing.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +29,30 @@ from clip_embedder.store import Store
 
 log = logging.getLogger(__name__)
 faiss: Any = _faiss  # its SWIG stubs miss most of the API (SearchParametersHNSW, IDSelector fields)
+
+
+def ids_fingerprint(ids: np.ndarray) -> str:
+    """sha256 (hex) of a set of item ids (int64, order-free): what a FAISS file holds, checked at load."""
+    return hashlib.sha256(np.sort(np.asarray(ids, np.int64)).astype("<i8").tobytes()).hexdigest()
+
+
+def index_ids(index: Any) -> np.ndarray:
+    """The item ids an `IndexIDMap2` holds, int64 (n,)."""
+    return faiss.vector_to_array(index.id_map).astype(np.int64)
+
+
+def remove_orphan_tmp(faiss_dir: Path, space: str, older_than: float = 60.0) -> int:
+    """Delete temp files left by a write that was killed (older than `older_than` seconds, so a write in
+    progress in another process is left alone). Returns how many were removed."""
+    n = 0
+    for p in Path(faiss_dir).glob(f"{space}.*.tmp"):
+        try:
+            if time.time() - p.stat().st_mtime > older_than:
+                p.unlink()
+                n += 1
+        except OSError:
+            pass
+    return n
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -129,7 +154,8 @@ class SpaceIndex:
         _atomic_write(idx_path, lambda p: faiss.write_index(index, p))
         _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(
             {"identity": asdict(identity), "index_type": index_type, "count": count, "max_id": max_id,
-             "ntotal": int(index.ntotal), "built_at": time.time()}, indent=2)))
+             "ntotal": int(index.ntotal), "dim": int(index.d), "ids_sha256": ids_fingerprint(index_ids(index)),
+             "built_at": time.time()}, indent=2)))
         log.info("FAISS %s: %s, %d vectors in %.2fs", identity.name, reason, index.ntotal, time.perf_counter() - t0)
         return cls(identity, index, store.item_meta(identity.name), rebuilt=reason, ef_search=ef_search,
                    index_type=index_type)
@@ -138,8 +164,15 @@ class SpaceIndex:
     def load_or_build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, index_type: str = "Flat",
                       ef_search: int = 128) -> "SpaceIndex":
         """Load the saved index when it matches Postgres (identity and watermark); extend it when Postgres
-        only gained rows since (appended ids above the saved max id); else rebuild it."""
+        only gained rows since (appended ids above the saved max id); else rebuild it.
+
+        The file itself is checked, not only its JSON: its dimension against the space, the sha256 of its
+        ids against the one saved beside it, and (when loaded as is) against the ids in Postgres; a file of
+        another space, or one swapped under its JSON, is rebuilt. Temp files of killed writes are removed.
+        """
         idx_path, meta_path = cls.paths(faiss_dir, identity.name)
+        if remove_orphan_tmp(faiss_dir, identity.name):
+            log.info("FAISS %s: removed temp files of an interrupted write", identity.name)
         reason = ""
         if not idx_path.exists() or not meta_path.exists():
             reason = "missing"
@@ -150,6 +183,10 @@ class SpaceIndex:
                 count, max_id = store.space_watermark(identity.name)
                 if SpaceIdentity(**saved["identity"]) != identity:
                     reason = "built by another model"
+                elif index.d != identity.dim:
+                    reason = f"foreign file (dim {index.d}, the space has {identity.dim})"
+                elif saved.get("ids_sha256") != ids_fingerprint(index_ids(index)):
+                    reason = "foreign file (its ids differ from the ones saved beside it)"
                 elif saved.get("index_type", "Flat") != index_type:
                     reason = f"index type {saved.get('index_type', 'Flat')} → {index_type}"
                 elif (saved["count"], saved["max_id"], saved["ntotal"]) != (count, max_id, index.ntotal):
@@ -160,10 +197,13 @@ class SpaceIndex:
                                          after_id=saved["max_id"], index_type=index_type, ef_search=ef_search)
             except Exception as e:  # unreadable / truncated file
                 reason = f"unreadable ({type(e).__name__})"
-        if reason:
-            return cls.build(store, identity, faiss_dir, reason=f"rebuilt: {reason}", index_type=index_type,
-                             ef_search=ef_search)
-        return cls(identity, index, store.item_meta(identity.name), ef_search=ef_search, index_type=index_type)
+        if not reason:
+            meta = store.item_meta(identity.name)
+            if ids_fingerprint(meta["ids"]) == ids_fingerprint(index_ids(index)):
+                return cls(identity, index, meta, ef_search=ef_search, index_type=index_type)
+            reason = "its ids differ from Postgres"
+        return cls.build(store, identity, faiss_dir, reason=f"rebuilt: {reason}", index_type=index_type,
+                         ef_search=ef_search)
 
     @classmethod
     def for_settings(cls, store: Store, identity: SpaceIdentity, settings) -> "SpaceIndex":
@@ -298,7 +338,8 @@ class SpaceIndex:
             _atomic_write(idx_path, lambda p: faiss.write_index(self.index, p))
             _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(
                 {"identity": asdict(self.identity), "index_type": self.index_type, "count": count, "max_id": max_id,
-                 "ntotal": self.ntotal, "built_at": time.time()}, indent=2)))
+                 "ntotal": self.ntotal, "dim": int(self.index.d),
+                 "ids_sha256": ids_fingerprint(index_ids(self.index)), "built_at": time.time()}, indent=2)))
             self.dirty = False
 
 

@@ -246,3 +246,39 @@ def test_sync_follows_writes_and_deletes(indexed, store, subset, tmp_path, index
         some = c.execute("SELECT item_id FROM vectors_text ORDER BY item_id LIMIT 1").fetchone()["item_id"]
     ix._remove(np.array([some]))
     assert ix.sync(store) == {"added": 1, "removed": 0} and ix.ntotal == n0
+
+
+def test_a_foreign_faiss_file_is_rebuilt_not_loaded(service, store, settings, tmp_path):
+    """The file of another space with the same vector count (its JSON left in place), a file of the same
+    dimension holding other ids, and temp files of a killed write."""
+    import faiss
+
+    faiss_dir = tmp_path / "faiss"
+    for space in ("text", "mobilenet"):
+        SpaceIndex.load_or_build(store, store.get_space(space), faiss_dir)
+    text_idx, _ = SpaceIndex.paths(faiss_dir, "text")
+    mob_idx, _ = SpaceIndex.paths(faiss_dir, "mobilenet")
+    text_idx.write_bytes(mob_idx.read_bytes())  # same count (every item is in both), other dim
+    ix = SpaceIndex.load_or_build(store, store.get_space("text"), faiss_dir)
+    assert ix.rebuilt.startswith("rebuilt: foreign file (dim 1024") and ix.index.d == 384
+    # same dim, same count, other ids: caught by the ids fingerprint
+    other = faiss.read_index(str(text_idx))
+    ids = faiss.vector_to_array(other.id_map)
+    vecs = np.vstack([other.reconstruct(int(i)) for i in ids])
+    fake = faiss.IndexIDMap2(faiss.IndexFlatIP(384))
+    fake.add_with_ids(vecs, ids + 10**9)
+    faiss.write_index(fake, str(text_idx))
+    ix = SpaceIndex.load_or_build(store, store.get_space("text"), faiss_dir)
+    assert ix.rebuilt.startswith("rebuilt: foreign file (its ids differ")
+    D, found = ix.search(vecs[:1], 1)
+    assert found[0][0] < 10**9
+    # an orphan temp file of a killed write is removed; a fresh one (a write in progress elsewhere) stays
+    old, new = faiss_dir / "text.faiss.abc.tmp", faiss_dir / "text.json.def.tmp"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    import os
+    import time as _time
+
+    os.utime(old, (_time.time() - 3600, _time.time() - 3600))
+    assert SpaceIndex.load_or_build(store, store.get_space("text"), faiss_dir).rebuilt == ""
+    assert not old.exists() and new.exists()
