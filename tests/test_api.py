@@ -216,3 +216,32 @@ def test_access_log_values_are_truncated():
     TruncateLongValues().filter(rec)
     line = rec.getMessage()
     assert len(line) < LOG_VALUE_MAX + 100 and "(+99723 chars)" in line
+
+
+def test_files_are_served_only_as_they_were_indexed(client, store, subset):
+    """A replaced file (410), a symlink put where an indexed file was (404), never an absolute server path
+    in the message; the original is served again once it is back."""
+    import os
+
+    hit = client.get("/api/search_text", params={"query": "car", "top_k": 1}).json()["results"][0]
+    image_id, item_id = hit["image_id"], hit["item_id"]
+    path = __import__("pathlib").Path(store.get_image(image_id).image.path)
+    original = path.read_bytes()
+    urls = [f"/api/images/{image_id}/file", f"/api/images/{image_id}/thumbnail", f"/api/items/{item_id}/crop"]
+    try:
+        other = next(p for p, _ in subset_files(subset) if p.read_bytes() != original)
+        path.write_bytes(other.read_bytes())  # another real image under the same name
+        for url in urls:
+            r = client.get(url)
+            assert r.status_code == 410 and "changed since it was indexed" in r.json()["detail"], url
+            assert str(path.parent) not in r.json()["detail"]
+        path.unlink()
+        os.symlink("/etc/hostname", path)
+        for url in urls:
+            r = client.get(url)
+            assert r.status_code == 404 and str(path.parent) not in r.json()["detail"], url
+    finally:
+        path.unlink(missing_ok=True)
+        path.write_bytes(original)
+    r = client.get(urls[0])
+    assert r.status_code == 200 and r.content == original and r.headers["content-type"] == "image/jpeg"

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import io
-import mimetypes
+import os
+import stat
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +16,9 @@ from api.deps import IngestDep, ServiceDep, SettingsDep, WriteKey
 from api.routes.tasks import batch_model
 from api.schemas import ERRORS, DeleteResponse, ImageInfo, ObjectInfo, TaskBatch
 from api.uploads import read_upload
+from clip_embedder.images import file_sha256, sha256_bytes
 from clip_embedder.ingest import Ingest, validate_upload
-from clip_embedder.originals import media_type
+from clip_embedder.originals import FORMAT_SUFFIX, media_type
 from clip_embedder.store import ImageRecord
 
 router = APIRouter(prefix="/api", tags=["images"])
@@ -28,24 +31,51 @@ def _image(service, image_id: int):
     return detail
 
 
+@lru_cache(maxsize=4096)
+def _file_is_the_indexed_one(path: str, mtime_ns: int, size: int, sha256: str) -> bool:
+    """Whether the file's bytes still hash to the indexed sha256 (cached while its mtime and size hold)."""
+    return file_sha256(path) == sha256
+
+
 def _bytes_or_path(im: ImageRecord, ingest: Ingest) -> bytes | Path:
-    """The stored original's bytes, or the path of a file indexed where it lies."""
+    """The stored original's bytes, or the path of a file indexed where it lies — only while it is still the
+    file that was indexed: a regular file, reached through no symlink, with the indexed sha256.
+
+    Raises:
+        HTTPException: 404 the file is gone or is not a plain file there any more; 410 it changed since it
+            was indexed (messages name the image's file name, never a server path).
+    """
     if im.storage == "originals":
         try:
-            return ingest.originals.get(im.path)
+            data = ingest.originals.get(im.path)
         except FileNotFoundError:
             raise HTTPException(410, f"the stored original of image {im.id} ({im.file_name}) is gone") from None
+        if sha256_bytes(data) != im.sha256:
+            raise HTTPException(410, f"the stored original of image {im.id} ({im.file_name}) is damaged")
+        return data
     path = Path(im.path)
-    if not path.is_file():
-        raise HTTPException(404, f"the file of image {im.id} ({im.file_name}) is no longer where it was indexed; "
+    gone = HTTPException(404, f"the file of image {im.id} ({im.file_name}) is no longer where it was indexed; "
+                              "re-index the collection")
+    try:
+        st = os.lstat(path)
+    except OSError:
+        raise gone from None
+    if not stat.S_ISREG(st.st_mode) or os.path.realpath(path) != str(path):  # a symlink or other file type there
+        raise gone
+    if not _file_is_the_indexed_one(str(path), st.st_mtime_ns, st.st_size, im.sha256):
+        raise HTTPException(410, f"the file of image {im.id} ({im.file_name}) changed since it was indexed; "
                                  "re-index the collection")
     return path
 
 
 def _open(im: ImageRecord, ingest: Ingest) -> Image.Image:
     src = _bytes_or_path(im, ingest)
-    with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as f:
-        return ImageOps.exif_transpose(f).convert("RGB")
+    try:
+        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as f:
+            return ImageOps.exif_transpose(f).convert("RGB")
+    except (OSError, ValueError, SyntaxError) as e:  # replaced between the check and the read
+        raise HTTPException(410, f"the file of image {im.id} ({im.file_name}) cannot be read as the indexed "
+                                 f"image ({type(e).__name__})") from None
 
 
 def _jpeg(img: Image.Image) -> Response:
@@ -91,7 +121,9 @@ def image_file(image_id: int, service: ServiceDep, ingest: IngestDep):
     src = _bytes_or_path(im, ingest)
     if isinstance(src, bytes):
         return Response(src, media_type=media_type(im.path), headers={"Cache-Control": "max-age=86400"})
-    return FileResponse(src, media_type=mimetypes.guess_type(src.name)[0] or "application/octet-stream")
+    with Image.open(src) as f:  # the media type of what the file is, not of its name
+        fmt = f.format
+    return FileResponse(src, media_type=media_type("x" + FORMAT_SUFFIX.get(fmt or "", "")))
 
 
 @router.get("/images/{image_id}/thumbnail", responses=ERRORS, response_class=Response)
