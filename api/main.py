@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from api.deps import ReadKey
+from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyLimitMiddleware
 from api.metrics import instrument
 from api.routes import collections, images, search, service, tasks
 from clip_embedder import offline  # noqa: F401
@@ -29,7 +30,6 @@ from clip_embedder.search import QueryError, SearchService, load_detector
 from clip_embedder.store import Store
 
 log = logging.getLogger("api")
-MULTIPART_ALLOWANCE = 64 * 1024  # bytes of multipart framing allowed above the file caps
 LOG_VALUE_MAX = 300  # characters of one logged value (a request path with its query string, say)
 
 
@@ -104,18 +104,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "Add photos with `POST /api/images` (an `X-API-Key` is needed for writes: "
                               "press Authorize) and follow them with `GET /api/tasks?batch=…`.")
 
-    @app.middleware("http")
-    async def _upload_cap(request: Request, call_next):
-        # refuse an oversized upload from its Content-Length, before the multipart body is spooled to disk
-        s = settings or get_settings()
-        length = request.headers.get("content-length", "")
-        caps = {"/api/search_image": s.max_upload_bytes,
-                "/api/images": s.max_upload_bytes * s.max_files_per_upload}
-        cap = caps.get(request.url.path) if request.method == "POST" else None
-        if cap is not None and length.isdigit() and int(length) > cap + MULTIPART_ALLOWANCE:
-            return JSONResponse({"detail": f"upload is {int(length):,} bytes; the limit is {cap:,} "
-                                           "(MAX_UPLOAD_BYTES per file)"}, status_code=413)
-        return await call_next(request)
+    def cap_for(method: str, path: str) -> tuple[int, str]:
+        # uploads are refused before the multipart body is spooled to disk; every other body is small JSON
+        s = getattr(app.state, "settings", None) or settings or get_settings()
+        if method == "POST" and path == "/api/search_image":
+            return s.max_upload_bytes + MULTIPART_ALLOWANCE, "MAX_UPLOAD_BYTES"
+        if method == "POST" and path == "/api/images":
+            return (s.max_upload_bytes + MULTIPART_ALLOWANCE) * s.max_files_per_upload, \
+                "MAX_UPLOAD_BYTES per file x MAX_FILES_PER_UPLOAD"
+        return JSON_BODY_MAX, "1 MiB for JSON bodies"
+
+    app.add_middleware(BodyLimitMiddleware, cap_for=cap_for)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError):

@@ -245,3 +245,35 @@ def test_files_are_served_only_as_they_were_indexed(client, store, subset):
         path.write_bytes(original)
     r = client.get(urls[0])
     assert r.status_code == 200 and r.content == original and r.headers["content-type"] == "image/jpeg"
+
+
+def test_bodies_are_capped_while_they_stream(live_api, settings):
+    """A chunked body (no Content-Length) is answered 413 as soon as it passes its cap: the server does not
+    wait for (or spool) the rest, which this client never sends."""
+    import socket
+
+    import httpx
+
+    host, port = live_api.removeprefix("http://").split(":")
+
+    def chunked_then_wait(path: str, ctype: str, nbytes: int) -> bytes:
+        with socket.create_connection((host, int(port)), timeout=30) as sk:
+            sk.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n".encode())
+            head = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' \
+                if "multipart" in ctype else b'{"query": "'
+            sk.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+            chunk = b"\xff" * (1 << 20)
+            for _ in range(nbytes >> 20):
+                sk.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            # the body is not finished (no last chunk): only a server that stops at the cap answers now
+            return sk.recv(65536)
+
+    answer = chunked_then_wait("/api/search_image", "multipart/form-data; boundary=xyz",
+                               settings.max_upload_bytes + (2 << 20))
+    assert answer.startswith(b"HTTP/1.1 413") and b"MAX_UPLOAD_BYTES" in answer, answer[:300]
+    answer = chunked_then_wait("/api/search_text", "application/json", 2 << 20)
+    assert answer.startswith(b"HTTP/1.1 413") and b"JSON" in answer, answer[:300]
+    big = httpx.post(f"{live_api}/api/search_text", timeout=60, headers={"content-type": "application/json"},
+                     content=b'{"query": "car", "label": "' + b"x" * (5 << 20) + b'"}')
+    assert big.status_code == 413 and "JSON" in big.json()["detail"]
