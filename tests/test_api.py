@@ -227,6 +227,10 @@ def test_files_are_served_only_as_they_were_indexed(client, store, subset):
     image_id, item_id = hit["image_id"], hit["item_id"]
     path = __import__("pathlib").Path(store.get_image(image_id).image.path)
     original = path.read_bytes()
+    # the subset's images are hard links into ../shared: give this one its own inode before touching it
+    path.unlink()
+    path.write_bytes(original)
+    assert path.stat().st_nlink == 1
     urls = [f"/api/images/{image_id}/file", f"/api/images/{image_id}/thumbnail", f"/api/items/{item_id}/crop"]
     try:
         other = next(p for p, _ in subset_files(subset) if p.read_bytes() != original)
