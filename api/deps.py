@@ -3,6 +3,8 @@ the ingest queue and the API-key checks."""
 from __future__ import annotations
 
 import hmac
+import threading
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -59,8 +61,32 @@ def require_read_key(request: Request, key: Annotated[str | None, Security(api_k
     _check_key(request.app.state.settings, key)
 
 
+def _slot(kind: str):
+    def slot(request: Request) -> Iterator[None]:
+        sem: threading.BoundedSemaphore = request.app.state.limits[kind]
+        settings: Settings = request.app.state.settings
+        if not sem.acquire(timeout=settings.busy_wait_seconds):
+            setting = "MAX_CONCURRENT_IMAGE_REQUESTS" if kind == "image" else "MAX_CONCURRENT_TEXT_SEARCHES"
+            raise HTTPException(503, f"the service is busy with other {kind} requests ({setting}); retry shortly",
+                                headers={"Retry-After": "2"})
+        try:
+            yield
+        finally:
+            sem.release()
+    return slot
+
+
+def make_limits(settings: Settings) -> dict[str, threading.BoundedSemaphore]:
+    """One semaphore per kind of heavy request (set on `app.state.limits` at start-up)."""
+    return {"image": threading.BoundedSemaphore(settings.max_concurrent_image_requests),
+            "text": threading.BoundedSemaphore(settings.max_concurrent_text_searches)}
+
+
 ServiceDep = Annotated[SearchService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 IngestDep = Annotated[Ingest, Depends(get_ingest)]
 WriteKey = Depends(require_write_key)
+#: a slot among MAX_CONCURRENT_IMAGE_REQUESTS (decoding and model work on pixels) or text searches
+ImageSlot = Depends(_slot("image"))
+TextSlot = Depends(_slot("text"))
 ReadKey = Depends(require_read_key)

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from api.deps import ReadKey
+from api.deps import ReadKey, make_limits
 from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyLimitMiddleware
 from api.metrics import instrument
 from api.routes import collections, images, search, service, tasks
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.close()
             raise
         app.state.settings = s
+        app.state.limits = make_limits(s)
         app.state.service = svc
         app.state.ingest = Ingest(s, store, open_originals(s.storage_root), queue)
         follower = IndexFollower(store.url, lambda removed, reset: svc.refresh(removed, reset),

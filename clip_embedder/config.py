@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     index_refresh_seconds: float = Field(5.0, gt=0, description="how often the API re-checks its FAISS indexes "
                                                                  "against Postgres besides LISTEN/NOTIFY")
 
+    max_concurrent_image_requests: int = Field(4, ge=1, description="image searches, upload checks, thumbnails and "
+                                                                     "crops decoded at once per API process")
+    max_concurrent_text_searches: int = Field(8, ge=1, description="text searches at once per API process")
+    busy_wait_seconds: float = Field(2.0, ge=0, description="how long a request waits for a free slot before "
+                                                            "503 + Retry-After")
+
     # --- access --------------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="keys accepted in X-API-Key for writes (comma separated); empty = "

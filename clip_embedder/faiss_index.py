@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -28,6 +29,7 @@ from clip_embedder.embedders import SpaceIdentity
 from clip_embedder.store import Store
 
 log = logging.getLogger(__name__)
+SELECTOR_CACHE = 32  # id filters kept per space (kind x label combinations), least recently used dropped
 faiss: Any = _faiss  # its SWIG stubs miss most of the API (SearchParametersHNSW, IDSelector fields)
 
 
@@ -123,7 +125,8 @@ class SpaceIndex:
         self.ef_search, self.index_type = ef_search, index_type
         inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
         self.hnsw = isinstance(inner, faiss.IndexHNSW)
-        self._selectors: dict[tuple, _faiss.IDSelector | None] = {}
+        self._selectors: OrderedDict[tuple, _faiss.IDSelector] = OrderedDict()
+        self._selectors_lock = threading.Lock()
         self.lock = RWLock()
         self.max_id = int(meta["ids"].max()) if len(meta["ids"]) else 0
         self.dirty = False  # changed in memory since it was saved
@@ -211,21 +214,29 @@ class SpaceIndex:
         return cls.load_or_build(store, identity, settings.faiss_dir, settings.faiss_index, settings.faiss_ef_search)
 
     def _selector(self, kind: str | None, labels: tuple[str, ...] | None) -> _faiss.IDSelector | None:
+        """The id filter for (kind, labels), cached: the most recent `SELECTOR_CACHE` filters are kept
+        (any label a client names would otherwise stay in memory for good)."""
+        if kind is None and not labels:
+            return None
         key = (kind, labels)
-        if key not in self._selectors:
-            if kind is None and not labels:
-                self._selectors[key] = None
-            else:
-                mask = np.ones(len(self.meta["ids"]), bool)
-                if kind is not None:
-                    mask &= self.meta["kind"] == kind
-                if labels:
-                    mask &= np.isin(self.meta["label"], list(labels))
-                ids = np.ascontiguousarray(self.meta["ids"][mask])
-                sel = faiss.IDSelectorBatch(ids)
-                sel.ids_ref = ids  # keep the array alive as long as the selector
-                self._selectors[key] = sel
-        return self._selectors[key]
+        with self._selectors_lock:
+            sel = self._selectors.get(key)
+            if sel is not None:
+                self._selectors.move_to_end(key)
+                return sel
+        mask = np.ones(len(self.meta["ids"]), bool)
+        if kind is not None:
+            mask &= self.meta["kind"] == kind
+        if labels:
+            mask &= np.isin(self.meta["label"], list(labels))
+        ids = np.ascontiguousarray(self.meta["ids"][mask])
+        sel = faiss.IDSelectorBatch(ids)
+        sel.ids_ref = ids  # keep the array alive as long as the selector
+        with self._selectors_lock:
+            self._selectors[key] = sel
+            while len(self._selectors) > SELECTOR_CACHE:
+                self._selectors.popitem(last=False)
+        return sel
 
     def search(self, queries: np.ndarray, k: int, *, kind: str | None = None,
                labels: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:

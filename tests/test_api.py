@@ -281,3 +281,35 @@ def test_bodies_are_capped_while_they_stream(live_api, settings):
     big = httpx.post(f"{live_api}/api/search_text", timeout=60, headers={"content-type": "application/json"},
                      content=b'{"query": "car", "label": "' + b"x" * (5 << 20) + b'"}')
     assert big.status_code == 413 and "JSON" in big.json()["detail"]
+
+
+def test_heavy_requests_beyond_the_limit_get_503_and_health_still_answers(client, subset):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = client.app
+    old_limits, old_wait = app.state.limits, app.state.settings.busy_wait_seconds
+    app.state.limits = {**old_limits, "image": threading.BoundedSemaphore(1)}
+    app.state.settings.busy_wait_seconds = 0.0
+    data = subset_files(subset)[5][0].read_bytes()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(client.post, "/api/search_image", files={"file": ("q.jpg", data, "image/jpeg")})
+                       for _ in range(6)]
+            health = client.get("/api/health")
+            answers = [f.result() for f in futures]
+    finally:
+        app.state.limits, app.state.settings.busy_wait_seconds = old_limits, old_wait
+    codes = sorted(r.status_code for r in answers)
+    assert 200 in codes and 503 in codes, codes
+    busy = next(r for r in answers if r.status_code == 503)
+    assert busy.headers["Retry-After"] and "MAX_CONCURRENT_IMAGE_REQUESTS" in busy.json()["detail"]
+    assert health.status_code == 200
+
+
+def test_label_filters_are_cached_with_a_bound(service):
+    from clip_embedder.faiss_index import SELECTOR_CACHE
+
+    for n in range(SELECTOR_CACHE * 3):
+        service.search_text("car", top_k=1, label=f"no-such-label-{n}")
+    assert all(len(ix._selectors) <= SELECTOR_CACHE for ix in service.indexes.values())

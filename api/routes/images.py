@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from PIL import Image, ImageOps
 
-from api.deps import IngestDep, ServiceDep, SettingsDep, WriteKey
+from api.deps import ImageSlot, IngestDep, ServiceDep, SettingsDep, WriteKey
 from api.routes.tasks import batch_model
 from api.schemas import ERRORS, DeleteResponse, ImageInfo, ObjectInfo, TaskBatch
 from api.uploads import read_upload
@@ -84,7 +84,8 @@ def _jpeg(img: Image.Image) -> Response:
     return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
-@router.post("/images", status_code=202, response_model=TaskBatch, responses=ERRORS, dependencies=[WriteKey])
+@router.post("/images", status_code=202, response_model=TaskBatch, responses=ERRORS,
+             dependencies=[WriteKey, ImageSlot])
 def add_images(request: Request, ingest: IngestDep, settings: SettingsDep,
                files: Annotated[list[UploadFile], File(description="one or many JPEG, PNG, WebP, BMP or TIFF files")]):
     """Add photos to the index. Each file is checked (type, size, pixels, truncation) before anything is
@@ -126,7 +127,7 @@ def image_file(image_id: int, service: ServiceDep, ingest: IngestDep):
     return FileResponse(src, media_type=media_type("x" + FORMAT_SUFFIX.get(fmt or "", "")))
 
 
-@router.get("/images/{image_id}/thumbnail", responses=ERRORS, response_class=Response)
+@router.get("/images/{image_id}/thumbnail", responses=ERRORS, response_class=Response, dependencies=[ImageSlot])
 def image_thumbnail(image_id: int, service: ServiceDep, ingest: IngestDep, size: int = Query(256, ge=16, le=1024)):
     """A JPEG thumbnail whose longer side is `size` pixels."""
     img = _open(_image(service, image_id).image, ingest)
@@ -145,7 +146,7 @@ def delete_image(image_id: int, ingest: IngestDep):
                           original_deleted=bool(removed.originals))
 
 
-@router.get("/items/{item_id}/crop", responses=ERRORS, response_class=Response)
+@router.get("/items/{item_id}/crop", responses=ERRORS, response_class=Response, dependencies=[ImageSlot])
 def item_crop(item_id: int, service: ServiceDep, ingest: IngestDep, size: int = Query(256, ge=16, le=1024)):
     """The padded crop of an indexed object (or the whole image for an image item), as JPEG."""
     row = service.store.get_items([item_id]).get(item_id)

@@ -5,7 +5,7 @@ import time
 
 from fastapi import APIRouter, File, Query, UploadFile
 
-from api.deps import ServiceDep, SettingsDep
+from api.deps import ImageSlot, ServiceDep, SettingsDep, TextSlot
 from api.schemas import ERRORS, ImageSearchResponse, QueryObject, SearchHit, TextSearchRequest, TextSearchResponse
 from api.uploads import read_upload
 from clip_embedder.config import Settings
@@ -26,7 +26,7 @@ def hit_model(h: Hit, s: Settings) -> SearchHit:
                      crop_url=f"{base}/api/items/{h.item_id}/crop")
 
 
-@router.post("/search_image", response_model=ImageSearchResponse, responses=ERRORS)
+@router.post("/search_image", response_model=ImageSearchResponse, responses=ERRORS, dependencies=[ImageSlot])
 def search_image(service: ServiceDep, settings: SettingsDep,
                  file: UploadFile = File(description="a JPEG, PNG, WebP, BMP or TIFF image"),
                  top_k: int = Query(10, ge=1, le=100, description="results per list"),
@@ -53,7 +53,7 @@ def _text(service: SearchService, settings: Settings, req: TextSearchRequest) ->
                               warnings=warnings, took_ms=round((time.perf_counter() - t) * 1000, 2))
 
 
-@router.get("/search_text", response_model=TextSearchResponse, responses=ERRORS)
+@router.get("/search_text", response_model=TextSearchResponse, responses=ERRORS, dependencies=[TextSlot])
 def search_text(service: ServiceDep, settings: SettingsDep,
                 query: str = Query(..., min_length=1, max_length=1000, examples=["handbag"]),
                 top_k: int = Query(10, ge=1, le=100), label: str | None = Query(None, max_length=200),
@@ -62,7 +62,7 @@ def search_text(service: ServiceDep, settings: SettingsDep,
     return _text(service, settings, TextSearchRequest(query=query, top_k=top_k, label=label, spaces=spaces))
 
 
-@router.post("/search_text", response_model=TextSearchResponse, responses=ERRORS)
+@router.post("/search_text", response_model=TextSearchResponse, responses=ERRORS, dependencies=[TextSlot])
 def search_text_post(service: ServiceDep, settings: SettingsDep, req: TextSearchRequest):
     """The same as GET, with a JSON body."""
     return _text(service, settings, req)
