@@ -26,7 +26,10 @@ def get_service(request: Request) -> SearchService:
 
 
 def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings = getattr(request.app.state, "settings", None)
+    if settings is None:
+        raise HTTPException(503, "the service is still starting", headers={"Retry-After": "5"})
+    return settings
 
 
 def get_ingest(request: Request) -> Ingest:
@@ -53,17 +56,20 @@ def _check_key(settings: Settings, key: str | None) -> None:
 
 def require_write_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
     """Writes (upload, scan, delete, reload) need a valid key: 401 without one, 403 with a wrong one."""
-    _check_key(request.app.state.settings, key)
+    _check_key(get_app_settings(request), key)
 
 
 def require_read_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
     """With REQUIRE_KEY_FOR_READS, reads need a valid key too (`create_app` adds this to the read routers)."""
-    _check_key(request.app.state.settings, key)
+    _check_key(get_app_settings(request), key)
 
 
 def _slot(kind: str):
     def slot(request: Request) -> Iterator[None]:
-        sem: threading.BoundedSemaphore = request.app.state.limits[kind]
+        limits = getattr(request.app.state, "limits", None)
+        if limits is None:
+            raise HTTPException(503, "the service is still starting", headers={"Retry-After": "5"})
+        sem: threading.BoundedSemaphore = limits[kind]
         settings: Settings = request.app.state.settings
         if not sem.acquire(timeout=settings.busy_wait_seconds):
             setting = "MAX_CONCURRENT_IMAGE_REQUESTS" if kind == "image" else "MAX_CONCURRENT_TEXT_SEARCHES"

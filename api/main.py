@@ -7,12 +7,13 @@ caps), error handlers and one router per resource (`api/routes/`).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from api.deps import ReadKey, make_limits
 from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyLimitMiddleware
@@ -117,11 +118,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, cap_for=cap_for)
 
+    @app.middleware("http")
+    async def _options(request: Request, call_next):
+        # OPTIONS names every method of the path (Starlette would answer 405 with the first route's only)
+        if request.method != "OPTIONS":
+            return await call_next(request)
+        if not hasattr(app.state, "path_methods"):  # path template regex → methods, from the OpenAPI schema
+            app.state.path_methods = [
+                (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"),
+                 {m.upper() for m in ops})
+                for path, ops in app.openapi()["paths"].items()]
+        methods: set[str] = set()
+        for regex, ops in app.state.path_methods:
+            if regex.match(request.url.path):
+                methods |= ops
+        if not methods:
+            return JSONResponse({"detail": f"no route {request.url.path}"}, status_code=404)
+        allow = ", ".join(sorted(methods | {"OPTIONS"}))
+        return Response(status_code=204, headers={"Allow": allow})
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError):
         # one documented shape for every error: {"detail": str}, naming each bad field
         parts = []
         for err in e.errors()[:10]:
+            if err.get("type") == "json_invalid":
+                parts.append(f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'syntax')})")
+                continue
             where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
         return JSONResponse({"detail": "; ".join(parts)[:2000]}, status_code=422)

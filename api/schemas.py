@@ -163,4 +163,5 @@ class ErrorResponse(BaseModel):
 
 
 #: the error answers a route may give, for its `responses=` (documented in Swagger)
-ERRORS: dict[int | str, dict] = {c: {"model": ErrorResponse} for c in (401, 403, 404, 409, 413, 415, 422, 503)}
+ERRORS: dict[int | str, dict] = {c: {"model": ErrorResponse}
+                                 for c in (400, 401, 403, 404, 409, 410, 413, 415, 422, 503)}

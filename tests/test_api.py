@@ -313,3 +313,17 @@ def test_label_filters_are_cached_with_a_bound(service):
     for n in range(SELECTOR_CACHE * 3):
         service.search_text("car", top_k=1, label=f"no-such-label-{n}")
     assert all(len(ix._selectors) <= SELECTOR_CACHE for ix in service.indexes.values())
+
+
+def test_documented_shapes_hold_for_odd_requests(client):
+    """OPTIONS names every method of a path; malformed JSON and multipart bodies get {"detail": str}
+    with a documented status."""
+    r = client.options("/api/search_text")
+    assert r.status_code == 204 and set(r.headers["allow"].split(", ")) == {"GET", "POST", "OPTIONS"}
+    assert set(client.options("/api/images/1").headers["allow"].split(", ")) == {"GET", "DELETE", "OPTIONS"}
+    bad = client.post("/api/search_text", content=b"{not json", headers={"content-type": "application/json"})
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("the request body is not valid JSON")
+    broken = client.post("/api/search_image", content=b"--x\r\nbroken",
+                         headers={"content-type": "multipart/form-data; boundary=x"})
+    documented = client.get("/openapi.json").json()["paths"]["/api/search_image"]["post"]["responses"]
+    assert str(broken.status_code) in documented and isinstance(broken.json()["detail"], str)
