@@ -79,11 +79,14 @@ class Detector:
 
     @classmethod
     def load(cls, weights: str | Path, *, imgsz: int = 640, conf: float = 0.25, iou: float = 0.45,
-             max_det: int = 100, device: str | None = "cpu") -> "Detector":
+             max_det: int = 100, device: str | None = "cpu", allow_pickle: bool = True) -> "Detector":
         """Load YOLOv5 weights from a local file.
 
         Args:
             weights: path to a `.pt` checkpoint (release/training pickle or state-dict format).
+            allow_pickle: also accept a pickled checkpoint (it can run code when loaded: only for a file the
+                user named). Weights fetched from an MLflow server are loaded with False: the state-dict
+                format only (`torch.load(weights_only=True)`).
             imgsz: square inference size in pixels, rounded up to the model stride.
             conf: minimum confidence kept after NMS. iou: NMS IoU threshold.
             max_det: detections kept per image. device: "cpu", "0", "cuda:0"… (CPU fallback).
@@ -91,7 +94,7 @@ class Detector:
         Raises:
             FileNotFoundError: `weights` does not exist (nothing is downloaded; run
                 `make weights` or set DETECTOR_WEIGHTS / MODEL_URI).
-            ValueError: the file is not a YOLOv5 checkpoint.
+            ValueError: the file is not a YOLOv5 checkpoint, or is a pickle and `allow_pickle` is False.
         """
         path = Path(weights)
         if not path.is_file():
@@ -104,7 +107,13 @@ class Detector:
         dev = resolve_device(device)
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
+        except Exception as e:
+            if not allow_pickle:
+                raise ValueError(
+                    f"{path.name} is a pickled checkpoint, which can run code when loaded; weights from a tracking "
+                    "server are only loaded in the state-dict format. Log the run again with this project's "
+                    "yolov5/train_mlflow.py or baseline.py (they log state dicts), or point DETECTOR_WEIGHTS at a "
+                    "local file you trust.") from e
             # Release/training checkpoints are pickles of yolov5 classes (see the module docstring).
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
         if isinstance(ckpt, dict) and "state_dict" in ckpt and "yaml" in ckpt:
@@ -128,6 +137,32 @@ class Detector:
         model.to(dev)
         return cls(model, names, weights_path=path, weights_sha256=file_sha256(path), imgsz=imgsz, conf=conf,
                    iou=iou, max_det=max_det, device=dev)
+
+    @staticmethod
+    def save_state_dict(checkpoint: str | Path, out: str | Path) -> Path:
+        """Write a YOLOv5 checkpoint (a local pickle this process trusts, e.g. one it just trained) in the
+        state-dict format: `{format, yaml, names, stride, state_dict (fp16)}`, loadable with
+        `torch.load(..., weights_only=True)` and by `Detector.load(..., allow_pickle=False)`.
+
+        Returns:
+            `out`. Raises ValueError: not a YOLOv5 checkpoint.
+        """
+        ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
+        if isinstance(ckpt, dict) and "state_dict" in ckpt and "yaml" in ckpt:
+            d = ckpt
+        else:
+            model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
+            if not isinstance(model, torch.nn.Module):
+                raise ValueError(f"{checkpoint} is not a YOLOv5 checkpoint (no model inside)")
+            names = model.names
+            d = {"format": f"yolov5 state_dict (from {Path(checkpoint).name})", "yaml": dict(model.yaml),
+                 "names": list(names.values()) if isinstance(names, dict) else list(names),
+                 "stride": [float(s) for s in model.stride],
+                 "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}}
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(d, out)
+        return out
 
     @torch.inference_mode()
     def detect(self, images: list[Image.Image]) -> list[list[Detection]]:

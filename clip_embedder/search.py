@@ -353,16 +353,20 @@ def load_detector(settings: Settings) -> Detector:
 
     Raises:
         FileNotFoundError: no weights at DETECTOR_WEIGHTS. RuntimeError: MLflow resolution failed.
+        ValueError: weights from MLflow that are a pickle, not the state-dict format.
     """
     weights: str | Path = settings.detector_weights
     source: dict = {"weights": str(weights)}
-    if settings.model_uri or settings.mlflow_run_id:
+    from_server = bool(settings.model_uri or settings.mlflow_run_id)
+    if from_server:
         from clip_embedder.registry import fetch_detector_weights  # noqa: PLC0415
 
         fetched = fetch_detector_weights(settings)
         weights, source = fetched.path, fetched.describe()
+    # weights from a tracking server are never unpickled (whoever can write there would run code here)
     detector = Detector.load(weights, imgsz=settings.detector_imgsz, conf=settings.detector_conf,
-                             iou=settings.detector_iou, max_det=settings.detector_max_det, device=settings.device)
+                             iou=settings.detector_iou, max_det=settings.detector_max_det, device=settings.device,
+                             allow_pickle=not from_server)
     detector.source = source
     return detector
 

@@ -225,3 +225,30 @@ def test_relative_dataset_yaml_is_resolved_against_its_folder(tiny_subset, tmp_p
     assert mc.resolve_data("x.yaml", tiny_subset.name, tiny_subset.parent) == tiny_subset / "coco_subset.yaml"
     with pytest.raises(FileNotFoundError, match="extract_coco_subset"):
         mc.resolve_data("x.yaml", "version_99", tiny_subset.parent)
+
+
+def test_weights_from_the_tracking_server_are_never_unpickled(trained, mlflow_store, tmp_path):
+    """Training logs a state dict (loads with weights_only=True); a pickle put on the server by someone else
+    is refused by the service, with a message saying what to do."""
+    import mlflow
+    import torch
+
+    from clip_embedder.config import Settings
+    from clip_embedder.detector import file_sha256
+    from clip_embedder.registry import SHA_TAG
+    from clip_embedder.search import load_detector
+
+    got = mlflow.artifacts.download_artifacts(run_id=trained.info.run_id, artifact_path="weights/best.pt",
+                                              dst_path=str(tmp_path / "dl"))
+    assert isinstance(torch.load(got, weights_only=True)["state_dict"], dict)
+    exp = mlflow.get_experiment_by_name("t").experiment_id
+    pickled = tmp_path / "weights" / "best.pt"
+    pickled.parent.mkdir()
+    pickled.write_bytes(YOLO_WEIGHTS.read_bytes())  # a release pickle: unpickling it could run anything
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.set_tag(SHA_TAG, file_sha256(pickled))
+        mlflow.log_artifact(str(pickled), artifact_path="weights")
+    s = Settings(_env_file=None, model_uri=f"runs:/{run.info.run_id}/weights/best.pt",
+                 mlflow_tracking_uri=mlflow_store)
+    with pytest.raises(ValueError, match="pickled checkpoint.*state-dict format"):
+        load_detector(s)

@@ -61,12 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.set_tags({"task": "baseline", "dataset_version": args.coco_subset_data_version or data.parent.name,
                          "dataset_manifest_sha256": manifest_sha or "none", "git_commit": mc.git_commit(),
                          "initial_weights": Path(weights).name, "initial_weights_sha256": file_sha256(weights),
-                         "head_cut_to_dataset_classes": str(served != Path(weights)), SHA_TAG: file_sha256(served),
-                         **mc.system_info()})
+                         "head_cut_to_dataset_classes": str(served != Path(weights)), **mc.system_info()})
         mlflow.log_params({"weights": Path(weights).name, "imgsz": args.imgsz, "epochs": 0})
         # the artifact is named best.pt like a training run's, so one MODEL_URI shape serves both
-        best = Path(args.project) / "_init" / "best.pt"
-        best.write_bytes(served.read_bytes())
+        # logged as a state dict (weights_only=True loads it), never as a pickle
+        from clip_embedder.detector import Detector
+
+        best = Detector.save_state_dict(served, Path(args.project) / "_init" / "best.pt")
+        mlflow.set_tag(SHA_TAG, file_sha256(best))
         mlflow.log_artifact(str(best), artifact_path="weights")
         if manifest:
             mlflow.log_artifact(str(manifest), artifact_path="dataset")

@@ -31,7 +31,8 @@ def resolve_weights(weights: str, cache: Path) -> tuple[str, str | None]:
         from clip_embedder.registry import fetch_detector_weights
 
         fetched = fetch_detector_weights(Settings(_env_file=None, model_uri=weights), cache_dir=cache)
-        return str(fetched.path), fetched.run_id
+        # never unpickled: the state dict is read with weights_only=True and rebuilt here
+        return mc.checkpoint_from_state_dict(fetched.path, cache / fetched.run_id), fetched.run_id
     return mc.local_weights(weights), None
 
 

@@ -139,6 +139,34 @@ def dataset_names(data_yaml: Path) -> list[str]:
     return list(names.values()) if isinstance(names, dict) else list(names)
 
 
+def checkpoint_from_state_dict(path: str | Path, out_dir: Path) -> str:
+    """A yolov5 checkpoint (the pickle `yolov5 val` loads) rebuilt locally from a state-dict file, which is
+    read with `weights_only=True`: weights fetched from a tracking server are never unpickled.
+
+    Raises:
+        ValueError: the file is not in the state-dict format (a pickle from a server is refused).
+    """
+    import torch  # noqa: PLC0415
+
+    from clip_embedder.detector import Detector  # noqa: PLC0415
+
+    det = Detector.load(path, allow_pickle=False)  # refuses a pickle; rebuilds DetectionModel from the dict
+    out = Path(out_dir) / f"{Path(path).stem}_yolov5_{file_sha256_short(path)}.pt"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        model = det.model.float().cpu()
+        model.names, model.nc = list(det.names), len(det.names)
+        torch.save({"epoch": -1, "best_fitness": None, "model": model.half(), "ema": None, "updates": None,
+                    "optimizer": None, "date": None}, out)
+    return str(out)
+
+
+def file_sha256_short(path: str | Path) -> str:
+    from clip_embedder.detector import file_sha256  # noqa: PLC0415
+
+    return file_sha256(path)[:12]
+
+
 def subset_head_weights(weights: str, names: list[str], out_dir: Path) -> str:
     """Weights whose detection head predicts exactly `names`, cut from a checkpoint that knows them all.
 

@@ -129,10 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         if not best.is_file():
             print(f"error: training produced no {best}", file=sys.stderr)
             return 1
-        mlflow.set_tag(SHA_TAG, file_sha256(best))
-        mlflow.log_artifact(str(best), artifact_path="weights")
+        # the tracking server gets state dicts (loaded with weights_only=True), never pickles: whoever can
+        # write to it must not be able to run code in the API or the indexer
+        from clip_embedder.detector import Detector
+
+        logged = save_dir / "mlflow_weights"
+        best_sd = Detector.save_state_dict(best, logged / "best.pt")
+        mlflow.set_tag(SHA_TAG, file_sha256(best_sd))
+        mlflow.log_artifact(str(best_sd), artifact_path="weights")
         if (wdir / "last.pt").is_file():
-            mlflow.log_artifact(str(wdir / "last.pt"), artifact_path="weights")
+            mlflow.log_artifact(str(Detector.save_state_dict(wdir / "last.pt", logged / "last.pt")),
+                                artifact_path="weights")
         for name in ("results.csv", "opt.yaml", "hyp.yaml"):
             if (save_dir / name).is_file():
                 mlflow.log_artifact(str(save_dir / name))
