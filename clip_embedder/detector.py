@@ -13,6 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,7 +152,7 @@ class Detector:
         if isinstance(ckpt, dict) and "state_dict" in ckpt and "yaml" in ckpt:
             d = ckpt
         else:
-            model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
+            model: Any = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
             if not isinstance(model, torch.nn.Module):
                 raise ValueError(f"{checkpoint} is not a YOLOv5 checkpoint (no model inside)")
             names = model.names
