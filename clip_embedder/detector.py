@@ -155,10 +155,12 @@ class Detector:
             model: Any = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
             if not isinstance(model, torch.nn.Module):
                 raise ValueError(f"{checkpoint} is not a YOLOv5 checkpoint (no model inside)")
-            names = model.names
-            d = {"format": f"yolov5 state_dict (from {Path(checkpoint).name})", "yaml": dict(model.yaml),
+            names: Any = model.names
+            cfg: Any = model.yaml
+            strides: Any = model.stride
+            d = {"format": f"yolov5 state_dict (from {Path(checkpoint).name})", "yaml": dict(cfg),
                  "names": list(names.values()) if isinstance(names, dict) else list(names),
-                 "stride": [float(s) for s in model.stride],
+                 "stride": [float(s) for s in strides],
                  "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}}
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
