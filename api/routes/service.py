@@ -1,18 +1,25 @@
 """Service: health and reload (metrics are mounted by `api.main` at /metrics)."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
+
+from fastapi import APIRouter, HTTPException, Request
 
 from api.deps import ServiceDep, WriteKey
-from api.schemas import ERRORS, HealthResponse
+from api.schemas import ERRORS, ErrorResponse, HealthResponse
 
 router = APIRouter(prefix="/api", tags=["service"])
 
 
-@router.get("/health", response_model=HealthResponse)
-def health(service: ServiceDep):
+@router.get("/health", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
+def health(service: ServiceDep, request: Request):
     """Spaces (model, weights, dim, vectors, FAISS state), row counts, queue depth, the detector, refused
-    spaces, labels."""
+    spaces, labels. 503 at once while the database is away."""
+    follower = getattr(request.app.state, "follower", None)
+    if follower is not None and follower.db_down is not None:
+        since, why = follower.db_down
+        raise HTTPException(503, f"the database has been unavailable for {time.monotonic() - since:.0f}s ({why}); "
+                                 "reconnecting", headers={"Retry-After": "5"})
     h = service.health()
     h["queue"] = service.store.queue_depth()
     h["workers"] = service.store.active_workers(2 * service.settings.worker_stalled_after)
