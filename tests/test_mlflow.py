@@ -238,6 +238,7 @@ def test_weights_from_the_tracking_server_are_never_unpickled(trained, mlflow_st
     from clip_embedder.registry import SHA_TAG
     from clip_embedder.search import load_detector
 
+    mlflow.set_tracking_uri(mlflow_store)  # another test may have pointed MLflow elsewhere
     got = mlflow.artifacts.download_artifacts(run_id=trained.info.run_id, artifact_path="weights/best.pt",
                                               dst_path=str(tmp_path / "dl"))
     assert isinstance(torch.load(got, weights_only=True)["state_dict"], dict)
