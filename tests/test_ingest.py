@@ -386,23 +386,30 @@ def test_micro_batcher_batches_waiting_jobs_and_fails_files_alone(env, detector,
     assert batcher.submit(files[0]).batch_size == 1  # a lone job waits for nobody (and is skipped: indexed)
 
 
-def test_the_service_survives_postgres_being_killed(env):
+def test_the_service_survives_postgres_being_killed(env, monkeypatch):
     """kill -9 of the embedded postmaster: /api/health says so within a second (503, {"detail"},
     Retry-After), other routes answer 503 instead of hanging, the server is started again and the
     service answers as before — without an API restart."""
+    import clip_embedder.live as live
+
     text = env.http.get("/api/search_text", params={"query": "bird", "top_k": 3})
     assert text.status_code == 200
+    restart = live.restart_embedded_server
+    monkeypatch.setattr(live, "restart_embedded_server", lambda url: False)  # hold the outage open a while
     pid = int((env.tmp / "pgdata" / "postmaster.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
-    assert wait_for(lambda: env.http.get("/api/health").status_code == 503, 10)
     t = time.perf_counter()
     h = env.http.get("/api/health")
-    assert time.perf_counter() - t < 1.0 and h.headers.get("Retry-After")
-    assert "database" in h.json()["detail"]
+    assert h.status_code == 503 and time.perf_counter() - t < 1.5, (h.status_code, time.perf_counter() - t)
+    assert h.headers.get("Retry-After") and "database" in h.json()["detail"]
+    t = time.perf_counter()
     down = env.http.get("/api/search_text", params={"query": "bird", "top_k": 3})
-    assert down.status_code in (200, 503)  # 200 when the server was already back
+    # pooled connections whose backend outlives the postmaster for a moment may still answer: either way no
+    # hang and no plain-text 500
+    assert down.status_code in (200, 503) and time.perf_counter() - t < 8
     if down.status_code == 503:
         assert down.headers["Retry-After"] and isinstance(down.json()["detail"], str)
+    monkeypatch.setattr(live, "restart_embedded_server", restart)
     assert wait_for(lambda: env.http.get("/api/health").status_code == 200, 60), "the database did not come back"
     again = env.http.get("/api/search_text", params={"query": "bird", "top_k": 3})
     assert again.status_code == 200 and again.json()["results"] == text.json()["results"]

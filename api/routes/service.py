@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Request
 
 from api.deps import ServiceDep, WriteKey
@@ -20,6 +21,12 @@ def health(service: ServiceDep, request: Request):
         since, why = follower.db_down
         raise HTTPException(503, f"the database has been unavailable for {time.monotonic() - since:.0f}s ({why}); "
                                  "reconnecting", headers={"Retry-After": "5"})
+    try:  # a one-second probe, so health answers fast even before the follower has noticed
+        with service.store.pool.connection(timeout=1.0) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as e:
+        raise HTTPException(503, f"the database is unavailable ({type(e).__name__}); reconnecting",
+                            headers={"Retry-After": "5"}) from None
     h = service.health()
     h["queue"] = service.store.queue_depth()
     h["workers"] = service.store.active_workers(2 * service.settings.worker_stalled_after)
