@@ -2,9 +2,9 @@
 the ingest queue and the API-key checks."""
 from __future__ import annotations
 
+import asyncio
 import hmac
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -65,16 +65,20 @@ def require_read_key(request: Request, key: Annotated[str | None, Security(api_k
 
 
 def _slot(kind: str):
-    def slot(request: Request) -> Iterator[None]:
+    # async: a request waiting for a slot waits in the event loop, not in one of the threads that sync
+    # routes (health among them) run in
+    async def slot(request: Request) -> AsyncIterator[None]:
         limits = getattr(request.app.state, "limits", None)
         if limits is None:
             raise HTTPException(503, "the service is still starting", headers={"Retry-After": "5"})
-        sem: threading.BoundedSemaphore = limits[kind]
+        sem: asyncio.Semaphore = limits[kind]
         settings: Settings = request.app.state.settings
-        if not sem.acquire(timeout=settings.busy_wait_seconds):
+        try:
+            await asyncio.wait_for(sem.acquire(), timeout=settings.busy_wait_seconds or 0.001)
+        except TimeoutError:
             setting = "MAX_CONCURRENT_IMAGE_REQUESTS" if kind == "image" else "MAX_CONCURRENT_TEXT_SEARCHES"
             raise HTTPException(503, f"the service is busy with other {kind} requests ({setting}); retry shortly",
-                                headers={"Retry-After": "2"})
+                                headers={"Retry-After": "2"}) from None
         try:
             yield
         finally:
@@ -82,10 +86,10 @@ def _slot(kind: str):
     return slot
 
 
-def make_limits(settings: Settings) -> dict[str, threading.BoundedSemaphore]:
-    """One semaphore per kind of heavy request (set on `app.state.limits` at start-up)."""
-    return {"image": threading.BoundedSemaphore(settings.max_concurrent_image_requests),
-            "text": threading.BoundedSemaphore(settings.max_concurrent_text_searches)}
+def make_limits(settings: Settings) -> dict[str, asyncio.Semaphore]:
+    """One semaphore per kind of heavy request (set on `app.state.limits` at start-up, on the event loop)."""
+    return {"image": asyncio.Semaphore(settings.max_concurrent_image_requests),
+            "text": asyncio.Semaphore(settings.max_concurrent_text_searches)}
 
 
 ServiceDep = Annotated[SearchService, Depends(get_service)]

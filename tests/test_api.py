@@ -290,12 +290,12 @@ def test_bodies_are_capped_while_they_stream(live_api, settings):
 
 
 def test_heavy_requests_beyond_the_limit_get_503_and_health_still_answers(client, subset):
-    import threading
+    import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
     app = client.app
     old_limits, old_wait = app.state.limits, app.state.settings.busy_wait_seconds
-    app.state.limits = {**old_limits, "image": threading.BoundedSemaphore(1)}
+    app.state.limits = {**old_limits, "image": asyncio.Semaphore(1)}
     app.state.settings.busy_wait_seconds = 0.0
     data = subset_files(subset)[5][0].read_bytes()
     try:
