@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -276,12 +277,38 @@ class TextEmbedder(Embedder):
             raise RuntimeError(f"cannot load the text model {self.model_path!r}: {e}. Set TEXT_MODEL to a local "
                                "sentence-transformers folder, or leave it empty for the bundled MiniLM.") from e
 
+    #: texts whose vectors are remembered (descriptions repeat: every crop of a class has the same one;
+    #: queries repeat too). Keyed by the text; one cache per embedder, i.e. per space identity.
+    CACHE_SIZE = 20_000
+
     def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Embed strings, each distinct text once: repeats within the call and texts seen before (an LRU
+        of `CACHE_SIZE`) are not run through the model again. Returns (len(texts), dim) float32."""
         self.load()
         if not texts:
             return np.zeros((0, self.identity.dim), np.float32)
-        return l2_normalize(self._model.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                               show_progress_bar=False, convert_to_numpy=True))
+        if not hasattr(self, "_cache"):
+            self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+            self._cache_lock = threading.Lock()
+            self.cache_hits = self.cache_misses = 0
+        unique = list(dict.fromkeys(texts))
+        with self._cache_lock:
+            missing = [t for t in unique if t not in self._cache]
+            self.cache_hits += len(texts) - len(missing)
+            self.cache_misses += len(missing)
+        if missing:
+            vecs = l2_normalize(self._model.encode(missing, batch_size=64, normalize_embeddings=True,
+                                                   show_progress_bar=False, convert_to_numpy=True))
+            with self._cache_lock:
+                for t, v in zip(missing, vecs):
+                    self._cache[t] = v
+        with self._cache_lock:
+            out = np.stack([self._cache[t] for t in texts])
+            for t in unique:
+                self._cache.move_to_end(t)
+            while len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return out
 
 
 def create_embedder(space: str, settings: Settings) -> Embedder:

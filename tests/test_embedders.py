@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from clip_embedder.embedders import ClipEmbedder, describe_detections
+
 from conftest import IMAGES
 
 
@@ -51,3 +52,22 @@ def test_clip_hub_tag_offline_is_a_clear_error(tiny_clip):
     e = ClipEmbedder("tiny-test-clip", "no-such-hub-tag", tiny_clip[0])
     with pytest.raises(RuntimeError, match="CLIP_PRETRAINED"):
         e.load()
+
+
+def test_text_embeddings_of_repeated_texts_are_computed_once(embedders):
+    """Descriptions repeat (every crop of a class has the same one): each distinct text goes through the
+    model once, and the vectors equal those of a fresh, uncached embedding."""
+    from clip_embedder.embedders import TextEmbedder
+
+    t = embedders["text"]
+    z, k = "a photo of a zebra (cache test)", "a photo of a kite (cache test)"
+    texts = [z, k, z, k] * 5
+    hits, misses = getattr(t, "cache_hits", 0), getattr(t, "cache_misses", 0)
+    v = t.embed_texts(texts)
+    assert t.cache_misses - misses == 2 and t.cache_hits - hits == 18
+    fresh = TextEmbedder(t.model_path).load()
+    ref = fresh._model.encode([z, k], normalize_embeddings=True)
+    assert np.allclose(v[0], ref[0], atol=1e-6) and np.allclose(v[3], ref[1], atol=1e-6)
+    assert np.array_equal(v[0], v[2]) and v.shape == (20, t.identity.dim)
+    again = t.embed_texts([k])
+    assert t.cache_misses - misses == 2 and np.array_equal(again[0], v[1])
