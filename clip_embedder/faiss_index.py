@@ -265,16 +265,23 @@ class SpaceIndex:
         return D, ids
 
     # --- live updates --------------------------------------------------------------------------
+    def _append(self, ids: np.ndarray, vecs: np.ndarray, meta: dict[str, np.ndarray]) -> int:
+        """Add vectors (ids int64 (n,), float32 (n, dim)) and their filter metadata (same order)."""
+        if not len(ids):
+            return 0
+        self.index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
+        self.meta = {k: np.concatenate([self.meta[k], meta[k]]) for k in self.meta}
+        self.max_id = max(self.max_id, int(ids.max()))
+        return len(ids)
+
     def _add(self, store: Store, after_id: int) -> int:
-        added = 0
-        for ids, vecs in store.iter_vectors(self.identity.name, after_id=after_id):
-            self.index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
-            added += len(ids)
-        if added:
-            meta = store.item_meta(self.identity.name, after_id=after_id)
-            self.meta = {k: np.concatenate([self.meta[k], meta[k]]) for k in self.meta}
-            self.max_id = max(self.max_id, int(meta["ids"].max()) if len(meta["ids"]) else 0)
-        return added
+        """Add every vector with item id > after_id (in id order, as `item_meta` returns them)."""
+        batches = list(store.iter_vectors(self.identity.name, after_id=after_id))
+        if not batches:
+            return 0
+        ids = np.concatenate([i for i, _ in batches])
+        return self._append(ids, np.vstack([v for _, v in batches]),
+                            store.item_meta(self.identity.name, after_id=after_id))
 
     def _remove(self, ids: np.ndarray) -> int:
         if not len(ids):
@@ -332,12 +339,8 @@ class SpaceIndex:
             return 0
         got = np.array([r["item_id"] for r in rows], np.int64)
         vecs = np.stack([np.asarray(r["embedding"].to_numpy(), np.float32) for r in rows])
-        self.index.add_with_ids(np.ascontiguousarray(vecs), got)
-        self.meta = {"ids": np.concatenate([self.meta["ids"], got]),
-                     "kind": np.concatenate([self.meta["kind"], np.array([r["kind"] for r in rows], dtype=object)]),
-                     "label": np.concatenate([self.meta["label"], np.array([r["label"] for r in rows], dtype=object)])}
-        self.max_id = max(self.max_id, int(got.max()))
-        return len(rows)
+        return self._append(got, vecs, {"ids": got, "kind": np.array([r["kind"] for r in rows], dtype=object),
+                                        "label": np.array([r["label"] for r in rows], dtype=object)})
 
     def save(self, store: Store, faiss_dir: Path) -> None:
         """Write the in-memory index and its watermark (as `build` does), atomically."""

@@ -6,12 +6,14 @@ with its image id and no job; a file already queued or running shares that job.
 """
 from __future__ import annotations
 
+import io
 import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import procrastinate
+from PIL import Image
 
 from clip_embedder.config import Settings
 from clip_embedder.images import decode_image, list_images, sha256_bytes
@@ -50,16 +52,10 @@ def validate_upload(data: bytes, file_name: str, settings: Settings) -> Upload:
     Raises:
         ImageError: with the same status and message a search upload gets.
     """
-    img = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels,
-                       name=f"upload {file_name}".strip())
-    fmt = getattr(img, "format", None)
-    if fmt is None:  # decode_image returns a converted copy; read the format from the header
-        import io  # noqa: PLC0415
-
-        from PIL import Image  # noqa: PLC0415
-
-        with Image.open(io.BytesIO(data)) as f:
-            fmt = f.format
+    decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels,
+                 name=f"upload {file_name}".strip())
+    with Image.open(io.BytesIO(data)) as f:  # the decoded copy is RGB-converted: the format is in the header
+        fmt = f.format
     return Upload(data, sha256_bytes(data), fmt, Path(file_name or "upload").name[:255] or "upload")
 
 

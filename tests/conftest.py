@@ -132,6 +132,16 @@ def client(settings, indexed):
         yield c
 
 
+def wait_for(predicate, timeout: float = 20.0, every: float = 0.1) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,7 @@ import io
 import pytest
 from PIL import Image
 
-from conftest import gt_classes, subset_files
+from conftest import gt_classes, subset_files, wait_for
 
 
 def jpeg(path) -> bytes:
@@ -116,17 +116,6 @@ def test_missing_file_is_404_not_500(client, store, tmp_path):
     finally:
         with store.conn() as c:
             c.execute("DELETE FROM images WHERE id=%s", (ids[0],))
-
-
-def wait_for(predicate, timeout=15.0):
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_running_api_follows_writes_and_deletes(client, store, subset):

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import MOBILENET, ROOT, SHARED, YOLO_WEIGHTS, free_port
+from conftest import MOBILENET, ROOT, SHARED, YOLO_WEIGHTS, free_port, wait_for
 
 PHOTOS = SHARED / "datasets" / "photos"
 COCO = SHARED / "datasets" / "coco128" / "images"
@@ -111,15 +111,6 @@ def env(tmp_path_factory):
     yield e
     e.stop_workers()
     e.stop_api()
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_fresh_service_starts_empty(env):

@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from conftest import MOBILENET, ROOT, YOLO_WEIGHTS, free_port
+from conftest import MOBILENET, ROOT, YOLO_WEIGHTS, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,15 +28,6 @@ def postmaster_pid(pgdata) -> int | None:
     return pid
 
 
-def wait_until(predicate, timeout=60.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 @pytest.fixture
 def env(tmp_path):
     e = {**os.environ, "PGDATA_DIR": str(tmp_path / "pgdata"), "FAISS_DIR": str(tmp_path / "faiss"),
@@ -51,11 +41,11 @@ def env(tmp_path):
             port = free_port()
             p = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port)], cwd=ROOT,
                                  env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            assert wait_until(lambda: _up(port), 120), "the API did not start"
+            assert wait_for(lambda: _up(port), 120), "the API did not start"
         else:
             p = subprocess.Popen([sys.executable, "-m", "clip_embedder.worker"], cwd=ROOT, env=e,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            assert wait_until(lambda: (tmp_path / "pgdata" / ".handle_pids.json").exists()
+            assert wait_for(lambda: (tmp_path / "pgdata" / ".handle_pids.json").exists()
                               and p.pid in json.loads((tmp_path / "pgdata" / ".handle_pids.json").read_text()), 120)
         procs.append(p)
         return p
@@ -84,7 +74,7 @@ def test_sigterm_to_the_last_user_stops_the_server(env):
     assert postmaster_pid(pgdata) == pm, "the worker still uses the server"
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) in (0, 143)  # 143: stopped while loading its models
-    assert wait_until(lambda: postmaster_pid(pgdata) is None, 30), "the embedded server outlived its last user"
+    assert wait_for(lambda: postmaster_pid(pgdata) is None, 30), "the embedded server outlived its last user"
 
 
 def test_a_user_killed_with_sigkill_is_dropped_at_the_next_start(env):
@@ -97,4 +87,4 @@ def test_a_user_killed_with_sigkill_is_dropped_at_the_next_start(env):
     assert api.pid not in json.loads((pgdata / ".handle_pids.json").read_text())
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=60)
-    assert wait_until(lambda: postmaster_pid(pgdata) is None, 30)
+    assert wait_for(lambda: postmaster_pid(pgdata) is None, 30)

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, Response
 from PIL import Image, ImageOps
 
@@ -86,7 +86,7 @@ def _jpeg(img: Image.Image) -> Response:
 
 @router.post("/images", status_code=202, response_model=TaskBatch, responses=ERRORS,
              dependencies=[WriteKey, ImageSlot])
-def add_images(request: Request, ingest: IngestDep, settings: SettingsDep,
+def add_images(ingest: IngestDep, settings: SettingsDep,
                files: Annotated[list[UploadFile], File(description="one or many JPEG, PNG, WebP, BMP or TIFF files")]):
     """Add photos to the index. Each file is checked (type, size, pixels, truncation) before anything is
     queued: one bad file refuses the request with that file's reason. New images are queued for the
@@ -97,7 +97,7 @@ def add_images(request: Request, ingest: IngestDep, settings: SettingsDep,
                                  "(MAX_FILES_PER_UPLOAD)")
     uploads = [validate_upload(read_upload(f, settings), f.filename or "upload", settings) for f in files]
     batch, tasks = ingest.add_uploads(uploads)
-    return batch_model(batch, tasks, request)
+    return batch_model(batch, tasks)
 
 
 @router.get("/images/{image_id}", response_model=ImageInfo, responses=ERRORS)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
 
 from api.deps import ServiceDep
@@ -21,7 +21,7 @@ def task_model(t: TaskRecord) -> TaskPublic:
                       created_at=t.created_at, updated_at=t.updated_at)
 
 
-def batch_model(batch: str, tasks: list[TaskRecord], request: Request | None = None) -> TaskBatch:
+def batch_model(batch: str, tasks: list[TaskRecord]) -> TaskBatch:
     return TaskBatch(batch=batch, tasks=[task_model(t) for t in tasks], counts=dict(Counter(t.status for t in tasks)))
 
 
