@@ -10,10 +10,26 @@ BBox = tuple[float, float, float, float]
 
 
 class SpaceHit(BaseModel):
-    """How one embedding space ranked a result."""
+    """How one embedding space (or the lexical / OCR matcher) ranked a result."""
 
     rank: int = Field(description="1-based rank of this result in that space")
-    similarity: float = Field(description="cosine similarity in that space")
+    similarity: float = Field(description="cosine similarity in that space (lexical: ts_rank_cd; ocr: 1)")
+
+
+class TagInfo(BaseModel):
+    """An ImageNet class given to an item by the tagger."""
+
+    label: str = Field(description="the class's name, e.g. 'Labrador retriever'")
+    score: float = Field(description="probability, 0..1")
+    source: str = Field("imagenet", description="the tagger")
+
+
+class OcrLineInfo(BaseModel):
+    """A line of text read in an image."""
+
+    text: str
+    confidence: float = Field(description="0..1")
+    bbox: BBox = Field(description="xyxy pixels in the image")
 
 
 class SearchHit(BaseModel):
@@ -29,8 +45,12 @@ class SearchHit(BaseModel):
     image_height: int = Field(description="height of the indexed image, pixels")
     score: float = Field(description="reciprocal-rank-fusion score over the spaces that found it")
     similarity: float = Field(description="best cosine similarity over those spaces")
-    spaces: dict[str, SpaceHit] = Field(description="which spaces found it, with rank and similarity")
+    spaces: dict[str, SpaceHit] = Field(description="which spaces found it, with rank and similarity ('lexical': "
+                                                    "its keywords matched; 'ocr': a quoted phrase is in its text)")
     file_name: str = Field(description="the upload's name or the path relative to the indexed folder")
+    tags: list[TagInfo] = Field(default_factory=list, description="the item's ImageNet tags, best first")
+    weak: bool = Field(False, description="below every space's relevance floor and not matched lexically (only "
+                                          "returned with include_weak)")
     image_url: str
     thumbnail_url: str
     crop_url: str
@@ -65,15 +85,18 @@ class TextSearchRequest(BaseModel):
     top_k: int = Field(10, ge=1, le=100)
     label: str | None = Field(None, max_length=200, description="only items detected with this class")
     spaces: list[str] | None = Field(None, max_length=8, description="restrict to these spaces (default: all)")
+    include_weak: bool = Field(False, description="also return hits below the relevance floors, flagged weak")
 
 
 class TextSearchResponse(BaseModel):
-    """Images matching a text query, one hit per image, best first."""
+    """Images matching a text query, one hit per image, best first. An empty `results` with a warning means
+    nothing in the index matches the query confidently."""
 
     query: str
     results: list[SearchHit]
     spaces: list[str]
     warnings: list[str]
+    hidden_weak: int = Field(0, description="hits dropped for being below the relevance floors")
     took_ms: float
 
 
@@ -85,6 +108,7 @@ class ObjectInfo(BaseModel):
     score: float | None
     bbox: BBox
     crop_url: str
+    tags: list[TagInfo] = Field(default_factory=list, description="the crop's ImageNet tags, best first")
 
 
 class ImageInfo(BaseModel):
@@ -97,7 +121,9 @@ class ImageInfo(BaseModel):
     width: int
     height: int
     split: str | None
-    description: str
+    description: str = Field(description="what the text space embeds: detected objects, tags, text read in it")
+    tags: list[TagInfo] = Field(default_factory=list, description="the whole image's ImageNet tags, best first")
+    ocr: list[OcrLineInfo] = Field(default_factory=list, description="text read in the image, top to bottom")
     objects: list[ObjectInfo]
     image_url: str
     thumbnail_url: str
@@ -110,7 +136,10 @@ class HealthResponse(BaseModel):
     counts: dict[str, int]
     spaces: dict[str, dict]
     refused: dict[str, str]
-    detector: dict
+    relevance_floors: dict[str, float] = Field(default_factory=dict, description="cosine floor of a confident "
+                                                                                 "text hit per space")
+    detector: dict = Field(description="weights, sha256, classes (count) and class_names (what it can detect), "
+                                       "image size, device, MLflow source")
     labels: list[str]
     queue: dict[str, int] = Field(default_factory=dict, description="indexing jobs by status (todo = queued)")
     workers: int = Field(0, description="queue workers with a recent heartbeat")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -64,6 +64,29 @@ class Settings(BaseSettings):
     text_model: str | None = Field(
         None, description="sentence-transformers model path or hub id; empty = bundled all-MiniLM-L6-v2")
     allow_downloads: bool = Field(False, description="let hub loaders download weights at run time")
+
+    # --- words: ImageNet tags, OCR, relevance floors ------------------------------------------------
+    tagger: Literal["imagenet", "off"] = Field("imagenet", description="tag every image and crop with its top "
+                                                                       "ImageNet classes (MobileNet-v1 head)")
+    tagger_weights: Path = Field(Path("models/mobilenet_quant_v1_224_head_layers.tflite"),
+                                 description="MobileNet-v1 ImageNet classifier head (.tflite)")
+    tagger_labels: Path = Field(Path("models/imagenet_labels.txt"), description="ImageNet labels (1,001 lines)")
+    # 0.15 / 3: on COCO128 crops, tags under 0.15 were mostly wrong (bench_quality.py, benchmarks/README.md)
+    tag_min_score: float = Field(0.15, ge=0, le=1, description="probability floor of an ImageNet tag")
+    tag_top_k: int = Field(3, ge=1, le=10, description="at most this many ImageNet tags per image or crop")
+    tag_confident_score: float = Field(0.5, ge=0, le=1, description="a tag this sure makes a word match on it a "
+                                                                     "confident hit; less sure tags only rank")
+    ocr: Literal["rapidocr", "tesseract", "off"] = Field(
+        "rapidocr", description="read text in each photo: rapidocr (English/Chinese, in the wheel), tesseract "
+                                "(OCR_LANGS, e.g. Korean; Debian packages) or off")
+    ocr_langs: str = Field("kor+eng", description="Tesseract languages (tesseract-ocr-<lang> packages)")
+    ocr_min_confidence: float = Field(0.6, ge=0, le=1, description="drop OCR words/lines less sure than this")
+    # calibrated on the COCO128 index: see benchmarks/README.md ("relevance floor")
+    text_min_similarity: float = Field(0.52, ge=-1, le=1, description="cosine floor of a confident hit in the "
+                                                                       "text space (MiniLM over descriptions)")
+    # not calibrated here (no CLIP weights offline); LAION-400M kept image-text pairs at ViT-B/32 cosine >= 0.3
+    clip_min_similarity: float = Field(0.2, ge=-1, le=1, description="cosine floor of a confident text→image hit "
+                                                                      "in the clip space")
 
     # --- indexing and serving ------------------------------------------------------------------
     batch_size: int = Field(16, ge=1, description="images per indexing batch")

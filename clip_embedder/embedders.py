@@ -201,10 +201,12 @@ class MobileNetEmbedder(Embedder):
         self._h, self._w = int(self._in["shape"][1]), int(self._in["shape"][2])
         self._run_lock = threading.Lock()
 
-    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+    def features(self, images: list[Image.Image]) -> np.ndarray:
+        """The extractor's raw output: (len(images), 1024) uint8 (quantised; dequantise with
+        `quantization`). The ImageNet tagger's head takes exactly these."""
         self.load()
         if not images:
-            return np.zeros((0, 1024), np.float32)
+            return np.zeros((0, 1024), np.uint8)
         bilinear = Image.Resampling.BILINEAR
         x = np.stack([np.asarray(im.convert("RGB").resize((self._w, self._h), bilinear), dtype=np.uint8)
                       for im in images])
@@ -215,9 +217,22 @@ class MobileNetEmbedder(Embedder):
                 self._batch = len(images)
             self._it.set_tensor(self._in["index"], x)
             self._it.invoke()
-            q = self._it.get_tensor(self._out["index"]).reshape(len(images), -1).astype(np.float32)
+            return self._it.get_tensor(self._out["index"]).reshape(len(images), -1).copy()
+
+    @property
+    def quantization(self) -> tuple[float, int]:
+        """(scale, zero point) of the raw features."""
+        self.load()
         scale, zero = self._out["quantization"]
-        return l2_normalize((q - zero) * scale)
+        return float(scale), int(zero)
+
+    def from_features(self, features: np.ndarray) -> np.ndarray:
+        """Vectors of this space from raw features ((n, 1024) uint8) → (n, 1024) float32, L2-normalised."""
+        scale, zero = self.quantization
+        return l2_normalize((np.asarray(features, np.float32).reshape(len(features), -1) - zero) * scale)
+
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        return self.from_features(self.features(images))
 
 
 class TextEmbedder(Embedder):
@@ -331,9 +346,16 @@ def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def describe_object(label: str) -> str:
-    """The text description of one detected object, e.g. "a photo of an umbrella"."""
-    return f"a photo of {_article(label)} {label}"
+def describe_object(label: str, tags: list[str] | tuple[str, ...] = ()) -> str:
+    """The text description of one detected object and its ImageNet tags, e.g. "a photo of a dog (Labrador
+    retriever)"; a tag equal to the label is not repeated."""
+    base = f"a photo of {_article(label)} {label}"
+    extra = [t for t in dict.fromkeys(tags) if t.lower() != label.lower()]
+    return f"{base} ({', '.join(extra)})" if extra else base
+
+
+def _and(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def describe_detections(labels: list[str]) -> str:
@@ -349,4 +371,26 @@ def describe_detections(labels: list[str]) -> str:
         counts[label] = counts.get(label, 0) + 1
     parts = [f"{_article(k)} {k}" if n == 1 else f"{n} {k}s"
              for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-    return "a photo of " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
+    return "a photo of " + _and(parts)
+
+
+#: characters of OCR text carried into a description (the text model reads 256 tokens at most)
+DESCRIPTION_TEXT_CHARS = 200
+
+
+def describe_image(labels: list[str], tags: list[str] | tuple[str, ...] = (), text: str = "") -> str:
+    """The description of a whole image: its detected objects, its ImageNet tags and the text read in it,
+    e.g. "a photo of 2 persons and a dog (Labrador retriever); text: 'EXIT'", or "a photo of a zebra" for
+    an image with no detections tagged `zebra`."""
+    tags = list(dict.fromkeys(tags))
+    if labels:
+        desc = describe_detections(labels)
+        extra = [t for t in tags if t.lower() not in {x.lower() for x in labels}]
+        if extra:
+            desc += f" ({', '.join(extra)})"
+    elif tags:
+        desc = "a photo of " + _and([f"{_article(t)} {t}" for t in tags])
+    else:
+        desc = describe_detections([])
+    text = " ".join(text.split())[:DESCRIPTION_TEXT_CHARS]
+    return f"{desc}; text: '{text}'" if text else desc

@@ -1,4 +1,4 @@
-"""The indexing pipeline: read → plan → decode → detect → crop → embed → write, over typed batches.
+"""The indexing pipeline: read → plan → decode → detect → crop → tag → ocr → describe → embed → write.
 
 Shaped after clip-retrieval's runner (reader → mapper → writer): each stage is a function that takes
 a `Batch`, fills its own fields and records its own wall time in `batch.timings`. Every runner
@@ -9,10 +9,14 @@ batches), the queue worker (`clip_embedder.worker`: one job per image, the jobs 
 | stage    | in → out                                                                              |
 |----------|---------------------------------------------------------------------------------------|
 | read     | `SourceFile`s → `RawImage`s (bytes + sha256); a file over the byte cap fails here      |
-| plan     | what is new, what is re-detected (another detector), what only lacks a space (back-fill) |
+| plan     | what is new, what is re-detected (another detector), what only lacks a space (back-fill),  |
+|          | what was tagged / OCR'd with another configuration (re-enriched: only changed items re-embedded) |
 | decode   | bytes → RGB images (pixel cap, truncation, format checks)                             |
 | detect   | new images → YOLOv5 detections                                                        |
 | crop     | detections → items (whole image + crops passing the crop policy) and their crops      |
+| tag      | crops → MobileNet features (kept for the mobilenet space) → ImageNet tags per item     |
+| ocr      | whole images → lines of text (boxes, confidence)                                       |
+| describe | label + tags (+ OCR text for the whole image) → each item's description and keywords  |
 | embed    | crops / descriptions → vectors in every active space                                  |
 | write    | one transaction per batch (a crash leaves nothing half-written), NOTIFY on commit     |
 """
@@ -35,13 +39,18 @@ from tqdm.auto import tqdm
 
 from clip_embedder.crops import CropPolicy
 from clip_embedder.detector import Detection, Detector
-from clip_embedder.embedders import Embedder, describe_detections, describe_object
+from clip_embedder.embedders import Embedder, MobileNetEmbedder, describe_image, describe_object
 from clip_embedder.images import ImageError, decode_image, sha256_bytes
+from clip_embedder.ocr import OcrEngine
 from clip_embedder.store import ImageRow, ItemRecord, ItemRow, Store
+from clip_embedder.tagger import ImageNetTagger, label_words
+
+#: the version of the description / keyword format (part of the enrichment signature: a change re-describes)
+DESCRIPTION_FORMAT = "d2"
 
 log = logging.getLogger(__name__)
 
-STAGES = ("read", "plan", "decode", "detect", "crop", "embed", "write")
+STAGES = ("read", "plan", "decode", "detect", "crop", "tag", "ocr", "describe", "embed", "write")
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -103,14 +112,18 @@ class Batch:
     known: dict[str, int] = field(default_factory=dict)           # sha256 → stored image id
     redetect_ids: set[int] = field(default_factory=set)            # stored images to detect again
     missing: dict[str, list[ItemRecord]] = field(default_factory=dict)  # space → items lacking a vector
+    reenrich: dict[int, list[ItemRecord]] = field(default_factory=dict)  # image id → its stored items
     to_decode: list[RawImage] = field(default_factory=list)
     # decode
     new: list[DecodedImage] = field(default_factory=list)          # to detect (new or re-detected)
     backfill: dict[int, Image.Image] = field(default_factory=dict)  # stored image id → image (missing spaces)
-    # detect / crop / embed / write
+    reenrich_images: dict[int, Image.Image] = field(default_factory=dict)  # stored image id → image
+    # detect / crop / tag / ocr / describe / embed / write
     detections: list[list[Detection]] = field(default_factory=list)
     rows: list[ImageRow] = field(default_factory=list)
+    row_images: list[Image.Image] = field(default_factory=list)    # the decoded image of each row
     crops: list[tuple[ItemRow, Image.Image]] = field(default_factory=list)
+    features: np.ndarray | None = None                               # MobileNet features of `crops`, uint8
     extra_crops: dict[str, list[tuple[int, Image.Image, str]]] = field(default_factory=dict)
     extra_vectors: dict[str, list[tuple[int, np.ndarray]]] = field(default_factory=dict)
     inserted: list[int] = field(default_factory=list)
@@ -152,16 +165,20 @@ def read_stage(batch: Batch, *, max_bytes: int) -> Batch:
 
 
 def plan_stage(batch: Batch, store: Store, *, spaces: Iterable[str], detector_sha256: str,
-               redetect: bool) -> Batch:
+               redetect: bool, enrichment: str | None = None) -> Batch:
     """Decide per file: skip (stored and complete, or a duplicate in this batch), index (new), detect again
-    (stored by another detector, when `redetect`), or back-fill (stored but lacking a vector in a space)."""
+    (stored by another detector, when `redetect`), back-fill (stored but lacking a vector in a space), or
+    re-enrich (tagged / OCR'd / described under another `enrichment` signature)."""
     with batch.timed("plan"):
         batch.known = store.images_by_sha([r.sha256 for r in batch.raw])
         batch.redetect_ids = (store.detected_by_other(list(batch.known.values()), detector_sha256)
                               if redetect else set())
         keep = [i for i in batch.known.values() if i not in batch.redetect_ids]
         batch.missing = {s: store.items_missing_space(keep, s) for s in spaces}
-        update_ids = {r.image_id for rows in batch.missing.values() for r in rows} | batch.redetect_ids
+        if enrichment is not None:
+            batch.reenrich = store.items_of(sorted(store.enriched_otherwise(keep, enrichment)))
+        update_ids = ({r.image_id for rows in batch.missing.values() for r in rows} | batch.redetect_ids
+                      | set(batch.reenrich))
         seen: set[str] = set()
         for raw in batch.raw:
             if (raw.sha256 in batch.known and batch.known[raw.sha256] not in update_ids) or raw.sha256 in seen:
@@ -189,7 +206,10 @@ def decode_stage(batch: Batch, *, max_bytes: int, max_pixels: int) -> Batch:
             elif image_id in batch.redetect_ids:
                 batch.new.append(DecodedImage(raw.source, raw.sha256, img, replace_id=image_id))
             else:
-                batch.backfill[image_id] = img
+                if image_id in batch.reenrich:
+                    batch.reenrich_images[image_id] = img
+                if any(r.image_id == image_id for rows in batch.missing.values() for r in rows):
+                    batch.backfill[image_id] = img
     return batch
 
 
@@ -200,49 +220,123 @@ def detect_stage(batch: Batch, detector: Detector) -> Batch:
     return batch
 
 
-def crop_stage(batch: Batch, policy: CropPolicy, *, detector_sha256: str) -> Batch:
+def crop_stage(batch: Batch, policy: CropPolicy, *, detector_sha256: str, enrichment: str | None = None) -> Batch:
     """Build the rows to write: per image its whole-image item and one item per detection kept by the
-    crop policy, with the crops to embed; and the crops of stored items lacking a space."""
+    crop policy, with the crops to tag and embed; the stored items of re-enriched images with their crops;
+    and the crops of stored items lacking a space. Descriptions are written later (describe stage)."""
     with batch.timed("crop"):
         for d, dets in zip(batch.new, batch.detections):
             img, w, h = d.image, *d.image.size
-            desc = describe_detections([x.label for x in dets])
             row = ImageRow(sha256=d.sha256, path=d.source.path, width=w, height=h, split=d.source.split,
-                           description=desc, detector_sha256=detector_sha256, replace_id=d.replace_id,
-                           file_name=d.source.file_name, storage=d.source.storage)
-            whole = ItemRow("image", None, None, (0.0, 0.0, float(w), float(h)), (0, 0, w, h), desc)
+                           description="", detector_sha256=detector_sha256, replace_id=d.replace_id,
+                           file_name=d.source.file_name, storage=d.source.storage, enrichment=enrichment)
+            whole = ItemRow("image", None, None, (0.0, 0.0, float(w), float(h)), (0, 0, w, h), "")
             row.items.append(whole)
             batch.crops.append((whole, img))
             for det in dets:
                 box = policy.crop_box(det.bbox, w, h)
                 if box is None:
                     continue
-                item = ItemRow("object", det.label, det.score, det.bbox, box, describe_object(det.label))
+                item = ItemRow("object", det.label, det.score, det.bbox, box, "")
                 row.items.append(item)
                 batch.crops.append((item, img.crop(box)))
                 batch.objects += 1
             batch.rows.append(row)
+            batch.row_images.append(img)
+        for image_id, img in batch.reenrich_images.items():
+            stored = batch.reenrich[image_id]
+            first = stored[0]
+            row = ImageRow(sha256=first.sha256, path=first.path, width=first.width, height=first.height, split=None,
+                           description="", detector_sha256=None, update_id=image_id, enrichment=enrichment)
+            for r in stored:
+                item = ItemRow(r.kind, r.label, r.score, r.bbox, r.crop_box, "", item_id=r.id,
+                               old_description=r.description)
+                row.items.append(item)
+                batch.crops.append((item, img if r.kind == "image" else img.crop(r.crop_box)))
+            batch.rows.append(row)
+            batch.row_images.append(img)
         for space, items in batch.missing.items():
             batch.extra_crops[space] = [(r.id, batch.backfill[r.image_id].crop(r.crop_box), r.description)
                                         for r in items if r.image_id in batch.backfill]
     return batch
 
 
+def tag_stage(batch: Batch, tagger: ImageNetTagger | None, extractor: MobileNetEmbedder | None) -> Batch:
+    """MobileNet features of every crop (kept in `batch.features`: the mobilenet space reuses them), then
+    the ImageNet tags of each item from those features."""
+    with batch.timed("tag"):
+        if extractor is not None and batch.crops:
+            batch.features = extractor.features([c for _, c in batch.crops])
+        if tagger is not None and batch.features is not None:
+            for (item, _), tags in zip(batch.crops, tagger.tag(batch.features)):
+                item.tags = tags
+    return batch
+
+
+def ocr_stage(batch: Batch, ocr: OcrEngine | None) -> Batch:
+    """Read the text in each new or re-enriched whole image."""
+    with batch.timed("ocr"):
+        if ocr is not None:
+            for row, img in zip(batch.rows, batch.row_images):
+                row.ocr, row.ocr_engine = ocr.read(img), ocr.name
+    return batch
+
+
+def describe_stage(batch: Batch, tagger: ImageNetTagger | None) -> Batch:
+    """Each item's description (the description spaces' input) and keywords (its lexical document): the
+    detected label and its synonyms, the ImageNet tags with theirs and their hypernyms, and for the whole
+    image every object's label plus the OCR text."""
+    def sure(tag) -> bool:
+        return tagger is not None and tag.score >= tagger.confident_score
+
+    def words(tags, strong: bool) -> list[str]:
+        if tagger is None:
+            return []
+        return [tagger.words(t.label) for t in tags if sure(t) == strong]
+
+    with batch.timed("describe"):
+        for row in batch.rows:
+            objects = [it for it in row.items if it.kind == "object"]
+            for it in objects:
+                label = it.label or ""
+                # a crop's description names only its sure tags: less sure ones on small crops are mostly noise
+                # (they would also make every crop's description distinct, and the text space embeds each once)
+                it.description = describe_object(label, [t.label for t in it.tags if sure(t)])
+                it.keywords = " ".join([label_words(label), *words(it.tags, True)])
+                it.keywords_weak = " ".join(words(it.tags, False))
+            whole = next(it for it in row.items if it.kind == "image")
+            labels = [it.label or "" for it in objects]
+            whole.description = row.description = describe_image(labels, [t.label for t in whole.tags], row.ocr_text)
+            whole.keywords = " ".join([*(label_words(x) for x in dict.fromkeys(labels)), *words(whole.tags, True),
+                                       row.ocr_text])
+            whole.keywords_weak = " ".join(words(whole.tags, False))
+    return batch
+
+
 def embed_stage(batch: Batch, embedders: dict[str, Embedder]) -> Batch:
-    """Embed every crop (pixels) or its description (text spaces) in every space."""
+    """Embed every new crop (pixels) or description (description spaces) in every space; of re-enriched
+    items only the descriptions that changed. The mobilenet space reuses the tag stage's features."""
     with batch.timed("embed"):
         for space, emb in embedders.items():
             extra = batch.extra_crops.get(space, [])
-            vecs: np.ndarray | list
+            by_text = emb.source == "description"
+            todo = [k for k, (it, _) in enumerate(batch.crops)
+                    if it.item_id is None or (by_text and it.description_changed)]
+            vecs: np.ndarray | list = []
             ev: np.ndarray | list
-            if emb.source == "description":
-                vecs = emb.embed_texts([it.description for it, _ in batch.crops]) if batch.crops else []
-                ev = emb.embed_texts([d for _, _, d in extra]) if extra else []
-            else:
-                vecs = emb.embed_images([c for _, c in batch.crops]) if batch.crops else []
-                ev = emb.embed_images([c for _, c, _ in extra]) if extra else []
-            for (item, _), v in zip(batch.crops, vecs):
-                item.vectors[space] = v
+            if todo and by_text:
+                vecs = emb.embed_texts([batch.crops[k][0].description for k in todo])
+            elif todo and isinstance(emb, MobileNetEmbedder) and batch.features is not None:
+                vecs = emb.from_features(batch.features[todo])
+            elif todo:
+                vecs = emb.embed_images([batch.crops[k][1] for k in todo])
+            ev = []
+            if extra and by_text:
+                ev = emb.embed_texts([d for _, _, d in extra])
+            elif extra:
+                ev = emb.embed_images([c for _, c, _ in extra])
+            for k, v in zip(todo, vecs):
+                batch.crops[k][0].vectors[space] = v
             if len(ev):
                 batch.extra_vectors[space] = [(i, v) for (i, _, _), v in zip(extra, ev)]
     return batch
@@ -266,6 +360,7 @@ class IndexStats:
     images_updated: int = 0
     images_failed: int = 0
     images_redetected: int = 0
+    images_reenriched: int = 0
     objects: int = 0
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -279,6 +374,7 @@ class IndexStats:
         self.images_updated += len(batch.backfill)
         self.images_failed += len(batch.failed)
         self.images_redetected += sum(1 for d in batch.new if d.replace_id is not None)
+        self.images_reenriched += len(batch.reenrich_images)
         self.objects += batch.objects
         self.errors += [why for _, why in batch.failed]
         for stage, s in batch.timings.items():
@@ -289,7 +385,8 @@ class IndexStats:
         rate = self.images_seen / self.seconds if self.seconds else 0.0
         stages = " ".join(f"{s}={self.stage_seconds.get(s, 0.0):.2f}s" for s in STAGES)
         return (f"images={self.images_seen} indexed={self.images_indexed} skipped={self.images_skipped} "
-                f"updated={self.images_updated} redetected={self.images_redetected} failed={self.images_failed} "
+                f"updated={self.images_updated} redetected={self.images_redetected} "
+                f"reenriched={self.images_reenriched} failed={self.images_failed} "
                 f"objects={self.objects} "
                 f"seconds={self.seconds:.2f} images/s={rate:.2f} | {stages}")
 
@@ -297,14 +394,52 @@ class IndexStats:
 class Indexer:
     """Drives the stages over batches. Re-running skips what is already there (by content sha256).
 
+    `tagger` / `ocr` (None = off) add ImageNet tags and the text read in each photo; `extractor` is the
+    MobileNet feature extractor the tagger reads (the mobilenet space's embedder when that space is active,
+    so its features are computed once).
     """
 
     def __init__(self, store: Store, detector: Detector, embedders: dict[str, Embedder], policy: CropPolicy, *,
-                 max_bytes: int, max_pixels: int, redetect: bool = False):
+                 max_bytes: int, max_pixels: int, redetect: bool = False, tagger: ImageNetTagger | None = None,
+                 ocr: OcrEngine | None = None, extractor: MobileNetEmbedder | None = None):
         """`redetect`: images indexed by another detector (e.g. before a new champion) are detected
         again and their objects replaced; otherwise an indexed image keeps its objects."""
         self.store, self.detector, self.embedders, self.policy = store, detector, embedders, policy
         self.max_bytes, self.max_pixels, self.redetect = max_bytes, max_pixels, redetect
+        self.tagger, self.ocr = tagger, ocr
+        mobilenet = embedders.get("mobilenet")
+        self.extractor = extractor or (mobilenet if isinstance(mobilenet, MobileNetEmbedder) else None)
+        if tagger is not None and self.extractor is None:
+            raise ValueError("the ImageNet tagger needs the MobileNet feature extractor (MOBILENET_WEIGHTS)")
+        self.enrichment = (f"{DESCRIPTION_FORMAT};tags={tagger.signature if tagger else 'off'};"
+                           f"ocr={ocr.signature if ocr else 'off'}")
+
+    @classmethod
+    def from_settings(cls, settings, store: Store, detector: Detector, embedders: dict[str, Embedder], *,
+                      redetect: bool = False) -> "Indexer":
+        """The indexer the settings describe: crop policy, size caps, TAGGER, OCR (engines loaded now, so a
+        missing model or program fails here with its message, not in the middle of a run).
+
+        Raises:
+            FileNotFoundError / RuntimeError: the tagger's files or the OCR engine are missing.
+        """
+        from clip_embedder.embedders import create_embedder  # noqa: PLC0415
+        from clip_embedder.ocr import create_ocr  # noqa: PLC0415
+        from clip_embedder.tagger import create_tagger  # noqa: PLC0415
+
+        tagger = create_tagger(settings)
+        extractor = embedders.get("mobilenet")
+        if tagger is not None:
+            tagger.load()
+            if not isinstance(extractor, MobileNetEmbedder):
+                extractor = create_embedder("mobilenet", settings)
+        ocr = create_ocr(settings)
+        if ocr is not None:
+            ocr.load()
+        policy = CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect)
+        return cls(store, detector, embedders, policy, max_bytes=settings.index_max_bytes,
+                   max_pixels=settings.index_max_pixels, redetect=redetect, tagger=tagger, ocr=ocr,
+                   extractor=extractor if isinstance(extractor, MobileNetEmbedder) else None)
 
     def run(self, files: Iterable[SourceFile | tuple[Path, str | None]], *, batch_size: int = 16,
             progress: bool = True, total: int | None = None) -> IndexStats:
@@ -331,10 +466,14 @@ class Indexer:
         batch = Batch(sources)
         sha = self.detector.weights_sha256
         read_stage(batch, max_bytes=self.max_bytes)
-        plan_stage(batch, self.store, spaces=self.embedders, detector_sha256=sha, redetect=self.redetect)
+        plan_stage(batch, self.store, spaces=self.embedders, detector_sha256=sha, redetect=self.redetect,
+                   enrichment=self.enrichment)
         decode_stage(batch, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
         detect_stage(batch, self.detector)
-        crop_stage(batch, self.policy, detector_sha256=sha)
+        crop_stage(batch, self.policy, detector_sha256=sha, enrichment=self.enrichment)
+        tag_stage(batch, self.tagger, self.extractor)
+        ocr_stage(batch, self.ocr)
+        describe_stage(batch, self.tagger)
         embed_stage(batch, self.embedders)
         write_stage(batch, self.store)
         if stats is not None:

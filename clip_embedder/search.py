@@ -7,6 +7,7 @@ and individual rank learning methods", SIGIR 2009).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,18 @@ from clip_embedder.detector import Detection, Detector
 from clip_embedder.embedders import Embedder, SpaceMismatchError, create_embedder, describe_detections, describe_object
 from clip_embedder.faiss_index import SpaceIndex
 from clip_embedder.store import Store
+from clip_embedder.tagger import Tag
 
 log = logging.getLogger(__name__)
 
 RRF_K = 60
+#: the pseudo-spaces of text search besides the embedding spaces: full-text over keywords, OCR phrase match
+LEXICAL = "lexical"
+OCR_PHRASE = "ocr"
+#: words that carry no meaning in a search for photos (dropped from the lexical query only)
+STOP_WORDS = frozenset("""a an the of and or with in on at to for from by is are be this that these those it its
+    photo photos picture pictures image images shot some any my me""".split())
+_QUOTED = re.compile(r'["\u201c\u201d]([^"\u201c\u201d]+)["\u201c\u201d]')
 #: the most spaces one query may name (there are three kinds; duplicates are dropped first)
 MAX_SPACES_PER_QUERY = 8
 
@@ -55,6 +64,34 @@ class Hit:
     spaces: dict[str, dict[str, float]] = field(default_factory=dict)
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the indexed image, pixels
     file_name: str = ""  # the upload's name or the path relative to the indexed folder
+    tags: list[Tag] = field(default_factory=list)  # the item's ImageNet tags, best first
+    weak: bool = False  # below every space's relevance floor and not matched lexically
+
+
+@dataclass
+class TextSearchResult:
+    """A text query's answer: hits (one per image), the spaces used, warnings (e.g. nothing matched)."""
+
+    hits: list[Hit]
+    spaces: list[str]
+    warnings: list[str]
+    #: hits dropped for being below the relevance floors (shown with `include_weak`)
+    hidden_weak: int = 0
+
+
+def query_terms(text: str) -> list[str]:
+    """The lexical terms of a query: lower-case words without stop words, each with its naive singular
+    ("dogs" → "dogs", "dog"; "boxes" → "boxes", "box")."""
+    out: list[str] = []
+    for w in re.findall(r"\w+", text.lower()):
+        if w in STOP_WORDS or w.isdigit():
+            continue
+        out.append(w)
+        if w.isascii() and len(w) > 4 and w.endswith("es"):
+            out.append(w[:-2])
+        if w.isascii() and len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+            out.append(w[:-1])
+    return list(dict.fromkeys(out))
 
 
 @dataclass
@@ -109,6 +146,8 @@ class SearchService:
         self.settings, self.store, self.detector = settings, store, detector
         self.embedders, self.indexes, self.refused = embedders, indexes, refused
         self.policy = CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect)
+        #: lexical matching takes part in text search (benchmarks turn it off to measure dense search alone)
+        self.lexical = True
 
     @classmethod
     def create(cls, settings: Settings, store: Store, detector: Detector) -> "SearchService":
@@ -183,16 +222,23 @@ class SearchService:
     def _hits(self, fused: list[tuple[int, float, dict]], top_k: int) -> list[Hit]:
         fused = fused[:top_k]
         rows = self.store.get_items([key for key, _, _ in fused])
+        tags = self.store.tags_of(list(rows))
         hits = []
         for key, score, per in fused:
             r = rows.get(key)
             if r is None:  # deleted from Postgres after the FAISS index was loaded
                 continue
+            dense = [v["similarity"] for s, v in per.items() if s not in (LEXICAL, OCR_PHRASE)]
             hits.append(Hit(item_id=key, image_id=r.image_id, kind=r.kind, label=r.label,
                             detection_score=r.score, bbox=r.bbox,
-                            score=round(score, 6), similarity=max(v["similarity"] for v in per.values()),
-                            spaces=per, image_size=(r.width, r.height), file_name=r.file_name))
+                            score=round(score, 6), similarity=max(dense) if dense else 1.0,
+                            spaces=per, image_size=(r.width, r.height), file_name=r.file_name,
+                            tags=tags.get(key, [])))
         return hits
+
+    def min_similarity(self, space: str) -> float:
+        """The relevance floor of a space's text queries (cosine; TEXT_MIN_SIMILARITY, CLIP_MIN_SIMILARITY)."""
+        return {"text": self.settings.text_min_similarity, "clip": self.settings.clip_min_similarity}.get(space, -1.0)
 
     def _query_vectors(self, space: str, images: list[Image.Image], texts: list[str]) -> np.ndarray:
         emb = self.embedders[space]
@@ -252,19 +298,21 @@ class SearchService:
         return ImageSearchResult(w, h, objects, image_hits, names, self._warnings(), timings)
 
     def search_text(self, query: str, *, top_k: int = 10, label: str | None = None,
-                    spaces: list[str] | None = None) -> tuple[list[Hit], list[str], list[str]]:
+                    spaces: list[str] | None = None, include_weak: bool = False) -> TextSearchResult:
         """Images matching a text query, one hit per image (its best-matching item).
 
-        Uses every text-capable space (CLIP's text tower, the description space) and fuses their
-        per-image rankings with RRF.
+        Hybrid: every text-capable embedding space (CLIP's text tower, the description space) plus lexical
+        full-text search over each item's keywords (labels, ImageNet tags with synonyms and hypernyms, OCR
+        text), fused with RRF. A phrase in double quotes must appear in the photo's OCR text (case-insensitive).
+        A hit is *confident* when it matched a label, a sure tag or OCR text lexically, or reached a space's
+        relevance floor
+        (`min_similarity`); the others are dropped (or returned flagged `weak` with `include_weak`), and a
+        query with no confident hit returns no hits and a warning saying so.
 
         Args:
             query: non-empty text (at most 1000 characters). top_k: images returned (1..100).
             label: only items with this detected label (an object class name).
-            spaces: restrict to these spaces.
-
-        Returns:
-            (hits, spaces used, warnings).
+            spaces: restrict to these embedding spaces (lexical matching always takes part).
 
         Raises:
             QueryError: empty query, or no space can serve a text query.
@@ -275,33 +323,81 @@ class SearchService:
         if len(query) > 1000:
             raise QueryError("query is longer than 1000 characters")
         names = self._spaces(spaces, text=True)
+        warnings = self._warnings()
+        if label and label not in self.store.labels():
+            known = self.store.labels()
+            return TextSearchResult([], names, warnings + [
+                f"no object in this index is labelled {label!r}; the labels it has: {', '.join(known) or 'none'}"])
+        phrases = [p.strip() for p in _QUOTED.findall(query) if p.strip()]
+        rest = _QUOTED.sub(" ", query).strip() if phrases else query
+        allowed: set[int] | None = None
+        if phrases:
+            matched = self.store.ocr_match(phrases)
+            if not matched:
+                said = " and ".join(f"'{p}'" for p in phrases)
+                return TextSearchResult([], names, warnings + [f"no photo in this index shows the text {said}"])
+            allowed = set(matched)
         labels = (label,) if label else None
         fetch = max(top_k * 10, 200)
         ranked: dict[str, list[tuple[int, float]]] = {}
         best_item: dict[int, tuple[float, int]] = {}  # image id → (similarity, item id)
-        image_of: dict[int, int] = {}
-        for s in names:
-            q = self.embedders[s].embed_texts([query])
-            D, ids = self.indexes[s].search(q, fetch, labels=labels)
-            valid = [(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0]
+        confident: set[int] = set()
+        lexical_item: dict[int, int] = {}  # image id → its best lexically matched item
+
+        def per_image(valid: list[tuple[int, float]], space: str, floor: float) -> list[tuple[int, float]]:
             rows = self.store.get_items([i for i, _ in valid])
-            image_of.update({i: r.image_id for i, r in rows.items()})
             # many crops share one description (same label): among equal similarities, surer detections first
             valid.sort(key=lambda t: (-round(t[1], 4), -(getattr(rows.get(t[0]), "score", None) or 0.0)))
-            per_image: list[tuple[int, float]] = []
+            out: list[tuple[int, float]] = []
             seen: set[int] = set()
             for item_id, sim in valid:
-                img = image_of.get(item_id)
-                if img is None or img in seen:
+                r = rows.get(item_id)
+                if r is None or r.image_id in seen or (allowed is not None and r.image_id not in allowed):
                     continue
-                seen.add(img)
-                per_image.append((img, sim))
-                if sim > best_item.get(img, (-2.0, 0))[0]:
-                    best_item[img] = (sim, item_id)
-            ranked[s] = per_image
-        # one hit per image: the image's best-matching item carries the image's fused score
-        fused = [(best_item[img][1], score, per) for img, score, per in rrf_fuse(ranked)[:top_k]]
-        return self._hits(fused, top_k), names, self._warnings()
+                seen.add(r.image_id)
+                out.append((r.image_id, sim))
+                if sim >= floor:
+                    confident.add(r.image_id)
+                if space == LEXICAL:
+                    lexical_item.setdefault(r.image_id, item_id)
+                elif sim > best_item.get(r.image_id, (-2.0, 0))[0]:
+                    best_item[r.image_id] = (sim, item_id)
+            return out
+
+        if rest:
+            for s in names:
+                q = self.embedders[s].embed_texts([rest])
+                D, ids = self.indexes[s].search(q, fetch, labels=labels)
+                ranked[s] = per_image([(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0], s,
+                                      self.min_similarity(s))
+            lexical = self.store.lexical_search(query_terms(rest), fetch, label) if self.lexical else []
+            if lexical:
+                # a match on a label, a sure tag or OCR text is confident; on a less sure tag it only ranks
+                ranked[LEXICAL] = per_image([(i, rank) for i, rank, _ in lexical], LEXICAL, float("inf"))
+                strong_items = {i for i, _, strong in lexical if strong}
+                if strong_items:
+                    confident |= {r.image_id for r in self.store.get_items(sorted(strong_items)).values()}
+                for image_id, item_id in lexical_item.items():
+                    best_item.setdefault(image_id, (-2.0, item_id))
+        if allowed is not None:
+            # phrase matches: every photo showing the text, ranked by the rest of the query when there is one
+            ranked[OCR_PHRASE] = [(i, 1.0) for i in sorted(allowed, key=lambda i: (i not in confident, -i))]
+            confident |= allowed
+            for image_id, item_id in self.store.whole_items(sorted(allowed)).items():
+                best_item.setdefault(image_id, (-2.0, item_id))
+        fused = rrf_fuse(ranked)
+        keep = [(img, sc, per) for img, sc, per in fused if img in confident]
+        weak = [(img, sc, per) for img, sc, per in fused if img not in confident]
+        chosen = keep + (weak if include_weak else [])
+        hits = self._hits([(best_item[img][1], sc, per) for img, sc, per in chosen[:top_k]], top_k)
+        for h in hits:
+            h.weak = h.image_id not in confident
+        hidden = 0 if include_weak else min(len(weak), max(top_k - len(keep), 0))
+        if not keep:
+            warnings.append(f"nothing in this index looks like {query!r}" +
+                            (f" ({hidden} weaker results below the relevance floor are hidden; include_weak=true "
+                             "shows them)" if hidden else ""))
+        return TextSearchResult(hits, names, warnings, hidden)
 
     def refresh(self, removed: list[int] | None = None, reset: bool = False) -> dict[str, dict[str, int]]:
         """Apply writes made since the indexes were loaded: drop `removed` item ids, add new vectors
@@ -341,8 +437,11 @@ class SearchService:
                            "loaded": self.embedders[s].loaded}
                        for s, ix in self.indexes.items()},
             "refused": self.refused,
+            "relevance_floors": {s: self.min_similarity(s) for s, e in self.embedders.items()
+                                 if e.supports_text_queries},
             "detector": {"weights": str(self.detector.weights_path), "sha256": self.detector.weights_sha256,
-                         "classes": len(self.detector.names), "imgsz": self.detector.imgsz,
+                         "classes": len(self.detector.names), "class_names": list(self.detector.names),
+                         "imgsz": self.detector.imgsz,
                          "device": str(self.detector.device),
                          "source": getattr(self.detector, "source", {"weights": str(self.detector.weights_path)})},
         }
@@ -372,4 +471,4 @@ def load_detector(settings: Settings) -> Detector:
 
 
 __all__ = ["Hit", "ImageSearchResult", "ObjectResult", "QueryError", "SearchService", "SpaceMismatchError",
-           "load_detector", "rrf_fuse"]
+           "TextSearchResult", "load_detector", "query_terms", "rrf_fuse"]

@@ -8,6 +8,9 @@ the first process that opens the database; the queue's own schema comes from pro
 - `items`: what is searchable: the whole image (`kind='image'`, bbox = the full frame) and each
   detected object that passed the crop policy (`kind='object'`: label, score, bbox xyxy pixels,
   crop box xyxy pixels).
+- `tags`: ImageNet classes per item (item, source, label, score); `ocr_lines`: text read in each image
+  (text, confidence, bbox xyxy pixels); `items.keywords` / `items.lexical` (tsvector, 'simple'): what
+  an item is found by lexically; `images.enrichment`: the tagger/OCR configuration that built them.
 - `spaces`: the identity `(model, weights, dim)` of each embedding space.
 - `vectors_<space>`: `(item_id, embedding vector(dim))` with an HNSW index (cosine).
 - `tasks`: one row per uploaded or scanned file, pointing at its queue job.
@@ -38,6 +41,8 @@ from psycopg.rows import DictRow, class_row, dict_row
 from psycopg_pool import ConnectionPool
 
 from clip_embedder.embedders import SpaceIdentity, SpaceMismatchError
+from clip_embedder.ocr import OcrLine
+from clip_embedder.tagger import Tag
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,17 @@ class ItemRow:
     crop: tuple[int, int, int, int]
     description: str
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    tags: list[Tag] = field(default_factory=list)
+    keywords: str = ""         # words it is found by confidently (label, sure tags, OCR text)
+    keywords_weak: str = ""    # words of its less sure tags (they rank; they do not make a hit confident)
+    #: an existing item being re-enriched (new tags / description), None for a new one
+    item_id: int | None = None
+    #: its stored description (re-enrichment re-embeds the description spaces only when it changed)
+    old_description: str | None = None
+
+    @property
+    def description_changed(self) -> bool:
+        return self.item_id is None or self.description != self.old_description
 
 
 @dataclass
@@ -81,6 +97,16 @@ class ImageRow:
     replace_id: int | None = None
     file_name: str = ""
     storage: str = "file"
+    ocr: list[OcrLine] = field(default_factory=list)
+    ocr_engine: str = ""
+    #: the tagger/OCR configuration the tags, OCR text and descriptions were built with
+    enrichment: str | None = None
+    #: an existing image whose tags, OCR and descriptions are rebuilt (its items and detections stay)
+    update_id: int | None = None
+
+    @property
+    def ocr_text(self) -> str:
+        return "\n".join(line.text for line in self.ocr)
 
 
 # --- records read ---------------------------------------------------------------------------------
@@ -99,6 +125,8 @@ class ImageRecord:
     description: str
     detector_sha256: str | None
     created_at: datetime
+    ocr_text: str = ""
+    enrichment: str | None = None
 
 
 @dataclass
@@ -119,6 +147,7 @@ class ItemRecord:
     crop_x2: int
     crop_y2: int
     description: str
+    keywords: str = ""
     width: int = 0
     height: int = 0
     path: str = ""
@@ -135,6 +164,13 @@ class ItemRecord:
         return (self.crop_x1, self.crop_y1, self.crop_x2, self.crop_y2)
 
 
+#: the columns of `ItemRecord` read from `items i`
+_ITEM_COLS = ("i.id, i.image_id, i.kind, i.label, i.score, i.x1, i.y1, i.x2, i.y2, i.crop_x1, i.crop_y1, i.crop_x2, "
+              "i.crop_y2, i.description, i.keywords")
+_ITEM_SELECT = f"SELECT {_ITEM_COLS}, im.width, im.height, im.path, im.storage, im.file_name, im.sha256 " \
+               "FROM items i JOIN images im ON im.id = i.image_id "
+
+
 @dataclass
 class ImageDetail:
     """An image with its object items (best detection first) and the id of its whole-image item."""
@@ -142,6 +178,8 @@ class ImageDetail:
     image: ImageRecord
     objects: list[ItemRecord]
     image_item_id: int | None
+    tags: dict[int, list[Tag]] = field(default_factory=dict)  # item id → its tags, best first
+    ocr: list[OcrLine] = field(default_factory=list)
 
 
 @dataclass
@@ -445,52 +483,89 @@ class Store:
 
     def write_batch(self, images: list[ImageRow], extra_vectors: dict[str, list[tuple[int, np.ndarray]]] | None = None
                     ) -> list[int]:
-        """Insert new images with their items and vectors, plus vectors for existing items, atomically.
+        """Insert new images with their items, tags, OCR lines and vectors; update re-enriched ones; add
+        vectors for existing items; all atomically.
 
         Args:
-            images: new images (a sha256 already present is skipped, its items untouched), or images with
-                `replace_id` whose items (and their vectors) are replaced.
+            images: new images (a sha256 already present is skipped, its items untouched); images with
+                `replace_id` whose items (and their vectors, tags) are replaced; images with `update_id`
+                whose items keep their ids and detections but get new tags, keywords, descriptions and OCR
+                lines, and new vectors in the spaces given in each item's `vectors` (upserted).
             extra_vectors: space → [(existing item id, vector)] for items indexed before a space existed.
 
         Returns:
-            The ids of the images inserted (replaced ones not included).
+            The ids of the images inserted (replaced and updated ones not included).
         """
         ids: list[int] = []
         removed: list[int] = []
+        changed = False
+        tag_rows: list[tuple] = []
         with self.conn() as c:
             for im in images:
-                if im.replace_id is not None:
-                    removed += [r["id"] for r in c.execute("DELETE FROM items WHERE image_id=%s RETURNING id",
-                                                           (im.replace_id,))]
-                    c.execute("UPDATE images SET width=%s, height=%s, description=%s, detector_sha256=%s WHERE id=%s",
-                              (im.width, im.height, im.description, im.detector_sha256, im.replace_id))
-                    row: DictRow | None = {"id": im.replace_id}
+                image_id = im.update_id if im.update_id is not None else im.replace_id
+                if image_id is not None:
+                    if im.replace_id is not None:
+                        removed += [r["id"] for r in c.execute("DELETE FROM items WHERE image_id=%s RETURNING id",
+                                                               (im.replace_id,))]
+                        c.execute("UPDATE images SET width=%s, height=%s, detector_sha256=%s WHERE id=%s",
+                                  (im.width, im.height, im.detector_sha256, image_id))
+                    c.execute("UPDATE images SET description=%s, ocr_text=%s, enrichment=%s WHERE id=%s",
+                              (im.description, im.ocr_text, im.enrichment, image_id))
+                    c.execute("DELETE FROM ocr_lines WHERE image_id=%s", (image_id,))
                 else:
                     row = c.execute(
                         "INSERT INTO images (sha256, path, storage, file_name, width, height, split, description, "
-                        "detector_sha256) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sha256) DO NOTHING "
-                        "RETURNING id",
+                        "detector_sha256, ocr_text, enrichment) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                        "ON CONFLICT (sha256) DO NOTHING RETURNING id",
                         (im.sha256, im.path, im.storage, im.file_name or Path(im.path).name, im.width, im.height,
-                         im.split, im.description, im.detector_sha256)).fetchone()
+                         im.split, im.description, im.detector_sha256, im.ocr_text, im.enrichment)).fetchone()
                     if row is None:
                         continue
-                    ids.append(row["id"])
+                    image_id = int(row["id"])
+                    ids.append(image_id)
+                with c.cursor() as cur:
+                    cur.executemany("INSERT INTO ocr_lines (image_id, engine, text, confidence, x1, y1, x2, y2) "
+                                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                                    [(image_id, im.ocr_engine, ln.text, ln.confidence, *ln.bbox) for ln in im.ocr])
                 for it in im.items:
-                    item_id = c.execute(
-                        "INSERT INTO items (image_id, kind, label, score, x1, y1, x2, y2, crop_x1, crop_y1, crop_x2, "
-                        "crop_y2, description) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-                        (row["id"], it.kind, it.label, it.score, *it.bbox, *it.crop, it.description)).fetchone()["id"]  # type: ignore[index]
-                    for space, vec in it.vectors.items():
-                        c.execute(f"INSERT INTO {_vec_table(space)} (item_id, embedding) VALUES (%s, %s)",
-                                  (item_id, np.asarray(vec, np.float32)))
+                    item_id = self._write_item(c, image_id, it)
+                    tag_rows += [(item_id, t.source, t.label, t.score) for t in it.tags]
+                    changed |= bool(it.vectors)
+            with c.cursor() as cur:  # one pipelined statement for the batch's tags
+                cur.executemany("INSERT INTO tags (item_id, source, label, score) VALUES (%s,%s,%s,%s) "
+                                "ON CONFLICT DO NOTHING", tag_rows)
             for space, rows in (extra_vectors or {}).items():
                 with c.cursor() as cur:
                     cur.executemany(f"INSERT INTO {_vec_table(space)} (item_id, embedding) VALUES (%s, %s) "
                                     "ON CONFLICT (item_id) DO NOTHING",
                                     [(i, np.asarray(v, np.float32)) for i, v in rows])
-            if ids or removed or extra_vectors:
-                self.notify(c, removed=removed)
+            if ids or removed or extra_vectors or changed:
+                self.notify(c, removed=removed + [it.item_id for im in images for it in im.items
+                                                  if it.item_id is not None and it.vectors])
         return ids
+
+    @staticmethod
+    def _write_item(c: psycopg.Connection[DictRow], image_id: int, it: ItemRow) -> int:
+        """Insert a new item (or update a re-enriched one: keywords, description; its old tags are deleted)
+        and its vectors. Returns the item's id."""
+        if it.item_id is None:
+            item_id = c.execute(
+                "INSERT INTO items (image_id, kind, label, score, x1, y1, x2, y2, crop_x1, crop_y1, crop_x2, "
+                "crop_y2, description, keywords, keywords_weak) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                "RETURNING id",
+                (image_id, it.kind, it.label, it.score, *it.bbox, *it.crop, it.description, it.keywords,
+                 it.keywords_weak)
+            ).fetchone()["id"]  # type: ignore[index]
+        else:
+            item_id = it.item_id
+            c.execute("UPDATE items SET description=%s, keywords=%s, keywords_weak=%s WHERE id=%s",
+                      (it.description, it.keywords, it.keywords_weak, item_id))
+            c.execute("DELETE FROM tags WHERE item_id=%s", (item_id,))
+        for space, vec in it.vectors.items():
+            c.execute(f"INSERT INTO {_vec_table(space)} (item_id, embedding) VALUES (%s, %s) "
+                      "ON CONFLICT (item_id) DO UPDATE SET embedding = EXCLUDED.embedding",
+                      (item_id, np.asarray(vec, np.float32)))
+        return int(item_id)
 
     def delete_image(self, image_id: int) -> Removed | None:
         """Delete an image with its items and their vectors in every space, in one transaction.
@@ -532,7 +607,7 @@ class Store:
             return []
         with self.conn() as c, c.cursor(row_factory=class_row(ItemRecord)) as cur:
             return cur.execute(
-                f"SELECT i.* FROM items i LEFT JOIN {_vec_table(space)} v ON v.item_id = i.id "
+                f"SELECT {_ITEM_COLS} FROM items i LEFT JOIN {_vec_table(space)} v ON v.item_id = i.id "
                 "WHERE i.image_id = ANY(%s) AND v.item_id IS NULL ORDER BY i.id", (image_ids,)).fetchall()
 
     def space_watermark(self, space: str) -> tuple[int, int]:
@@ -576,8 +651,7 @@ class Store:
             return {}
         with self.conn() as c, c.cursor(row_factory=class_row(ItemRecord)) as cur:
             rows = cur.execute(
-                "SELECT i.*, im.width, im.height, im.path, im.storage, im.file_name, im.sha256 "
-                "FROM items i JOIN images im ON im.id = i.image_id WHERE i.id = ANY(%s)",
+                _ITEM_SELECT + "WHERE i.id = ANY(%s)",
                 (list(map(int, item_ids)),)).fetchall()
         return {r.id: r for r in rows}
 
@@ -586,21 +660,103 @@ class Store:
         with self.conn() as c:
             with c.cursor(row_factory=class_row(ImageRecord)) as cur:
                 im = cur.execute("SELECT id, sha256, path, storage, file_name, width, height, split, description, "
-                                 "detector_sha256, created_at FROM images WHERE id=%s", (image_id,)).fetchone()
+                                 "detector_sha256, created_at, ocr_text, enrichment FROM images WHERE id=%s",
+                                 (image_id,)).fetchone()
             if im is None:
                 return None
             with c.cursor(row_factory=class_row(ItemRecord)) as cur:
-                items = cur.execute("SELECT i.*, im.width, im.height, im.path, im.storage, im.file_name, im.sha256 "
-                                    "FROM items i JOIN images im ON im.id = i.image_id WHERE i.image_id=%s "
-                                    "ORDER BY i.kind, i.score DESC NULLS LAST, i.id", (image_id,)).fetchall()
+                items = cur.execute(_ITEM_SELECT + "WHERE i.image_id=%s ORDER BY i.kind, i.score DESC NULLS LAST, i.id",
+                                    (image_id,)).fetchall()
+            ocr = [OcrLine(r["text"], r["confidence"], (r["x1"], r["y1"], r["x2"], r["y2"])) for r in c.execute(
+                "SELECT text, confidence, x1, y1, x2, y2 FROM ocr_lines WHERE image_id=%s ORDER BY id", (image_id,))]
         return ImageDetail(im, [i for i in items if i.kind == "object"],
-                           next((i.id for i in items if i.kind == "image"), None))
+                           next((i.id for i in items if i.kind == "image"), None),
+                           self.tags_of([i.id for i in items]), ocr)
+
+    def tags_of(self, item_ids: list[int]) -> dict[int, list[Tag]]:
+        """item id → its tags, best first (items without tags are absent)."""
+        if not item_ids:
+            return {}
+        out: dict[int, list[Tag]] = {}
+        with self.conn() as c:
+            for r in c.execute("SELECT item_id, source, label, score FROM tags WHERE item_id = ANY(%s) "
+                               "ORDER BY item_id, score DESC, label", (list(map(int, item_ids)),)):
+                out.setdefault(r["item_id"], []).append(Tag(r["label"], round(float(r["score"]), 4), r["source"]))
+        return out
+
+    def items_of(self, image_ids: list[int]) -> dict[int, list[ItemRecord]]:
+        """image id → its items (whole image first, then objects by id)."""
+        if not image_ids:
+            return {}
+        out: dict[int, list[ItemRecord]] = {i: [] for i in image_ids}
+        with self.conn() as c, c.cursor(row_factory=class_row(ItemRecord)) as cur:
+            for r in cur.execute(_ITEM_SELECT + "WHERE i.image_id = ANY(%s) ORDER BY i.image_id, i.kind, i.id",
+                                 (list(image_ids),)):
+                out[r.image_id].append(r)
+        return out
+
+    def whole_items(self, image_ids: list[int]) -> dict[int, int]:
+        """image id → the id of its whole-image item."""
+        if not image_ids:
+            return {}
+        with self.conn() as c:
+            return {r["image_id"]: r["id"] for r in c.execute(
+                "SELECT image_id, id FROM items WHERE kind = 'image' AND image_id = ANY(%s)", (list(image_ids),))}
+
+    def enriched_otherwise(self, image_ids: list[int], enrichment: str) -> set[int]:
+        """Those of `image_ids` whose tags / OCR / descriptions were built with another configuration."""
+        if not image_ids:
+            return set()
+        with self.conn() as c:
+            return {r["id"] for r in c.execute("SELECT id FROM images WHERE id = ANY(%s) AND enrichment IS DISTINCT "
+                                               "FROM %s", (image_ids, enrichment))}
+
+    def lexical_search(self, terms: list[str], limit: int, label: str | None = None
+                       ) -> list[tuple[int, float, bool]]:
+        """Items whose keywords contain any of `terms` (full-text, 'simple' configuration), best first.
+
+        Args:
+            terms: lower-case words (each becomes a tsquery lexeme; they are OR-ed). limit: rows returned.
+            label: only items with this detected label.
+
+        Returns:
+            [(item id, ts_rank_cd, strong)] by descending rank (more matched terms and denser matches rank
+            higher); `strong`: a term matched its confident keywords (weight A), not only weak tags.
+        """
+        terms = [t for t in dict.fromkeys(terms) if t]
+        if not terms:
+            return []
+        lexemes = ["'" + t.replace("'", "''").replace("\\", "") + "'" for t in terms]
+        sql = ("SELECT id, ts_rank_cd(lexical, q) AS rank, lexical @@ qa AS strong FROM items, "
+               "to_tsquery('simple', %s) q, to_tsquery('simple', %s) qa WHERE lexical @@ q")
+        args: list = [" | ".join(lexemes), " | ".join(x + ":A" for x in lexemes)]
+        if label:
+            sql += " AND label = %s"
+            args.append(label)
+        with self.conn() as c:
+            return [(int(r["id"]), float(r["rank"]), bool(r["strong"])) for r in c.execute(
+                sql + " ORDER BY strong DESC, rank DESC, id LIMIT %s", (*args, limit))]
+
+    def ocr_match(self, phrases: list[str], limit: int = 1000) -> list[int]:
+        """Ids of images whose OCR text contains every phrase (case-insensitive substring; white space is
+        ignored on both sides, since OCR splits and joins words unreliably, Korean above all), most recent first."""
+        phrases = ["".join(p.split()) for p in phrases if p.strip()]
+        if not phrases:
+            return []
+
+        def esc(p: str) -> str:
+            return "%" + p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where = " AND ".join([r"regexp_replace(ocr_text, '\s+', '', 'g') ILIKE %s"] * len(phrases))
+        with self.conn() as c:
+            return [int(r["id"]) for r in c.execute(f"SELECT id FROM images WHERE {where} ORDER BY id DESC LIMIT %s",
+                                                    (*[esc(p) for p in phrases], limit))]
 
     def image_by_sha(self, sha256: str) -> ImageRecord | None:
         """The stored image with this content sha256, or None."""
         with self.conn() as c, c.cursor(row_factory=class_row(ImageRecord)) as cur:
             return cur.execute("SELECT id, sha256, path, storage, file_name, width, height, split, description, "
-                               "detector_sha256, created_at FROM images WHERE sha256=%s", (sha256,)).fetchone()
+                               "detector_sha256, created_at, ocr_text, enrichment FROM images WHERE sha256=%s",
+                               (sha256,)).fetchone()
 
     def counts(self) -> dict[str, int]:
         """Row counts: images, objects, and vectors per space."""

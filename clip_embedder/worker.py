@@ -27,7 +27,6 @@ class IndexWorker:
     def __init__(self, settings):
         from prometheus_client import Counter, Histogram  # noqa: PLC0415
 
-        from clip_embedder.crops import CropPolicy  # noqa: PLC0415
         from clip_embedder.embedders import create_embedder  # noqa: PLC0415
         from clip_embedder.originals import open_originals  # noqa: PLC0415
         from clip_embedder.pipeline import Indexer, MicroBatcher  # noqa: PLC0415
@@ -43,9 +42,7 @@ class IndexWorker:
             self.store.ensure_space(emb.identity)  # SpaceMismatchError: refuse to mix models
             emb.load()
         self.originals = open_originals(settings.storage_root)
-        self.indexer = Indexer(self.store, detector, embedders,
-                               CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect),
-                               max_bytes=settings.index_max_bytes, max_pixels=settings.index_max_pixels)
+        self.indexer = Indexer.from_settings(settings, self.store, detector, embedders)
         self.batcher = MicroBatcher(self.indexer, max_batch=settings.worker_concurrency, on_batch=self._observe)
         log.info("worker ready in %.1fs: spaces %s, detector %s", time.perf_counter() - t0, ",".join(embedders),
                  detector.weights_sha256[:12])

@@ -19,6 +19,9 @@ IMAGES = COCO128 / "images"
 YOLO_WEIGHTS = SHARED / "models" / "yolov5" / "yolov5n.pt"
 YOLO_STATE_DICT = SHARED / "models" / "yolov5" / "yolov5n_state_dict.pt"
 MOBILENET = SHARED / "models" / "mobilenet" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+TAGGER_HEAD = SHARED / "models" / "mobilenet" / "mobilenet_quant_v1_224_head_layers.tflite"
+IMAGENET_LABELS = SHARED / "models" / "mobilenet" / "imagenet_labels.txt"
+PHOTOS = SHARED / "datasets" / "photos"
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -72,7 +75,8 @@ def settings(tmp_path_factory, tiny_clip):
                     detector_weights=str(YOLO_WEIGHTS), mobilenet_weights=MOBILENET,
                     spaces=["mobilenet", "text", "clip"], clip_model="tiny-test-clip",
                     clip_pretrained=str(tiny_clip[1]), clip_model_config=tiny_clip[0], batch_size=16,
-                    api_keys=["test-key"], storage_root=str(d / "originals"), index_refresh_seconds=1.0)
+                    api_keys=["test-key"], storage_root=str(d / "originals"), index_refresh_seconds=1.0,
+                    tagger_weights=TAGGER_HEAD, tagger_labels=IMAGENET_LABELS, ocr="off")
 
 
 @pytest.fixture(scope="session")
@@ -105,13 +109,11 @@ def subset_files(subset: Path) -> list[tuple[Path, str]]:
 @pytest.fixture(scope="session")
 def indexed(settings, store, detector, embedders, subset):
     """The whole subset indexed into the session's embedded Postgres; returns the first run's stats."""
-    from clip_embedder.crops import CropPolicy
     from clip_embedder.pipeline import Indexer
 
     for e in embedders.values():
         store.ensure_space(e.identity)
-    indexer = Indexer(store, detector, embedders, CropPolicy(), max_bytes=settings.index_max_bytes,
-                      max_pixels=settings.index_max_pixels)
+    indexer = Indexer.from_settings(settings, store, detector, embedders)
     return indexer.run(subset_files(subset), batch_size=16, progress=False)
 
 

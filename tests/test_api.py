@@ -47,7 +47,12 @@ def test_search_text_handbag(client, subset):
     gt = gt_classes(subset)
     names = [client.get(h["image_url"]).request.url.path for h in r.json()["results"]]
     files = [client.get(f"/api/images/{h['image_id']}").json() for h in r.json()["results"]]
-    assert len(names) == 10
+    # confident hits only: every result matched "handbag" as a label or tag, or reached the text space's floor
+    assert 1 <= len(names) <= 10 and not any(h["weak"] for h in r.json()["results"])
+    assert all(h["label"] == "handbag" or h["similarity"] >= 0.52 or "lexical" in h["spaces"]
+               for h in r.json()["results"])
+    weak = client.get("/api/search_text", params={"query": "handbag", "top_k": 10, "include_weak": True}).json()
+    assert len(weak["results"]) == 10 and weak["results"][:len(names)] == r.json()["results"]
     hits = [f for f in files if any("handbag" in gt[p.name] for p, _ in subset_files(subset)
                                     if f["sha256"] == __import__("hashlib").sha256(p.read_bytes()).hexdigest())]
     assert hits
@@ -303,11 +308,19 @@ def test_heavy_requests_beyond_the_limit_get_503_and_health_still_answers(client
 
 
 def test_label_filters_are_cached_with_a_bound(service):
+    import numpy as np
+
     from clip_embedder.faiss_index import SELECTOR_CACHE
 
-    for n in range(SELECTOR_CACHE * 3):
-        service.search_text("car", top_k=1, label=f"no-such-label-{n}")
-    assert all(len(ix._selectors) <= SELECTOR_CACHE for ix in service.indexes.values())
+    for ix in service.indexes.values():
+        q = np.ones((1, ix.identity.dim), np.float32)
+        for n in range(SELECTOR_CACHE * 3):
+            ix.search(q, 1, labels=(f"no-such-label-{n}",))
+        assert len(ix._selectors) <= SELECTOR_CACHE
+    # a label the index has never seen is named in a warning, not answered with a silent empty list
+    r = service.search_text("car", top_k=1, label="zebra")
+    assert r.hits == [] and "no object in this index is labelled 'zebra'" in r.warnings[-1]
+    assert "person" in r.warnings[-1]
 
 
 def test_documented_shapes_hold_for_odd_requests(client):

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import MOBILENET, ROOT, SHARED, YOLO_WEIGHTS, free_port, wait_for
+from conftest import IMAGENET_LABELS, MOBILENET, ROOT, SHARED, TAGGER_HEAD, YOLO_WEIGHTS, free_port, wait_for
 
 PHOTOS = SHARED / "datasets" / "photos"
 COCO = SHARED / "datasets" / "coco128" / "images"
@@ -35,7 +35,8 @@ class Env:
         self.settings = Settings(
             _env_file=None, pgdata_dir=tmp / "pgdata", faiss_dir=tmp / "faiss", storage_root=str(tmp / "originals"),
             detector_weights=str(YOLO_WEIGHTS), mobilenet_weights=MOBILENET, spaces=["mobilenet", "text"],
-            api_keys=["ingest-key"], scan_roots=[self.scan_root], index_refresh_seconds=1.0)
+            api_keys=["ingest-key"], scan_roots=[self.scan_root], index_refresh_seconds=1.0,
+            tagger_weights=TAGGER_HEAD, tagger_labels=IMAGENET_LABELS, ocr="off")
         self.server = None
         self.workers: list[subprocess.Popen] = []
         self.url = ""
@@ -67,6 +68,7 @@ class Env:
         env = {**os.environ, "WORKER_METRICS_PORT": str(metrics_port), "DATABASE_URL": self.db_url,
                "SPACES": "mobilenet,text",
                "DETECTOR_WEIGHTS": str(YOLO_WEIGHTS), "MOBILENET_WEIGHTS": str(MOBILENET),
+               "TAGGER_WEIGHTS": str(TAGGER_HEAD), "TAGGER_LABELS": str(IMAGENET_LABELS), "OCR": "off",
                "STORAGE_ROOT": str(self.tmp / "originals"), "WORKER_CONCURRENCY": "1",
                "WORKER_HEARTBEAT": "0.5", "WORKER_STALLED_AFTER": "3", "WORKER_RETRY_WAIT": "0"}
         p = subprocess.Popen([sys.executable, "-m", "clip_embedder.worker"], cwd=ROOT, env=env,
@@ -298,10 +300,13 @@ def test_worker_and_cli_stages_write_the_same_rows_and_vectors(env, detector, em
         SourceFile,
         crop_stage,
         decode_stage,
+        describe_stage,
         detect_stage,
         embed_stage,
         read_stage,
+        tag_stage,
     )
+    from clip_embedder.tagger import create_tagger
 
     photos = sorted(COCO.glob("*.jpg"))[30:38]
     batch = read_stage(Batch([SourceFile.from_folder(p) for p in photos]), max_bytes=10**9)
@@ -309,6 +314,9 @@ def test_worker_and_cli_stages_write_the_same_rows_and_vectors(env, detector, em
     decode_stage(batch, max_bytes=10**9, max_pixels=10**9)
     detect_stage(batch, detector)
     crop_stage(batch, CropPolicy(), detector_sha256=detector.weights_sha256)
+    tagger = create_tagger(env.settings)
+    tag_stage(batch, tagger, embedders["mobilenet"])
+    describe_stage(batch, tagger)
     embed_stage(batch, {s: embedders[s] for s in ("mobilenet", "text")})
     for row in batch.rows:
         stored = env.sql("SELECT i.id, i.kind, i.label, i.x1, i.y1, i.x2, i.y2, i.crop_x1, i.crop_y1, i.crop_x2, "
@@ -317,6 +325,8 @@ def test_worker_and_cli_stages_write_the_same_rows_and_vectors(env, detector, em
         assert len(stored) == len(row.items)
         for item, got in zip(row.items, stored):
             assert (item.kind, item.label, item.crop, item.description) == (got[1], got[2], tuple(got[7:11]), got[11])
+            assert [t.label for t in item.tags] == [r[0] for r in env.sql(
+                "SELECT label FROM tags WHERE item_id = %s ORDER BY score DESC, label", got[0])]
             assert np.allclose(item.bbox, got[3:7], atol=1e-3)
             for space in ("mobilenet", "text"):
                 vec = np.array(env.sql(f"SELECT embedding::text FROM vectors_{space} WHERE item_id = %s",

@@ -6,7 +6,15 @@ import time
 from fastapi import APIRouter, File, Query, UploadFile
 
 from api.deps import ImageSlot, ServiceDep, SettingsDep, TextSlot
-from api.schemas import ERRORS, ImageSearchResponse, QueryObject, SearchHit, TextSearchRequest, TextSearchResponse
+from api.schemas import (
+    ERRORS,
+    ImageSearchResponse,
+    QueryObject,
+    SearchHit,
+    TagInfo,
+    TextSearchRequest,
+    TextSearchResponse,
+)
 from api.uploads import read_upload
 from clip_embedder.config import Settings
 from clip_embedder.images import decode_image
@@ -23,7 +31,8 @@ def hit_model(h: Hit, s: Settings) -> SearchHit:
                      image_height=h.image_size[1], score=h.score, similarity=h.similarity, spaces=h.spaces,
                      file_name=h.file_name, image_url=f"{base}/api/images/{h.image_id}/file",
                      thumbnail_url=f"{base}/api/images/{h.image_id}/thumbnail",
-                     crop_url=f"{base}/api/items/{h.item_id}/crop")
+                     crop_url=f"{base}/api/items/{h.item_id}/crop",
+                     tags=[TagInfo(label=t.label, score=t.score, source=t.source) for t in h.tags], weak=h.weak)
 
 
 @router.post("/search_image", response_model=ImageSearchResponse, responses=ERRORS, dependencies=[ImageSlot])
@@ -48,18 +57,25 @@ def search_image(service: ServiceDep, settings: SettingsDep,
 
 def _text(service: SearchService, settings: Settings, req: TextSearchRequest) -> TextSearchResponse:
     t = time.perf_counter()
-    hits, spaces_used, warnings = service.search_text(req.query, top_k=req.top_k, label=req.label, spaces=req.spaces)
-    return TextSearchResponse(query=req.query, results=[hit_model(h, settings) for h in hits], spaces=spaces_used,
-                              warnings=warnings, took_ms=round((time.perf_counter() - t) * 1000, 2))
+    r = service.search_text(req.query, top_k=req.top_k, label=req.label, spaces=req.spaces,
+                            include_weak=req.include_weak)
+    return TextSearchResponse(query=req.query, results=[hit_model(h, settings) for h in r.hits], spaces=r.spaces,
+                              warnings=r.warnings, hidden_weak=r.hidden_weak,
+                              took_ms=round((time.perf_counter() - t) * 1000, 2))
 
 
 @router.get("/search_text", response_model=TextSearchResponse, responses=ERRORS, dependencies=[TextSlot])
 def search_text(service: ServiceDep, settings: SettingsDep,
                 query: str = Query(..., min_length=1, max_length=1000, examples=["handbag"]),
                 top_k: int = Query(10, ge=1, le=100), label: str | None = Query(None, max_length=200),
-                spaces: list[str] | None = Query(None, max_length=8, description="restrict to these spaces")):
-    """Images matching a text query (CLIP's text tower where the clip space exists, plus the text space)."""
-    return _text(service, settings, TextSearchRequest(query=query, top_k=top_k, label=label, spaces=spaces))
+                spaces: list[str] | None = Query(None, max_length=8, description="restrict to these spaces"),
+                include_weak: bool = Query(False, description="also return hits below the relevance floors")):
+    """Images matching a text query: CLIP's text tower where the clip space exists, the text space over
+    descriptions, and lexical matching of labels, ImageNet tags (with synonyms) and text read in the photos
+    (a phrase in double quotes must appear in the photo's text), fused with RRF. Nothing confident → empty
+    results and a warning."""
+    return _text(service, settings, TextSearchRequest(query=query, top_k=top_k, label=label, spaces=spaces,
+                                                      include_weak=include_weak))
 
 
 @router.post("/search_text", response_model=TextSearchResponse, responses=ERRORS, dependencies=[TextSlot])

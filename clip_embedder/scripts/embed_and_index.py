@@ -6,7 +6,8 @@ Examples:
 
 Settings (env or `.env`, see `.env.example`) choose the database, weights and crop policy; the
 flags below override the most common ones. Re-running indexes nothing twice (images are keyed by
-content sha256); a newly activated space is filled for images indexed before.
+content sha256); a newly activated space is filled for images indexed before, and a change of tagger
+or OCR (--ocr tesseract) re-tags / re-reads indexed images, re-embedding only descriptions that changed.
 """
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redetect", action="store_true",
                    help="detect again the images indexed by another detector (e.g. a new champion) and replace "
                         "their objects")
+    p.add_argument("--ocr", default=None, choices=("rapidocr", "tesseract", "off"),
+                   help="read text in the photos (default: OCR setting); a change re-reads indexed images")
+    p.add_argument("--tagger", default=None, choices=("imagenet", "off"),
+                   help="ImageNet tags per image and crop (default: TAGGER setting)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -75,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("clip_embedder").setLevel(logging.INFO)
     from clip_embedder.config import Settings  # noqa: PLC0415
-    from clip_embedder.crops import CropPolicy  # noqa: PLC0415
     from clip_embedder.embedders import SpaceMismatchError, create_embedder  # noqa: PLC0415
     from clip_embedder.faiss_index import SpaceIndex, warn_if_no_faiss_gpu  # noqa: PLC0415
     from clip_embedder.pipeline import Indexer, SourceFile  # noqa: PLC0415
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["batch_size"] = args.batch_size
     if args.device is not None:
         overrides["device"] = args.device
+    for name in ("ocr", "tagger"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     settings = Settings(**overrides)
     if args.faiss_gpu:
         warn_if_no_faiss_gpu()
@@ -106,10 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         for emb in embedders.values():
             store.ensure_space(emb.identity, recreate=args.recreate_space)
             emb.load()
+        indexer = Indexer.from_settings(settings, store, detector, embedders, redetect=args.redetect)
         load_s = time.perf_counter() - t0
-        policy = CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect)
-        indexer = Indexer(store, detector, embedders, policy, max_bytes=settings.index_max_bytes,
-                          max_pixels=settings.index_max_pixels, redetect=args.redetect)
         root = args.dataset_path if args.dataset_path.is_dir() else args.dataset_path.parent
         sources = [SourceFile.from_folder(p, root, split) for p, split in files]
         stats = indexer.run(sources, batch_size=settings.batch_size, progress=not args.no_progress)

@@ -27,6 +27,15 @@ ASSETS = {
         "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
         "f409ef4f73fcbb9667841965623c5c8524aac33d41b9bf5f3667161fb4a76319",
         "mobilenet/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
+    # the ImageNet classifier head of the same MobileNet-v1 and its labels (TAGGER=imagenet)
+    "mobilenet_quant_v1_224_head_layers.tflite": (
+        "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/tools/"
+        "mobilenet_quant_v1_224_head_layers.tflite",
+        "65a88984b258c6f3c99d7573acac8cf85bd747293d83d51fafc1c2fb6d632286",
+        "mobilenet/mobilenet_quant_v1_224_head_layers.tflite"),
+    "imagenet_labels.txt": (
+        "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/imagenet_labels.txt",
+        "b8aaeb5630c62626a7d124a05c0e14230a7ffdd2136a31d0190a4fb71c1d82f1", "mobilenet/imagenet_labels.txt"),
 }
 
 
@@ -94,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spaces = ["mobilenet", "text"]
     lines = [f"DETECTOR_WEIGHTS={got['yolov5n.pt']}",
-             f"MOBILENET_WEIGHTS={got['mobilenet_v1_1.0_224_quant_embedding_extractor.tflite']}"]
+             f"MOBILENET_WEIGHTS={got['mobilenet_v1_1.0_224_quant_embedding_extractor.tflite']}",
+             f"TAGGER_WEIGHTS={got['mobilenet_quant_v1_224_head_layers.tflite']}",
+             f"TAGGER_LABELS={got['imagenet_labels.txt']}"]
     if args.clip and args.download:
         clip = fetch_clip(args.clip_model, args.clip_pretrained, args.dest)
         if clip is not None:

@@ -1,0 +1,179 @@
+"""Text in the photo: OCR engines behind one interface (`OCR=rapidocr|tesseract|off`).
+
+| engine      | what it reads                         | needs                                                  |
+|-------------|---------------------------------------|--------------------------------------------------------|
+| `rapidocr`  | English + Chinese (PP-OCRv4, ONNX)    | PyPI `rapidocr-onnxruntime` (models inside the wheel)  |
+| `tesseract` | `OCR_LANGS`, default `kor+eng`        | Debian `tesseract-ocr{,-eng,-kor}`, PyPI `pytesseract` |
+
+Each engine returns `OcrLine`s (text, confidence 0..1, bbox xyxy pixels of the image it was given)
+and loads lazily under a lock, like the embedders.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+#: images are read at most this many pixels on their longer side (OCR time grows with the area)
+MAX_SIDE = 2000
+_HANGUL = re.compile(r"^[\uac00-\ud7a3\u3131-\u318e]+$")
+
+
+@dataclass(frozen=True)
+class OcrLine:
+    """One line (or word group) of text found in an image: confidence 0..1, bbox xyxy pixels."""
+
+    text: str
+    confidence: float
+    bbox: tuple[float, float, float, float]
+
+
+class OcrEngine(ABC):
+    """Base class: lazy, lock-guarded loading; `read(image)` → lines above `min_confidence`."""
+
+    name: str
+
+    def __init__(self, min_confidence: float = 0.5):
+        self.min_confidence = float(min_confidence)
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    @property
+    def signature(self) -> str:
+        """What the text depends on: stored with each image so a change of engine re-reads it."""
+        return f"{self.name}:{self.min_confidence:g}"
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _read(self, image: Image.Image) -> list[OcrLine]: ...
+
+    def load(self) -> "OcrEngine":
+        """Load the engine now (idempotent, thread-safe).
+
+        Raises:
+            RuntimeError: the engine or its language data is not installed (the message says what to install).
+        """
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    self._load()
+                    self._loaded = True
+        return self
+
+    def read(self, image: Image.Image) -> list[OcrLine]:
+        """The text lines of an RGB image, top to bottom, with boxes in the image's own pixels."""
+        self.load()
+        scale = 1.0
+        if max(image.size) > MAX_SIDE:
+            scale = max(image.size) / MAX_SIDE
+            image = image.resize((round(image.width / scale), round(image.height / scale)), Image.Resampling.BILINEAR)
+        lines = [ln for ln in self._read(image.convert("RGB"))
+                 if ln.text.strip() and ln.confidence >= self.min_confidence]
+        lines = [OcrLine(ln.text.strip(), round(ln.confidence, 4), tuple(round(v * scale, 1) for v in ln.bbox))  # type: ignore[misc]
+                 for ln in lines]
+        return sorted(lines, key=lambda ln: (ln.bbox[1], ln.bbox[0]))
+
+
+class RapidOcrEngine(OcrEngine):
+    """RapidOCR (PP-OCRv4 detection + recognition on onnxruntime; English and Chinese)."""
+
+    name = "rapidocr"
+
+    def _load(self) -> None:
+        try:
+            from rapidocr_onnxruntime import RapidOCR  # noqa: PLC0415
+        except ImportError as e:
+            raise RuntimeError("OCR=rapidocr needs the PyPI package rapidocr-onnxruntime (pip install "
+                               "rapidocr-onnxruntime==1.4.4), or set OCR=tesseract / OCR=off") from e
+        self._engine = RapidOCR()
+
+    def _read(self, image: Image.Image) -> list[OcrLine]:
+        with self._lock:  # one onnxruntime session per engine
+            result, _ = self._engine(np.asarray(image))
+        out = []
+        for box, text, conf in result or []:
+            xs, ys = [p[0] for p in box], [p[1] for p in box]
+            out.append(OcrLine(str(text), float(conf), (min(xs), min(ys), max(xs), max(ys))))
+        return out
+
+
+class TesseractEngine(OcrEngine):
+    """Tesseract 5 through pytesseract, sparse-text layout (`--psm 11`: signs and captions in photos).
+
+    Words under `min_confidence` are dropped, then the words of each Tesseract line are joined into one
+    `OcrLine`. Tesseract's Korean model often splits a word into syllables; adjacent Hangul pieces of one
+    line with a gap under 0.35 of the line height are joined back into the word.
+    """
+
+    name = "tesseract"
+
+    def __init__(self, langs: str = "kor+eng", min_confidence: float = 0.5):
+        super().__init__(min_confidence)
+        self.langs = langs
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}[{self.langs}]:{self.min_confidence:g}"
+
+    def _load(self) -> None:
+        try:
+            import pytesseract  # noqa: PLC0415
+        except ImportError as e:
+            raise RuntimeError("OCR=tesseract needs the PyPI package pytesseract") from e
+        if shutil.which("tesseract") is None:
+            raise RuntimeError("OCR=tesseract needs the tesseract program: apt-get install tesseract-ocr "
+                               "tesseract-ocr-eng tesseract-ocr-kor (or set OCR=rapidocr / OCR=off)")
+        have = set(pytesseract.get_languages(config=""))
+        missing = [lang for lang in self.langs.split("+") if lang not in have]
+        if missing:
+            raise RuntimeError(f"tesseract lacks the language data {missing} (OCR_LANGS={self.langs}): apt-get install "
+                               + " ".join(f"tesseract-ocr-{m}" for m in missing))
+        self._pt = pytesseract
+
+    def _read(self, image: Image.Image) -> list[OcrLine]:
+        # grey levels at the photo's own size: on six Korean captions rendered onto COCO128 photos this read 5 of
+        # 6 words, RGB 2 of 6, grey at 2x 2 of 6 (benchmarks/bench_words.py renders the same kind of images)
+        d = self._pt.image_to_data(image.convert("L"), lang=self.langs, config="--psm 11",
+                                   output_type=self._pt.Output.DICT)
+        words: dict[tuple[int, int, int], list[tuple[str, float, tuple[float, float, float, float]]]] = {}
+        for i, text in enumerate(d["text"]):
+            conf = float(d["conf"][i])
+            if not str(text).strip() or conf / 100.0 < self.min_confidence:
+                continue
+            x, y, w, h = (float(d[k][i]) for k in ("left", "top", "width", "height"))
+            key = (d["block_num"][i], d["par_num"][i], d["line_num"][i])
+            words.setdefault(key, []).append((str(text).strip(), conf / 100.0, (x, y, x + w, y + h)))
+        out = []
+        for pieces in words.values():
+            pieces.sort(key=lambda p: p[2][0])
+            merged: list[list] = []
+            for text, conf, box in pieces:
+                prev = merged[-1] if merged else None
+                if (prev is not None and _HANGUL.match(prev[0]) and _HANGUL.match(text)
+                        and box[0] - prev[2][2] < 0.35 * max(box[3] - box[1], 1.0)):
+                    prev[0] += text
+                    prev[1] = min(prev[1], conf)
+                    prev[2] = (prev[2][0], min(prev[2][1], box[1]), box[2], max(prev[2][3], box[3]))
+                else:
+                    merged.append([text, conf, box])
+            boxes = [b for _, _, b in merged]
+            out.append(OcrLine(" ".join(t for t, _, _ in merged), float(np.mean([c for _, c, _ in merged])),
+                               (min(b[0] for b in boxes), min(b[1] for b in boxes),
+                                max(b[2] for b in boxes), max(b[3] for b in boxes))))
+        return out
+
+
+def create_ocr(settings) -> OcrEngine | None:
+    """The OCR engine the settings ask for (OCR=rapidocr|tesseract), or None (OCR=off)."""
+    if settings.ocr == "rapidocr":
+        return RapidOcrEngine(settings.ocr_min_confidence)
+    if settings.ocr == "tesseract":
+        return TesseractEngine(settings.ocr_langs, settings.ocr_min_confidence)
+    return None
