@@ -26,7 +26,8 @@ help:
 	@echo "make test   - install and run the test suite"
 	@echo "make benchmarks - indexing throughput, search latency, retrieval quality and ingest (queue) figures"
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/install_system_packages.sh
+	bash scripts/install_system_packages.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"

@@ -73,7 +73,9 @@ def grid(client: httpx.Client, hits: list[dict], *, use_crop: bool, outline: boo
         cols = st.columns(COLUMNS)
         for col, h in zip(cols, hits[row:row + COLUMNS]):
             img = fetch_image(client, h["crop_url"] if use_crop else h["thumbnail_url"])
-            caption = f"{h['label'] or 'image'} · sim {h['similarity']:.2f} · #{h['image_id']}"
+            tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in h.get("tags", [])[:2])
+            caption = (f"{h['label'] or 'image'} · sim {h['similarity']:.2f} · #{h['image_id']}"
+                       + (f" · {tags}" if tags else "") + (" · weak match" if h.get("weak") else ""))
             if img is None:
                 col.caption(f"(image unavailable) {caption}")
                 continue
@@ -175,6 +177,10 @@ def main() -> None:
                    f"spaces: {', '.join(health['spaces']) or 'none'}")
         for space, why in health.get("refused", {}).items():
             st.warning(f"space {space} unavailable: {why}")
+        det = health.get("detector", {})
+        with st.expander(f"detector knows {det.get('classes', 0)} object classes"):
+            st.caption(", ".join(det.get("class_names", [])) + ". Other things are found through ImageNet tags "
+                       "(1,000 classes) and the text read in the photos.")
 
     if mode == "add photos":
         add_photos(client, params)
@@ -191,6 +197,15 @@ def main() -> None:
                 return
             name, data, ctype = f"image {params['image_id']}", got.content, got.headers.get("content-type", "")
             st.caption(f"searching like indexed image #{params['image_id']}")
+            info = api_get(client, f"/api/images/{params['image_id']}")
+            if info.status_code == 200:
+                info_json = info.json()
+                tags = ", ".join(f"{t['label']} ({t['score']:.2f})" for t in info_json.get("tags", []))
+                st.caption(f"{info_json['file_name']}: {info_json['description']}"
+                           + (f" · ImageNet tags: {tags}" if tags else ""))
+                if info_json.get("ocr"):
+                    st.caption("text in the photo: " + " · ".join(f"“{ln['text']}” ({ln['confidence']:.2f})"
+                                                                  for ln in info_json["ocr"]))
         else:
             st.info("Upload a photo: its objects are detected and each is matched against the indexed crops.")
             return
@@ -220,12 +235,14 @@ def main() -> None:
         labels = ["(any)"] + health.get("labels", [])
         label = st.sidebar.selectbox("only objects of class", labels)
         query = st.text_input("Describe what you are looking for", value=params.get("q", ""),
-                              placeholder="e.g. handbag, a red car")
+                              placeholder='e.g. handbag, a red car, a macaw, "EXIT" (quotes: text in the photo)')
+        include_weak = st.sidebar.checkbox("also show weak matches", value=False,
+                                           help="results below the relevance floor, flagged 'weak match'")
         if not query.strip():
             st.info("Type a few words: images are ranked by the text spaces " + ", ".join(
                 s for s, v in health["spaces"].items() if v.get("text_queries")))
             return
-        request = {"query": query, "top_k": top_k}
+        request = {"query": query, "top_k": top_k, "include_weak": include_weak}
         if label != "(any)":
             request["label"] = label
         res = answer(api_get(client, "/api/search_text", **request), "query")
@@ -233,6 +250,8 @@ def main() -> None:
             return
         st.markdown(f"**{len(res['results'])} images** for “{res['query']}” · spaces {', '.join(res['spaces'])} · "
                     f"{res['took_ms']:.0f} ms")
+        if not res["results"] and res.get("hidden_weak"):
+            st.caption("Tick “also show weak matches” in the sidebar to see the closest ones anyway.")
         grid(client, res["results"], use_crop=False, outline=True)
 
 

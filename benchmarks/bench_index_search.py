@@ -33,7 +33,6 @@ def main() -> None:
     import uvicorn
 
     from api.main import create_app
-    from clip_embedder.crops import CropPolicy
     from clip_embedder.embedders import create_embedder
     from clip_embedder.faiss_index import SpaceIndex
     from clip_embedder.pipeline import Indexer
@@ -54,8 +53,8 @@ def main() -> None:
     for e in embedders.values():
         store.ensure_space(e.identity)
     print(f"model load: {time.perf_counter() - t:.2f}s")
-    stats = Indexer(store, detector, embedders, CropPolicy(), max_bytes=s.index_max_bytes,
-                    max_pixels=s.index_max_pixels).run(files, batch_size=args.batch_size, progress=False)
+    stats = Indexer.from_settings(s, store, detector, embedders).run(files, batch_size=args.batch_size,
+                                                                    progress=False)
     t = time.perf_counter()
     for e in embedders.values():
         SpaceIndex.load_or_build(store, e.identity, s.faiss_dir)

@@ -93,7 +93,6 @@ class Service:
 
 
 def cli_rate(work: Path, spaces: str, files: list[Path]) -> float:
-    from clip_embedder.crops import CropPolicy
     from clip_embedder.embedders import create_embedder
     from clip_embedder.pipeline import Indexer, SourceFile
     from clip_embedder.search import load_detector
@@ -105,9 +104,8 @@ def cli_rate(work: Path, spaces: str, files: list[Path]) -> float:
     store = Store.open(s)
     for e in embedders.values():
         store.ensure_space(e.identity)
-    stats = Indexer(store, detector, embedders, CropPolicy(), max_bytes=s.index_max_bytes,
-                    max_pixels=s.index_max_pixels).run([SourceFile.from_folder(f) for f in files], batch_size=16,
-                                                       progress=False)
+    stats = Indexer.from_settings(s, store, detector, embedders).run(
+        [SourceFile.from_folder(f) for f in files], batch_size=16, progress=False)
     store.close()
     print(f"  CLI: {stats.summary()}")
     return stats.images_indexed / stats.seconds

@@ -6,8 +6,13 @@
 - text hit@10 / precision@10 per class name: the whole subset is indexed (detections, as in
   production) and each class name is searched through the text spaces; a hit is an image among the
   top 10 whose annotations contain the class.
+- words (`quality_words.py`): all of COCO128 + the nine photos of ../shared/datasets/photos, before /
+  after ImageNet tags, hybrid lexical search and relevance floors: 24 concepts outside the subset's
+  classes, synonyms, photo concepts, negative queries ("no match"), the text space's floor calibration,
+  OCR of rendered English and Korean signs, and the tagger's indexing cost.
 
     python benchmarks/bench_quality.py [--dataset datasets/coco_subset/version_1] [--spaces mobilenet,text]
+                                       [--detector subset7|coco80] [--skip-ocr] [--skip-words]
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import quality_words
 from PIL import Image
 
 from common import bench_parser, bench_settings, ensure_subset, machine
@@ -45,6 +51,7 @@ def gt_crops(dataset: Path, splits: tuple[str, ...], policy) -> tuple[list[Image
 def main() -> None:
     p = bench_parser(__doc__)
     p.add_argument("--k", type=int, default=10, help="cut-off of precision@k and hit@k")
+    quality_words.add_arguments(p)
     args = p.parse_args()
 
     import faiss
@@ -92,8 +99,7 @@ def main() -> None:
     for e in embedders.values():
         store.ensure_space(e.identity)
     files = [(f, sp) for sp in ("train", "val", "test") for f in sorted((dataset / sp / "images").glob("*"))]
-    Indexer(store, detector, embedders, policy, max_bytes=s.index_max_bytes, max_pixels=s.index_max_pixels).run(
-        files, progress=False)
+    Indexer.from_settings(s, store, detector, embedders).run(files, progress=False)
     for e in embedders.values():
         SpaceIndex.load_or_build(store, e.identity, s.faiss_dir)
     svc = SearchService.create(s, store, detector)
@@ -109,7 +115,7 @@ def main() -> None:
     hit_total = prec_total = 0.0
     for c in all_classes:
         n_rel = sum(c in v for v in gt.values())
-        hits, _, _ = svc.search_text(c, top_k=args.k)
+        hits = svc.search_text(c, top_k=args.k).hits
         rel = [c in gt[Path(store.get_image(h.image_id).image.path).name] for h in hits]
         hit_total += any(rel)
         prec_total += np.mean(rel) if rel else 0.0
@@ -118,6 +124,9 @@ def main() -> None:
     print(f"  mean hit@{args.k} = {hit_total / len(all_classes):.3f}, "
           f"mean precision@{args.k} = {prec_total / len(all_classes):.3f}")
     store.close()
+    if not args.skip_words:
+        print("words (COCO128 + photos):")
+        quality_words.run(args)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,11 @@ def bench_settings(work: Path, spaces: str, clip_pretrained: str | None, clip_co
               detector_weights=os.environ.get("DETECTOR_WEIGHTS", str(SHARED / "models/yolov5/yolov5n.pt")),
               mobilenet_weights=os.environ.get(
                   "MOBILENET_WEIGHTS",
-                  str(SHARED / "models/mobilenet/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")))
+                  str(SHARED / "models/mobilenet/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")),
+              tagger_weights=os.environ.get("TAGGER_WEIGHTS",
+                                            str(SHARED / "models/mobilenet/mobilenet_quant_v1_224_head_layers.tflite")),
+              tagger_labels=os.environ.get("TAGGER_LABELS", str(SHARED / "models/mobilenet/imagenet_labels.txt")),
+              ocr=os.environ.get("OCR", "off"))  # OCR is measured on its own (bench_quality.py, words part)
     if clip_pretrained:
         kw["clip_pretrained"] = clip_pretrained
     if clip_config:

@@ -129,11 +129,40 @@ class ClipEmbedder(Embedder):
             self._identity = SpaceIdentity(self.space, f"open_clip:{self.model_name}", weights, int(cfg["embed_dim"]))
         return self._identity
 
+    def _check_hf_text_tower(self) -> None:
+        """Models whose text tower is a Hugging Face model (e.g. the multilingual `xlm-roberta-base-ViT-B-32`)
+        need its config and tokenizer from the hub: fail with what to download when they are not cached.
+
+        Raises:
+            RuntimeError: the tokenizer / text model is not available (offline and not cached).
+        """
+        import open_clip  # noqa: PLC0415
+
+        text_cfg = (open_clip.get_model_config(self.model_name) or {}).get("text_cfg", {})
+        names = list(dict.fromkeys(n for n in (text_cfg.get("hf_tokenizer_name"), text_cfg.get("hf_model_name")) if n))
+        if not names:
+            return
+        from transformers import AutoConfig, AutoTokenizer  # noqa: PLC0415
+
+        for name in names:
+            try:
+                AutoTokenizer.from_pretrained(name)
+                AutoConfig.from_pretrained(name)
+            except Exception as e:  # OSError offline; ValueError / HF errors for other failures
+                raise RuntimeError(
+                    f"CLIP_MODEL={self.model_name} needs the Hugging Face tokenizer and config {name!r}, which are not "
+                    f"on this machine ({type(e).__name__}). On a machine with a network run once with "
+                    f"ALLOW_DOWNLOADS=1 (or `huggingface-cli download {name}`) so they are cached, and give its "
+                    f"weights as CLIP_PRETRAINED (e.g. `python -m clip_embedder.scripts.fetch_assets --download --clip "
+                    f"--clip-model {self.model_name} --clip-pretrained laion5b_s13b_b90k`); or choose another "
+                    "CLIP_MODEL.") from e
+
     def _load(self) -> None:
         import open_clip  # noqa: PLC0415
         import torch  # noqa: PLC0415
 
         _ = self.identity  # registers the config
+        self._check_hf_text_tower()
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.model_name, pretrained=self.pretrained, device=self.device)

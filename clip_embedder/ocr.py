@@ -76,8 +76,9 @@ class OcrEngine(ABC):
             image = image.resize((round(image.width / scale), round(image.height / scale)), Image.Resampling.BILINEAR)
         lines = [ln for ln in self._read(image.convert("RGB"))
                  if ln.text.strip() and ln.confidence >= self.min_confidence]
-        lines = [OcrLine(ln.text.strip(), round(ln.confidence, 4), tuple(round(v * scale, 1) for v in ln.bbox))  # type: ignore[misc]
-                 for ln in lines]
+        lines = [OcrLine(ln.text.strip(), round(ln.confidence, 4),
+                         (round(ln.bbox[0] * scale, 1), round(ln.bbox[1] * scale, 1), round(ln.bbox[2] * scale, 1),
+                          round(ln.bbox[3] * scale, 1))) for ln in lines]
         return sorted(lines, key=lambda ln: (ln.bbox[1], ln.bbox[0]))
 
 
@@ -168,6 +169,23 @@ class TesseractEngine(OcrEngine):
                                (min(b[0] for b in boxes), min(b[1] for b in boxes),
                                 max(b[2] for b in boxes), max(b[3] for b in boxes))))
         return out
+
+
+def lexical_text(text: str) -> str:
+    """OCR text as keywords: the text itself plus, for runs of adjacent Hangul pieces on a line, their joins
+    (pairs and triples), since OCR often splits a Korean word ("김 치찌개") where people type it whole.
+
+    Example: "『 김 치찌개" → "『 김 치찌개 김치찌개".
+    """
+    extra: list[str] = []
+    for line in text.splitlines():
+        pieces = [re.sub(r"[^\uac00-\ud7a3\u3131-\u318e]", "", w) for w in line.split()]
+        for n in (2, 3):
+            for i in range(len(pieces) - n + 1):
+                run = pieces[i:i + n]
+                if all(run):
+                    extra.append("".join(run))
+    return " ".join([text, *extra]) if extra else text
 
 
 def create_ocr(settings) -> OcrEngine | None:

@@ -41,7 +41,7 @@ from clip_embedder.crops import CropPolicy
 from clip_embedder.detector import Detection, Detector
 from clip_embedder.embedders import Embedder, MobileNetEmbedder, describe_image, describe_object
 from clip_embedder.images import ImageError, decode_image, sha256_bytes
-from clip_embedder.ocr import OcrEngine
+from clip_embedder.ocr import OcrEngine, lexical_text
 from clip_embedder.store import ImageRow, ItemRecord, ItemRow, Store
 from clip_embedder.tagger import ImageNetTagger, label_words
 
@@ -308,7 +308,7 @@ def describe_stage(batch: Batch, tagger: ImageNetTagger | None) -> Batch:
             labels = [it.label or "" for it in objects]
             whole.description = row.description = describe_image(labels, [t.label for t in whole.tags], row.ocr_text)
             whole.keywords = " ".join([*(label_words(x) for x in dict.fromkeys(labels)), *words(whole.tags, True),
-                                       row.ocr_text])
+                                       lexical_text(row.ocr_text)])
             whole.keywords_weak = " ".join(words(whole.tags, False))
     return batch
 

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import IMAGES, MOBILENET, ROOT, YOLO_STATE_DICT, YOLO_WEIGHTS
+from conftest import IMAGENET_LABELS, IMAGES, MOBILENET, ROOT, TAGGER_HEAD, YOLO_STATE_DICT, YOLO_WEIGHTS
 
 
 def test_embed_and_index_cli(tmp_path, monkeypatch, capsys):
@@ -19,23 +19,29 @@ def test_embed_and_index_cli(tmp_path, monkeypatch, capsys):
     (folder / "notes.txt").write_text("not an image, not listed")
     for k, v in {"PGDATA_DIR": tmp_path / "pg", "FAISS_DIR": tmp_path / "faiss", "DETECTOR_WEIGHTS": YOLO_WEIGHTS,
                  "MOBILENET_WEIGHTS": MOBILENET, "SPACES": "mobilenet,text", "DATABASE_URL": "",
+                 "TAGGER_WEIGHTS": TAGGER_HEAD, "TAGGER_LABELS": IMAGENET_LABELS, "OCR": "rapidocr",
                  "MAX_UPLOAD_BYTES": 1000}.items():  # the upload cap does not apply to indexing
         monkeypatch.setenv(k, str(v))
     monkeypatch.chdir(tmp_path)
     assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--device", "0"]) == 0
     out = capsys.readouterr()
-    assert "images=6 indexed=5 skipped=0 updated=0 redetected=0 failed=1" in out.out and "images/s=" in out.out
-    assert "detect=" in out.out and "broken.jpg" in out.err
+    assert "images=6 indexed=5 skipped=0 updated=0 redetected=0 reenriched=0 failed=1" in out.out
+    assert "images/s=" in out.out and "detect=" in out.out and "tag=" in out.out and "ocr=" in out.out
+    assert "broken.jpg" in out.err
+    # OCR switched off: the images are re-described (their text dropped), not detected again
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--ocr", "off"]) == 0
+    assert "indexed=0 skipped=0 updated=0 redetected=0 reenriched=5" in capsys.readouterr().out
     assert (tmp_path / "faiss" / "mobilenet.faiss").exists()
-    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress"]) == 0
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--ocr", "off"]) == 0
     assert "indexed=0 skipped=5" in capsys.readouterr().out
+    monkeypatch.setenv("OCR", "off")
     # another detector file (same weights, another sha256): kept unless --redetect, then replaced once
     monkeypatch.setenv("DETECTOR_WEIGHTS", str(YOLO_STATE_DICT))
     assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress"]) == 0
     assert "skipped=5 updated=0 redetected=0" in capsys.readouterr().out
     assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--redetect"]) == 0
     out = capsys.readouterr().out
-    assert "indexed=0 skipped=0 updated=0 redetected=5 failed=1" in out
+    assert "indexed=0 skipped=0 updated=0 redetected=5 reenriched=0 failed=1" in out
     assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--redetect"]) == 0
     assert "skipped=5 updated=0 redetected=0" in capsys.readouterr().out
     # a missing model file is refused with a clear message

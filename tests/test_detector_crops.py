@@ -8,6 +8,7 @@ from PIL import Image
 
 from clip_embedder.crops import CropPolicy
 from clip_embedder.detector import Detector
+
 from conftest import IMAGES, YOLO_STATE_DICT, YOLO_WEIGHTS
 
 

@@ -8,10 +8,10 @@ from PIL import Image
 from clip_embedder.crops import CropPolicy
 from clip_embedder.embedders import SpaceIdentity, SpaceMismatchError, create_embedder
 from clip_embedder.faiss_index import SpaceIndex
-from clip_embedder.pipeline import STAGES
-from clip_embedder.pipeline import Indexer
+from clip_embedder.pipeline import STAGES, Indexer
 from clip_embedder.search import QueryError, SearchService, rrf_fuse
 from clip_embedder.store import ImageRow, ItemRow
+
 from conftest import gt_classes, subset_files
 
 
@@ -126,8 +126,7 @@ def test_space_built_by_another_model_is_refused(store, settings, detector, inde
             svc.search_text("car", spaces=["text"])
         assert e.value.status == 409
         r = svc.search_text("car")
-        hits, spaces, warnings = r.hits, r.spaces, r.warnings
-        assert spaces == ["clip"] and any("space text not used" in w for w in warnings)
+        assert r.spaces == ["clip"] and any("space text not used" in w for w in r.warnings)
     finally:
         with store.conn() as c:
             c.execute("UPDATE spaces SET weights=%s WHERE name='text'", (real.weights,))

@@ -11,7 +11,7 @@ import sys
 import httpx
 import pytest
 
-from conftest import MOBILENET, ROOT, YOLO_WEIGHTS, free_port, wait_for
+from conftest import IMAGENET_LABELS, MOBILENET, ROOT, TAGGER_HEAD, YOLO_WEIGHTS, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,8 @@ def postmaster_pid(pgdata) -> int | None:
 def env(tmp_path):
     e = {**os.environ, "PGDATA_DIR": str(tmp_path / "pgdata"), "FAISS_DIR": str(tmp_path / "faiss"),
          "SPACES": "mobilenet,text", "DETECTOR_WEIGHTS": str(YOLO_WEIGHTS), "MOBILENET_WEIGHTS": str(MOBILENET),
-         "STORAGE_ROOT": str(tmp_path / "originals"), "API_KEYS": "k", "WORKER_HEARTBEAT": "1"}
+         "STORAGE_ROOT": str(tmp_path / "originals"), "API_KEYS": "k", "WORKER_HEARTBEAT": "1",
+         "TAGGER_WEIGHTS": str(TAGGER_HEAD), "TAGGER_LABELS": str(IMAGENET_LABELS), "OCR": "off"}
     e.pop("DATABASE_URL", None)
     procs: list[subprocess.Popen] = []
 

@@ -42,7 +42,6 @@ def tiny_subset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(mlflow_store, tiny_subset, tmp_path_factory):
     import mlflow
-
     import train_mlflow
 
     project = tmp_path_factory.mktemp("runs")
@@ -88,9 +87,8 @@ def test_training_run_is_fully_logged(trained, tiny_subset):
 
 
 def test_evaluate_logs_per_class_ap_linked_to_training(trained, tiny_subset, tmp_path):
-    import mlflow
-
     import evaluate
+    import mlflow
 
     rc = evaluate.main(["--weights", f"models:/{MODEL}@champion", "--coco_subset_data_version", tiny_subset.name,
                         "--datasets-root", str(tiny_subset.parent), "--task", "test", "--imgsz", "160",
@@ -107,9 +105,8 @@ def test_evaluate_logs_per_class_ap_linked_to_training(trained, tiny_subset, tmp
 
 def test_promotion_only_when_better(trained, tmp_path):
     import mlflow
-    from mlflow import MlflowClient
-
     import promote
+    from mlflow import MlflowClient
 
     client = MlflowClient()
     before = client.get_model_version_by_alias(MODEL, "champion").version
@@ -207,9 +204,8 @@ def test_gcs_artifacts_through_the_emulator(tmp_path, monkeypatch):
 
 def test_relative_dataset_yaml_is_resolved_against_its_folder(tiny_subset, tmp_path):
     """yolov5 resolves a relative `path:` against its own package folder; the scripts fix it first."""
-    import yaml
-
     import mlflow_common as mc
+    import yaml
 
     rel = tmp_path / "cfg" / "subset.yaml"
     rel.parent.mkdir()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import MOBILENET, SHARED, YOLO_WEIGHTS, free_port
+from conftest import IMAGENET_LABELS, MOBILENET, SHARED, TAGGER_HEAD, YOLO_WEIGHTS, free_port
 
 PHOTO = SHARED / "datasets" / "photos" / "owl.jpg"
 
@@ -70,7 +70,8 @@ def test_worker_job_reads_its_original_from_gcs(gcs, tmp_path):
     from clip_embedder.worker import IndexWorker
 
     s = Settings(_env_file=None, pgdata_dir=tmp_path / "pg", faiss_dir=tmp_path / "faiss", storage_root=gcs,
-                 detector_weights=str(YOLO_WEIGHTS), mobilenet_weights=MOBILENET, spaces=["mobilenet", "text"])
+                 detector_weights=str(YOLO_WEIGHTS), mobilenet_weights=MOBILENET, spaces=["mobilenet", "text"],
+                 tagger_weights=TAGGER_HEAD, tagger_labels=IMAGENET_LABELS, ocr="rapidocr")
     worker = IndexWorker(s)
     try:
         upload = validate_upload(PHOTO.read_bytes(), "owl.jpg", s)
@@ -86,6 +87,8 @@ def test_worker_job_reads_its_original_from_gcs(gcs, tmp_path):
         out = worker.index_image(**job_kwargs)
         image = worker.store.image_by_sha(sha256_bytes(PHOTO.read_bytes()))
         assert out["image_id"] == image.id and image.file_name == "owl.jpg"
+        detail = worker.store.get_image(image.id)  # the worker tags (and reads text) like the CLI
+        assert detail.tags[detail.image_item_id] and image.enrichment == worker.indexer.enrichment
         assert worker.store.get_tasks(task_id=tasks[0].id)[0].image_id == image.id
         # idempotent: a job that runs twice writes once
         assert worker.index_image(**job_kwargs) == {"image_id": image.id, "objects": 0, "batch": 1}

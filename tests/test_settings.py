@@ -6,6 +6,7 @@ import re
 import pytest
 
 from clip_embedder.config import Settings
+
 from conftest import ROOT
 
 

@@ -93,3 +93,15 @@ def test_add_photos_without_a_key_says_so(monkeypatch, live_api):
     at.query_params["mode"] = "add"
     at.run()
     assert not at.error and any("Choose photos" in i.value for i in at.info)
+
+
+def test_no_match_is_said_on_the_page(monkeypatch, live_api):
+    """A query nothing in the index matches confidently: the page says so instead of showing ten guesses;
+    the detector's classes are listed."""
+    at = run_app(monkeypatch, live_api)
+    at.sidebar.radio[0].set_value("text").run()
+    at.text_input[0].input("spaceship").run()
+    assert not at.error
+    assert any("nothing in this index looks like 'spaceship'" in w.value for w in at.warning)
+    assert any("**0 images**" in m.value for m in at.markdown) and not at.get("image")
+    assert any("detector knows 80 object classes" in e.label for e in at.expander)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import shutil
 
+import extract_coco_subset as ecs
 import pytest
 
-import extract_coco_subset as ecs
 from conftest import ANNOTATIONS, IMAGES
 
 

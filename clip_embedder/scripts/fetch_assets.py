@@ -80,7 +80,16 @@ def fetch_clip(model: str, tag: str, dest_dir: Path) -> Path | None:
         print(f"note: OpenCLIP weights not downloaded ({type(e).__name__}: {e}); the clip space stays off",
               file=sys.stderr)
         return None
-    del open_clip
+    text_cfg = (open_clip.get_model_config(model) or {}).get("text_cfg", {})
+    for name in dict.fromkeys(n for n in (text_cfg.get("hf_tokenizer_name"), text_cfg.get("hf_model_name")) if n):
+        # a Hugging Face text tower (e.g. the multilingual xlm-roberta-base-ViT-B-32): cache its tokenizer + config
+        from transformers import AutoConfig, AutoTokenizer  # noqa: PLC0415
+
+        try:
+            AutoTokenizer.from_pretrained(name)
+            AutoConfig.from_pretrained(name)
+        except Exception as e:
+            print(f"note: the tokenizer {name!r} was not cached ({type(e).__name__}: {e})", file=sys.stderr)
     return Path(path) if path else None
 
 
