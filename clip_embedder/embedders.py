@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 from PIL import Image
@@ -55,28 +55,21 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(n, 1e-12)
 
 
-class Embedder(ABC):
-    """Base class: lazy, lock-guarded loading; `embed_images` / `embed_texts` return (n, dim) float32."""
-
-    space: str
-    #: what an indexed item contributes to this space: its pixels or its text description
-    source: Literal["pixels", "description"] = "pixels"
-    supports_text_queries: bool = False
+class LazyModel(ABC):
+    """The lifecycle every model of the project shares (embedders, the ImageNet tagger, OCR engines): built
+    cheaply, loaded on first use or by `load()`, once, under a lock (two requests may arrive before either
+    has loaded it), in the style of Immich's `InferenceModel`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loaded = False
 
-    @property
-    @abstractmethod
-    def identity(self) -> SpaceIdentity:
-        """The space identity this embedder produces (computable without loading the model)."""
-
     @abstractmethod
     def _load(self) -> None: ...
 
-    def load(self) -> "Embedder":
-        """Load the model now (idempotent, thread-safe)."""
+    def load(self) -> Self:
+        """Load the model now (idempotent, thread-safe). Raises whatever `_load` raises (a missing file,
+        an engine not installed), with a message saying what to do."""
         if not self._loaded:
             with self._lock:
                 if not self._loaded:
@@ -87,6 +80,20 @@ class Embedder(ABC):
     @property
     def loaded(self) -> bool:
         return self._loaded
+
+
+class Embedder(LazyModel):
+    """Base class of the embedders: `embed_images` / `embed_texts` return (n, dim) float32, L2-normalised."""
+
+    space: str
+    #: what an indexed item contributes to this space: its pixels or its text description
+    source: Literal["pixels", "description"] = "pixels"
+    supports_text_queries: bool = False
+
+    @property
+    @abstractmethod
+    def identity(self) -> SpaceIdentity:
+        """The space identity this embedder produces (computable without loading the model)."""
 
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         """Embed RGB images. Returns (len(images), dim) float32, L2-normalised."""

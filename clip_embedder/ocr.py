@@ -6,18 +6,21 @@
 | `tesseract` | `OCR_LANGS`, default `kor+eng`        | Debian `tesseract-ocr{,-eng,-kor}`, PyPI `pytesseract` |
 
 Each engine returns `OcrLine`s (text, confidence 0..1, bbox xyxy pixels of the image it was given)
-and loads lazily under a lock, like the embedders.
+and loads lazily under a lock, like the embedders (`LazyModel`); a missing engine or language raises
+RuntimeError naming what to install.
 """
 from __future__ import annotations
 
 import re
 import shutil
 import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from clip_embedder.embedders import LazyModel
 
 #: images are read at most this many pixels on their longer side (OCR time grows with the area)
 MAX_SIDE = 2000
@@ -33,15 +36,14 @@ class OcrLine:
     bbox: tuple[float, float, float, float]
 
 
-class OcrEngine(ABC):
-    """Base class: lazy, lock-guarded loading; `read(image)` → lines above `min_confidence`."""
+class OcrEngine(LazyModel):
+    """Base class of the OCR engines (the models' lazy lifecycle): `read(image)` → lines above `min_confidence`."""
 
     name: str
 
     def __init__(self, min_confidence: float = 0.5):
+        super().__init__()
         self.min_confidence = float(min_confidence)
-        self._lock = threading.Lock()
-        self._loaded = False
 
     @property
     def signature(self) -> str:
@@ -49,23 +51,7 @@ class OcrEngine(ABC):
         return f"{self.name}:{self.min_confidence:g}"
 
     @abstractmethod
-    def _load(self) -> None: ...
-
-    @abstractmethod
     def _read(self, image: Image.Image) -> list[OcrLine]: ...
-
-    def load(self) -> "OcrEngine":
-        """Load the engine now (idempotent, thread-safe).
-
-        Raises:
-            RuntimeError: the engine or its language data is not installed (the message says what to install).
-        """
-        if not self._loaded:
-            with self._lock:
-                if not self._loaded:
-                    self._load()
-                    self._loaded = True
-        return self
 
     def read(self, image: Image.Image) -> list[OcrLine]:
         """The text lines of an RGB image, top to bottom, with boxes in the image's own pixels."""
@@ -94,9 +80,10 @@ class RapidOcrEngine(OcrEngine):
             raise RuntimeError("OCR=rapidocr needs the PyPI package rapidocr-onnxruntime (pip install "
                                "rapidocr-onnxruntime==1.4.4), or set OCR=tesseract / OCR=off") from e
         self._engine = RapidOCR()
+        self._run_lock = threading.Lock()
 
     def _read(self, image: Image.Image) -> list[OcrLine]:
-        with self._lock:  # one onnxruntime session per engine
+        with self._run_lock:  # one onnxruntime session per engine
             result, _ = self._engine(np.asarray(image))
         out = []
         for box, text, conf in result or []:

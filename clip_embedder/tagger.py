@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_embedder.detector import file_sha256
+from clip_embedder.embedders import LazyModel
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def label_words(label: str) -> str:
     return f"{label} {COCO_SYNONYMS.get(label, '')}".strip()
 
 
-class ImageNetTagger:
+class ImageNetTagger(LazyModel):
     """Top ImageNet classes of an image or crop from its MobileNet-v1 features.
 
     Args:
@@ -89,18 +90,17 @@ class ImageNetTagger:
         confident_score: a tag this sure makes a lexical match on its words a confident hit; a tag between
             `min_score` and it only helps ranking.
 
-    Loads lazily under a lock, like the embedders.
+    Loads lazily under a lock, like the embedders (`LazyModel`).
     """
 
     source = "imagenet"
 
     def __init__(self, head: Path, labels: Path, *, min_score: float = 0.15, top_k: int = 3,
                  confident_score: float = 0.5):
+        super().__init__()
         self.head, self.labels_path = Path(head), Path(labels)
         self.min_score, self.top_k = float(min_score), int(top_k)
         self.confident_score = float(confident_score)
-        self._lock = threading.Lock()
-        self._loaded = False
 
     @property
     def signature(self) -> str:
@@ -118,34 +118,34 @@ class ImageNetTagger:
                                f"{self.confident_score:g}")
         return self._signature
 
-    def load(self) -> "ImageNetTagger":
-        """Load the head and the labels now (idempotent, thread-safe)."""
-        if not self._loaded:
-            with self._lock:
-                if not self._loaded:
-                    _ = self.signature
-                    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    def _load(self) -> None:
+        """Load the head and the labels (through `load()`).
 
-                    self._it = Interpreter(str(self.head), num_threads=1)
-                    self._it.allocate_tensors()
-                    self._in = self._it.get_input_details()[0]
-                    self._out = self._it.get_output_details()[0]
-                    lines = self.labels_path.read_text(encoding="utf-8").splitlines()
-                    if len(lines) != int(self._out["shape"][-1]):
-                        raise ValueError(f"{self.labels_path} has {len(lines)} lines; the head has "
-                                         f"{int(self._out['shape'][-1])} outputs")
-                    self.synonyms = [[w.strip() for w in line.split(",") if w.strip()] for line in lines]
-                    self.names = [s[0] if s else "" for s in self.synonyms]
-                    self._hypernyms = [""] * len(lines)
-                    for lo, hi, words in HYPERNYM_RANGES:
-                        for i in range(lo + 1, hi + 2):  # +1: line 0 is `background`
-                            self._hypernyms[i] = words
-                    for i, name in enumerate(self.names):
-                        if name in HYPERNYM_NAMES:
-                            self._hypernyms[i] = HYPERNYM_NAMES[name]
-                    self._index = {name: i for i, name in enumerate(self.names)}
-                    self._loaded = True
-        return self
+        Raises:
+            FileNotFoundError: a file is missing. ValueError: the labels do not match the head's outputs.
+        """
+        _ = self.signature
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+        self._it = Interpreter(str(self.head), num_threads=1)
+        self._it.allocate_tensors()
+        self._in = self._it.get_input_details()[0]
+        self._out = self._it.get_output_details()[0]
+        lines = self.labels_path.read_text(encoding="utf-8").splitlines()
+        if len(lines) != int(self._out["shape"][-1]):
+            raise ValueError(f"{self.labels_path} has {len(lines)} lines; the head has "
+                             f"{int(self._out['shape'][-1])} outputs")
+        self.synonyms = [[w.strip() for w in line.split(",") if w.strip()] for line in lines]
+        self.names = [syn[0] if syn else "" for syn in self.synonyms]
+        self._hypernyms = [""] * len(lines)
+        for lo, hi, words in HYPERNYM_RANGES:
+            for i in range(lo + 1, hi + 2):  # +1: line 0 is `background`
+                self._hypernyms[i] = words
+        for i, name in enumerate(self.names):
+            if name in HYPERNYM_NAMES:
+                self._hypernyms[i] = HYPERNYM_NAMES[name]
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self._run_lock = threading.Lock()
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """ImageNet class probabilities of MobileNet-v1 features.
@@ -160,7 +160,7 @@ class ImageNetTagger:
         features = np.asarray(features, np.uint8).reshape(-1, 1024)
         scale = float(self._out["quantization"][0]) or 1.0 / 256
         out = np.empty((len(features), int(self._out["shape"][-1])), np.float32)
-        with self._lock:  # one interpreter; the head does not take a batch dimension (XNNPack refuses it)
+        with self._run_lock:  # one interpreter; the head does not take a batch dimension (XNNPack refuses it)
             for i, f in enumerate(features):
                 self._it.set_tensor(self._in["index"], f.reshape(1, 1, 1, 1024))
                 self._it.invoke()
