@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     detector_iou: float = Field(0.45, ge=0, le=1, description="NMS IoU threshold")
     detector_max_det: int = Field(100, ge=1, description="maximum detections per image")
     device: str = Field("cpu", description="torch device: cpu, 0, cuda:0 (falls back to cpu)")
+    detector_runtime: Literal["auto", "torch", "onnx", "openvino"] = Field(
+        "auto", description="detector forward pass: auto (ONNX Runtime on the CPU, torch on a GPU), torch, onnx, "
+                            "openvino (the weights exported once to ONNX)")
+    detector_export_dir: Path = Field(Path("models/exported"), description="where the detector's ONNX export is "
+                                                                           "cached, by weights sha256")
 
     # --- crop policy ---------------------------------------------------------------------------
     crop_padding: float = Field(0.1, ge=0, le=1, description="padding around a box, fraction of its side")

@@ -441,7 +441,7 @@ class SearchService:
                                  if e.supports_text_queries},
             "detector": {"weights": str(self.detector.weights_path), "sha256": self.detector.weights_sha256,
                          "classes": len(self.detector.names), "class_names": list(self.detector.names),
-                         "imgsz": self.detector.imgsz,
+                         "imgsz": self.detector.imgsz, "runtime": self.detector.runtime,
                          "device": str(self.detector.device),
                          "source": getattr(self.detector, "source", {"weights": str(self.detector.weights_path)})},
         }
@@ -465,7 +465,8 @@ def load_detector(settings: Settings) -> Detector:
     # weights from a tracking server are never unpickled (whoever can write there would run code here)
     detector = Detector.load(weights, imgsz=settings.detector_imgsz, conf=settings.detector_conf,
                              iou=settings.detector_iou, max_det=settings.detector_max_det, device=settings.device,
-                             allow_pickle=not from_server)
+                             allow_pickle=not from_server, runtime=settings.detector_runtime,
+                             export_dir=settings.detector_export_dir)
     detector.source = source
     return detector
 

@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ IMAGENET_LABELS = SHARED / "models" / "mobilenet" / "imagenet_labels.txt"
 PHOTOS = SHARED / "datasets" / "photos"
 
 sys.path.insert(0, str(ROOT / "scripts"))
+# the detector's ONNX export (DETECTOR_RUNTIME=auto → onnx on the CPU) is cached for the session, outside the
+# checkout; subprocesses (workers, the CLI, the API) inherit it
+os.environ.setdefault("DETECTOR_EXPORT_DIR", tempfile.mkdtemp(prefix="detector_export_"))
 
 if not COCO128.is_dir():
     raise RuntimeError(f"tests need the shared data folder at {SHARED} (set SHARED_DIR)")

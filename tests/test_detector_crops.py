@@ -66,3 +66,43 @@ def test_crop_policy():
     assert p.crop_box((0, 0, 600, 60), 640, 480) is None  # aspect 600/60 > 4
     im = Image.new("RGB", (640, 480))
     assert p.crop(im, (100, 100, 200, 150)).size == (120, 60)
+
+
+def _matched(ref, got, conf: float) -> bool:
+    """Every detection of `ref` has one in `got` with the same label, a box within 1 px and a score within
+    0.01 (and the other way round); an unmatched one may only be a score at the confidence threshold."""
+    free = list(got)
+    for d in ref:
+        m = next((g for g in free if g.label == d.label and abs(g.score - d.score) <= 0.01
+                  and max(abs(a - b) for a, b in zip(g.bbox, d.bbox)) <= 1.0), None)
+        if m is None:
+            if d.score > conf + 0.01:
+                return False
+            continue
+        free.remove(m)
+    return all(g.score <= conf + 0.01 for g in free)
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_exported_runtimes_agree_with_torch(runtime, tmp_path):
+    """The weights exported to ONNX once (cached by sha256) and run by ONNX Runtime / OpenVINO detect what torch
+    detects on COCO128 images of both orientations: same labels, boxes within 1 px, scores within 0.01."""
+    ims = [Image.open(p).convert("RGB") for p in sorted(IMAGES.glob("*.jpg"))[:16]]
+    assert len({im.size for im in ims}) > 1  # several letterboxed shapes in one call
+    ref = Detector.load(YOLO_WEIGHTS, conf=0.15, runtime="torch").detect(ims)
+    det = Detector.load(YOLO_WEIGHTS, conf=0.15, runtime=runtime, export_dir=tmp_path)
+    assert det.runtime == runtime and len(list(tmp_path.glob("yolov5_*.onnx"))) == 1
+    got = det.detect(ims)
+    assert sum(map(len, ref)) > 50
+    assert all(_matched(r, g, 0.15) for r, g in zip(ref, got))
+    # the export is reused (same file, not rewritten), and a batch equals images one at a time
+    mtime = next(tmp_path.glob("yolov5_*.onnx")).stat().st_mtime_ns
+    again = Detector.load(YOLO_WEIGHTS, conf=0.15, runtime=runtime, export_dir=tmp_path)
+    assert next(tmp_path.glob("yolov5_*.onnx")).stat().st_mtime_ns == mtime
+    assert [again.detect([im])[0] for im in ims[:4]] == got[:4]
+
+
+def test_auto_runtime_is_onnx_on_the_cpu(tmp_path):
+    assert Detector.load(YOLO_WEIGHTS, runtime="auto", export_dir=tmp_path).runtime == "onnx"
+    with pytest.raises(ValueError, match="unknown DETECTOR_RUNTIME"):
+        Detector.load(YOLO_WEIGHTS, runtime="tensorrt")
