@@ -126,10 +126,11 @@ class Detector:
             model = copy.deepcopy(self.model).float().cpu().eval()
             for m in model.modules():  # as yolov5's exporter: one output, grids rebuilt for any input size
                 if type(m).__name__ == "Detect":
-                    m.export, m.dynamic = True, True
+                    setattr(m, "export", True)  # noqa: B010  (yolov5's flags, not typed on nn.Module)
+                    setattr(m, "dynamic", True)  # noqa: B010
             with self._lock, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings of yolov5's Python-side branches (sizes are dynamic)
-                torch.onnx.export(model, torch.zeros(1, 3, self.imgsz, self.imgsz), tmp, opset_version=17,
+                torch.onnx.export(model, (torch.zeros(1, 3, self.imgsz, self.imgsz),), tmp, opset_version=17,
                                   do_constant_folding=True, input_names=["images"], output_names=["output0"],
                                   dynamo=False, dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
                                                               "output0": {0: "batch", 1: "anchors"}})

@@ -1,0 +1,124 @@
+"""The indexer against the model-forward limit, and the detector's runtimes side by side.
+
+On the same COCO128 images (default all 128), in one run:
+1. the detector's forward + NMS per runtime (torch, onnx, openvino), one image at a time and in batches of
+   `--batch-size` (ms per image);
+2. the model-forward limit of the indexing pipeline: only the model calls the indexer makes for these images
+   (detection with the chosen runtime, MobileNet features of every whole image and crop, the ImageNet head, the
+   text space over the distinct descriptions), timed alone → images/s;
+3. the indexer itself (the CLI's sequential runner, OCR off) on the same images → images/s and its ratio to
+   the limit (what the other stages and the stages adding up one after another cost).
+
+    python benchmarks/bench_forward.py [--images 128] [--batch-size 16] [--runtime onnx]
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from common import SHARED, bench_parser, bench_settings, machine, peak_rss_mb
+
+
+def timed(fn, repeat: int = 1) -> float:
+    """Best wall seconds of `repeat` calls."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    p = bench_parser(__doc__)
+    p.add_argument("--images", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--runtime", default="onnx", choices=("torch", "onnx", "openvino"),
+                   help="the detector runtime of the limit and of the indexer run")
+    args = p.parse_args()
+
+    from clip_embedder.crops import CropPolicy
+    from clip_embedder.detector import Detector
+    from clip_embedder.embedders import create_embedder, describe_image, describe_object
+    from clip_embedder.pipeline import Indexer, SourceFile
+    from clip_embedder.search import load_detector
+    from clip_embedder.store import Store
+    from clip_embedder.tagger import create_tagger
+
+    work = Path(tempfile.mkdtemp(prefix="bench_forward_"))
+    files = sorted((SHARED / "datasets" / "coco128" / "images").glob("*.jpg"))[: args.images]
+    images = [Image.open(f).convert("RGB") for f in files]
+    n, bs = len(images), args.batch_size
+    print(f"machine: {machine()}\nimages: {n} COCO128, detector yolov5n 80 classes at 640 px, conf 0.15, "
+          f"batches of {bs}")
+
+    weights = SHARED / "models" / "yolov5" / "yolov5n.pt"
+    print("detector forward + NMS, ms per image (best of 2):")
+    per_runtime = {}
+    for rt in ("torch", "onnx", "openvino"):
+        try:
+            det = Detector.load(weights, conf=0.15, runtime=rt, export_dir=work / "exported")
+        except RuntimeError as e:
+            print(f"  {rt:<9} not available: {e}")
+            continue
+        det.detect(images[:2])  # warm-up
+        one = timed(lambda d=det: [d.detect([im]) for im in images], 2) / n * 1000
+        batched = timed(lambda d=det: [d.detect(images[i:i + bs]) for i in range(0, n, bs)], 2) / n * 1000
+        per_runtime[rt] = min(one, batched)
+        print(f"  {rt:<9} one at a time {one:6.1f}   batches of {bs} {batched:6.1f}")
+    if "torch" in per_runtime:
+        for rt, ms in per_runtime.items():
+            print(f"  {rt:<9} speed-up over torch: {per_runtime['torch'] / ms:.2f}x")
+
+    s = bench_settings(work, "mobilenet,text", None, None).model_copy(
+        update={"detector_runtime": args.runtime, "detector_export_dir": work / "exported",
+                "detector_conf": 0.15, "ocr": "off"})
+    detector = load_detector(s)
+    embedders = {name: create_embedder(name, s).load() for name in s.spaces}
+    tagger = create_tagger(s).load()
+    policy = CropPolicy(s.crop_padding, s.crop_min_side, s.crop_max_aspect)
+    # what the indexer will feed the models: whole images + crops, and their descriptions
+    dets = [d for i in range(0, n, bs) for d in detector.detect(images[i:i + bs])]
+    crops, descriptions = [], []
+    for im, ds in zip(images, dets):
+        crops.append(im)
+        for d in ds:
+            box = policy.crop_box(d.bbox, *im.size)
+            if box is not None:
+                crops.append(im.crop(box))
+                descriptions.append(describe_object(d.label))
+        descriptions.append(describe_image([d.label for d in ds]))
+    mobilenet, text = embedders["mobilenet"], embedders["text"]
+    t_detect = timed(lambda: [detector.detect(images[i:i + bs]) for i in range(0, n, bs)], 2)
+    feats = mobilenet.features(crops[:8])
+    t_features = timed(lambda: [mobilenet.features(crops[i:i + 64]) for i in range(0, len(crops), 64)], 2)
+    feats = mobilenet.features(crops)
+    t_head = timed(lambda: tagger.tag(feats), 2)
+    distinct = list(dict.fromkeys(descriptions))
+    text.embed_texts(["warm-up"])
+    t_text = timed(lambda: text._model.encode(distinct, batch_size=64, normalize_embeddings=True,
+                                              show_progress_bar=False), 2)
+    limit_s = t_detect + t_features + t_head + t_text
+    print(f"model-forward limit ({args.runtime} detector, {len(crops)} crops incl. whole images, "
+          f"{len(distinct)} distinct descriptions):")
+    print(f"  detect {t_detect:.2f}s  mobilenet {t_features:.2f}s  imagenet head {t_head:.2f}s  text {t_text:.2f}s"
+          f"  → {limit_s:.2f}s = {n / limit_s:.2f} images/s")
+
+    store = Store.open(s)
+    for e in embedders.values():
+        store.ensure_space(e.identity)
+    stats = Indexer.from_settings(s, store, detector, embedders).run(
+        [SourceFile.from_folder(f) for f in files], batch_size=bs, progress=False)
+    store.close()
+    rate = stats.images_indexed / stats.seconds
+    print(f"indexer: {stats.summary()}")
+    print(f"indexer {rate:.2f} images/s = {rate / (n / limit_s):.2f}x the model-forward limit "
+          f"({n / limit_s:.2f} images/s)")
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
