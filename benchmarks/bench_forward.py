@@ -74,7 +74,7 @@ def main() -> None:
             print(f"  {rt:<9} speed-up over torch: {per_runtime['torch'] / ms:.2f}x")
 
     s = bench_settings(work, "mobilenet,text", None, None).model_copy(
-        update={"detector_runtime": args.runtime, "detector_export_dir": work / "exported",
+        update={"detector_runtime": args.runtime, "export_dir": work / "exported",
                 "detector_conf": 0.15, "ocr": "off"})
     detector = load_detector(s)
     embedders = {name: create_embedder(name, s).load() for name in s.spaces}

@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     detector_runtime: Literal["auto", "torch", "onnx", "openvino"] = Field(
         "auto", description="detector forward pass: auto (ONNX Runtime on the CPU, torch on a GPU), torch, onnx, "
                             "openvino (the weights exported once to ONNX)")
-    detector_export_dir: Path = Field(Path("models/exported"), description="where the detector's ONNX export is "
-                                                                           "cached, by weights sha256")
+    export_dir: Path = Field(Path("models/exported"), description="where models converted to ONNX (the detector, the "
+                                                                  "MobileNet embedder) are cached, by weights sha256")
 
     # --- crop policy ---------------------------------------------------------------------------
     crop_padding: float = Field(0.1, ge=0, le=1, description="padding around a box, fraction of its side")
@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     mobilenet_weights: Path = Field(
         Path("models/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
         description="MobileNet-v1 embedding extractor (.tflite)")
+    mobilenet_runtime: Literal["auto", "tflite", "onnx"] = Field(
+        "auto", description="MobileNet forward pass: tflite (ai-edge-litert) or onnx (the same quantised model "
+                            "converted with tflite2onnx, run by ONNX Runtime; bit-identical features); auto = onnx, "
+                            "tflite when the conversion fails")
     text_model: str | None = Field(
         None, description="sentence-transformers model path or hub id; empty = bundled all-MiniLM-L6-v2")
     allow_downloads: bool = Field(False, description="let hub loaders download weights at run time")

@@ -8,7 +8,7 @@ Two weight formats load:
   `torch.load(weights_only=True)` and is safe for any file.
 
 Runtimes (`DETECTOR_RUNTIME`): `torch` runs the model as loaded; `onnx` (ONNX Runtime) and `openvino` run
-the same weights exported once to ONNX (cached by the weights' sha256 under `DETECTOR_EXPORT_DIR`, dynamic
+the same weights exported once to ONNX (cached by the weights' sha256 under `EXPORT_DIR`, dynamic
 batch and image size); `auto` = ONNX Runtime on the CPU (measured fastest here: yolov5n at 640x480 29 ms
 per image against 57 ms for torch and 35 ms for OpenVINO, 2 cores), torch on a GPU. Pre- and
 post-processing (letterbox, NMS, box scaling) are shared, so the runtimes differ only by the forward pass

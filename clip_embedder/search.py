@@ -466,7 +466,7 @@ def load_detector(settings: Settings) -> Detector:
     detector = Detector.load(weights, imgsz=settings.detector_imgsz, conf=settings.detector_conf,
                              iou=settings.detector_iou, max_det=settings.detector_max_det, device=settings.device,
                              allow_pickle=not from_server, runtime=settings.detector_runtime,
-                             export_dir=settings.detector_export_dir)
+                             export_dir=settings.export_dir)
     detector.source = source
     return detector
 

@@ -27,7 +27,7 @@ PHOTOS = SHARED / "datasets" / "photos"
 sys.path.insert(0, str(ROOT / "scripts"))
 # the detector's ONNX export (DETECTOR_RUNTIME=auto → onnx on the CPU) is cached for the session, outside the
 # checkout; subprocesses (workers, the CLI, the API) inherit it
-os.environ.setdefault("DETECTOR_EXPORT_DIR", tempfile.mkdtemp(prefix="detector_export_"))
+os.environ.setdefault("EXPORT_DIR", tempfile.mkdtemp(prefix="detector_export_"))
 
 if not COCO128.is_dir():
     raise RuntimeError(f"tests need the shared data folder at {SHARED} (set SHARED_DIR)")

@@ -71,3 +71,25 @@ def test_text_embeddings_of_repeated_texts_are_computed_once(embedders):
     assert np.array_equal(v[0], v[2]) and v.shape == (20, t.identity.dim)
     again = t.embed_texts([k])
     assert t.cache_misses - misses == 2 and np.array_equal(again[0], v[1])
+
+
+def test_mobilenet_on_onnx_runtime_gives_the_tflite_features(tmp_path):
+    """MOBILENET_RUNTIME=onnx runs the same quantised graph converted once (cached by sha256) on ONNX Runtime:
+    the uint8 features of real whole images and crops equal TFLite's, so the space identity is unchanged."""
+    from PIL import Image
+
+    from clip_embedder.embedders import MobileNetEmbedder
+
+    from conftest import IMAGES, MOBILENET
+
+    ims = [Image.open(p).convert("RGB") for p in sorted(IMAGES.glob("*.jpg"))[:24]]
+    ims += [im.crop((10, 20, 10 + im.width // 3, 20 + im.height // 2)) for im in ims[:24]]
+    tflite = MobileNetEmbedder(MOBILENET, runtime="tflite").load()
+    onnx = MobileNetEmbedder(MOBILENET, runtime="onnx", export_dir=tmp_path).load()
+    assert (tflite.runtime, onnx.runtime) == ("tflite", "onnx") and onnx.identity == tflite.identity
+    assert len(list(tmp_path.glob("mobilenet_*.onnx"))) == 1
+    a, b = tflite.features(ims), onnx.features(ims)
+    assert a.dtype == b.dtype == np.uint8 and a.shape == b.shape == (48, 1024)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1 and (a == b).mean() > 0.999
+    auto = MobileNetEmbedder(MOBILENET, runtime="auto", export_dir=tmp_path).load()
+    assert auto.runtime == "onnx"
