@@ -270,14 +270,9 @@ class MobileNetEmbedder(Embedder):
             import tflite2onnx  # noqa: PLC0415
 
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-            os.close(fd)
-            try:
-                tflite2onnx.convert(str(self.weights), tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # converted beside, then moved in whole
+                tflite2onnx.convert(str(self.weights), os.path.join(tmp, path.name))
+                os.replace(os.path.join(tmp, path.name), path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.num_threads
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

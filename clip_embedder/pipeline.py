@@ -28,7 +28,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -443,26 +443,41 @@ class Indexer:
 
     def run(self, files: Iterable[SourceFile | tuple[Path, str | None]], *, batch_size: int = 16,
             progress: bool = True, total: int | None = None) -> IndexStats:
-        """Index files in batches of `batch_size` (sequential runner); returns the stats.
+        """Index files in batches of `batch_size` (sequential runner with write-behind); returns the stats.
 
+        Each batch is written (one transaction) by a writer thread while the next batch is read, detected,
+        tagged and embedded; at most one write is in flight, and a failed write stops the run with its error.
         `files` are `SourceFile`s or `(path, split)` pairs. A file that is not a readable image is counted
-        in `images_failed` and named in `errors`; the run goes on. Each batch is written in one transaction.
+        in `images_failed` and named in `errors`; the run goes on.
         """
         stats = IndexStats()
         t0 = time.perf_counter()
         sources = [f if isinstance(f, SourceFile) else SourceFile.from_folder(f[0], None, f[1]) for f in files]
         bar = tqdm(total=total or len(sources), unit="img", desc="indexing", disable=not progress)
-        for i in range(0, len(sources), batch_size):
-            chunk = sources[i:i + batch_size]
-            self.index_batch(chunk, stats)
-            bar.update(len(chunk))
+
+        def done(batch: Batch, write: Future[Batch]) -> None:
+            write.result()  # re-raises the write's error
+            stats.add(batch)
+            bar.update(len(batch.sources))
             bar.set_postfix(objects=stats.objects, failed=stats.images_failed)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer") as writer:
+            pending: tuple[Batch, Future[Batch]] | None = None
+            for i in range(0, len(sources), batch_size):
+                batch = self.compute_batch(sources[i:i + batch_size])
+                if pending is not None:
+                    done(*pending)
+                pending = (batch, writer.submit(write_stage, batch, self.store))
+            if pending is not None:
+                done(*pending)
         bar.close()
         stats.seconds = time.perf_counter() - t0
         return stats
 
-    def index_batch(self, sources: list[SourceFile], stats: IndexStats | None = None) -> Batch:
-        """Run every stage on one batch of files; add its outcome to `stats`; return the batch."""
+    def compute_batch(self, sources: list[SourceFile]) -> Batch:
+        """Every stage but the write on one batch of files: read, plan, decode, detect, crop, tag, ocr,
+        describe, embed. (A batch planned while the previous one is still being written may plan again an
+        image that batch adds; its write then skips it: images are unique by sha256.)"""
         batch = Batch(sources)
         sha = self.detector.weights_sha256
         read_stage(batch, max_bytes=self.max_bytes)
@@ -475,7 +490,11 @@ class Indexer:
         ocr_stage(batch, self.ocr)
         describe_stage(batch, self.tagger)
         embed_stage(batch, self.embedders)
-        write_stage(batch, self.store)
+        return batch
+
+    def index_batch(self, sources: list[SourceFile], stats: IndexStats | None = None) -> Batch:
+        """Run every stage on one batch of files, the write included; add its outcome to `stats`; return it."""
+        batch = write_stage(self.compute_batch(sources), self.store)
         if stats is not None:
             stats.add(batch)
         return batch

@@ -286,3 +286,33 @@ def test_a_foreign_faiss_file_is_rebuilt_not_loaded(service, store, settings, tm
     os.utime(old, (_time.time() - 3600, _time.time() - 3600))
     assert SpaceIndex.load_or_build(store, store.get_space("text"), faiss_dir).rebuilt == ""
     assert not old.exists() and new.exists()
+
+
+def test_write_behind_writes_a_photo_once_across_batches(settings, store, detector, embedders, indexed, subset,
+                                                         tmp_path):
+    """The sequential runner writes batch N while batch N+1 is computed: the same bytes in two consecutive
+    batches (planned before the first is committed) still make one image with one set of items."""
+    import hashlib
+    import shutil
+
+    from conftest import IMAGES
+
+    indexed_names = {p.name for p, _ in subset_files(subset)}
+    src = next(p for p in sorted(IMAGES.glob("*.jpg")) if p.name not in indexed_names)
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    shutil.copyfile(src, a)
+    shutil.copyfile(src, b)
+    idx = Indexer.from_settings(settings, store, detector, embedders)
+    stats = idx.run([(a, None), (b, None)], batch_size=1, progress=False)
+    sha = hashlib.sha256(a.read_bytes()).hexdigest()
+    image = store.image_by_sha(sha)
+    try:
+        assert stats.images_indexed == 1 and stats.images_failed == 0 and stats.images_seen == 2
+        with store.conn() as c:
+            n_images = c.execute("SELECT count(*) AS n FROM images WHERE sha256 = %s", (sha,)).fetchone()["n"]
+            r = c.execute("SELECT count(*) AS n, count(DISTINCT (kind, label, x1, y1, x2, y2)) AS d, "
+                          "count(*) FILTER (WHERE kind = 'image') AS whole FROM items WHERE image_id = %s",
+                          (image.id,)).fetchone()
+        assert n_images == 1 and r["whole"] == 1 and r["n"] == r["d"]  # no item written twice
+    finally:
+        store.delete_image(image.id)
