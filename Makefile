@@ -24,7 +24,8 @@ IMGSZ ?= 640
 help:
 	@echo "make demo   - install, build the COCO subset, index it, serve API (:$(API_PORT)) + UI (:$(UI_PORT))"
 	@echo "make test   - install and run the test suite"
-	@echo "make benchmarks - indexing throughput, search latency, retrieval quality and ingest (queue) figures"
+	@echo "make benchmarks - indexing throughput (and its model-forward limit), search latency, retrieval quality"
+	@echo "                  (vocabulary, no-match, OCR) and ingest (queue) figures"
 
 $(VENV)/.installed: pyproject.toml scripts/install_system_packages.sh
 	bash scripts/install_system_packages.sh
@@ -47,6 +48,7 @@ test: install
 
 benchmarks: install
 	$(PY) benchmarks/bench_index_search.py
+	$(PY) benchmarks/bench_forward.py
 	$(PY) benchmarks/bench_quality.py
 	$(PY) benchmarks/bench_ingest.py
 
