@@ -210,8 +210,17 @@ class SpaceIndex:
 
     @classmethod
     def for_settings(cls, store: Store, identity: SpaceIdentity, settings) -> "SpaceIndex":
-        """`load_or_build` with FAISS_DIR, FAISS_INDEX and FAISS_EF_SEARCH from the settings."""
-        return cls.load_or_build(store, identity, settings.faiss_dir, settings.faiss_index, settings.faiss_ef_search)
+        """`load_or_build` with FAISS_DIR, FAISS_INDEX and FAISS_EF_SEARCH from the settings.
+
+        FAISS_INDEX=auto picks by the space's size when the index is loaded or rebuilt: exact `Flat` up to
+        FAISS_HNSW_ABOVE vectors, `HNSW32` above (a saved index of the other type is rebuilt once). An index
+        growing past the threshold while the API runs stays as it is until the next start or reload.
+        """
+        index_type = settings.faiss_index
+        if index_type == "auto":
+            count, _ = store.space_watermark(identity.name)
+            index_type = "HNSW32" if count > settings.faiss_hnsw_above else "Flat"
+        return cls.load_or_build(store, identity, settings.faiss_dir, index_type, settings.faiss_ef_search)
 
     def _selector(self, kind: str | None, labels: tuple[str, ...] | None) -> _faiss.IDSelector | None:
         """The id filter for (kind, labels), cached: the most recent `SELECTOR_CACHE` filters are kept

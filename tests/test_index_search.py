@@ -210,6 +210,11 @@ def test_hnsw_index_type(service, store, settings, tmp_path):
     kinds = dict(zip(ix.meta["ids"], ix.meta["kind"]))
     assert all(kinds[i] == "image" for i in only_images.ravel() if i >= 0)
     assert SpaceIndex.for_settings(store, store.get_space("mobilenet"), s).rebuilt == ""  # saved as HNSW
+    # FAISS_INDEX=auto chooses by size: this space is below the default threshold (exact), above a small one (HNSW)
+    auto = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "auto"})
+    assert not SpaceIndex.for_settings(store, store.get_space("mobilenet"), auto).hnsw
+    small = auto.model_copy(update={"faiss_hnsw_above": 100})
+    assert SpaceIndex.for_settings(store, store.get_space("mobilenet"), small).hnsw
 
 
 def test_indexing_refuses_files_over_the_caps(settings, store, detector, embedders, subset, tmp_path):
