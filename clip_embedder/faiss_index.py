@@ -340,10 +340,10 @@ class SpaceIndex:
         return {"added": n_added, "removed": n_removed}
 
     def _add_ids(self, store: Store, ids: np.ndarray) -> int:
-        with store.conn() as c:
-            rows = c.execute(f"SELECT v.item_id, v.embedding, i.kind, coalesce(i.label, '') AS label "
-                             f"FROM vectors_{self.identity.name} v JOIN items i ON i.id = v.item_id "
-                             "WHERE v.item_id = ANY(%s) ORDER BY v.item_id", (ids.tolist(),)).fetchall()
+        with store.conn() as c, c.cursor(binary=True) as cur:
+            rows = cur.execute(f"SELECT v.item_id, v.embedding, i.kind, coalesce(i.label, '') AS label "
+                               f"FROM vectors_{self.identity.name} v JOIN items i ON i.id = v.item_id "
+                               "WHERE v.item_id = ANY(%s) ORDER BY v.item_id", (ids.tolist(),)).fetchall()
         if not rows:
             return 0
         got = np.array([r["item_id"] for r in rows], np.int64)
