@@ -50,6 +50,8 @@ _SPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 #: the channel on which every write that adds or removes vectors is announced (payload: JSON, see `notify`)
 NOTIFY_CHANNEL = "clip_embedder_index"
 _MIGRATION_LOCK = 0x636C6970  # pg_advisory_lock key: "clip"
+#: the most full-text matches one lexical query ranks (a bound on per-request work at any index size)
+LEXICAL_CANDIDATES = 20_000
 
 
 # --- records written -----------------------------------------------------------------------------
@@ -730,12 +732,15 @@ class Store:
         if not terms:
             return []
         lexemes = ["'" + t.replace("'", "''").replace("\\", "") + "'" for t in terms]
-        sql = ("SELECT id, ts_rank_cd(lexical, q) AS rank, lexical @@ qa AS strong FROM items, "
-               "to_tsquery('simple', %s) q, to_tsquery('simple', %s) qa WHERE lexical @@ q")
-        args: list = [" | ".join(lexemes), " | ".join(x + ":A" for x in lexemes)]
-        if label:
-            sql += " AND label = %s"
-            args.append(label)
+        # ranking reads every matching row's tsvector: the matches are capped first (LEXICAL_CANDIDATES, newest
+        # items first), so a word most items carry ("person") costs a bounded amount per query at any index size
+        where = "lexical @@ to_tsquery('simple', %s)" + (" AND label = %s" if label else "")
+        sql = (f"SELECT id, ts_rank_cd(lexical, q) AS rank, lexical @@ qa AS strong FROM "
+               f"(SELECT id, lexical FROM items WHERE {where} ORDER BY id DESC LIMIT %s) m, "
+               "to_tsquery('simple', %s) q, to_tsquery('simple', %s) qa")
+        query = " | ".join(lexemes)
+        args: list = [query, *([label] if label else []), LEXICAL_CANDIDATES, query,
+                      " | ".join(x + ":A" for x in lexemes)]
         with self.conn() as c:
             return [(int(r["id"]), float(r["rank"]), bool(r["strong"])) for r in c.execute(
                 sql + " ORDER BY strong DESC, rank DESC, id LIMIT %s", (*args, limit))]
