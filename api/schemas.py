@@ -24,6 +24,11 @@ class TagInfo(BaseModel):
     source: str = Field("imagenet", description="the tagger")
 
 
+def tag_infos(tags) -> list[TagInfo]:
+    """The response models of an item's `clip_embedder.tagger.Tag`s, in their order."""
+    return [TagInfo(label=t.label, score=t.score, source=t.source) for t in tags]
+
+
 class OcrLineInfo(BaseModel):
     """A line of text read in an image."""
 

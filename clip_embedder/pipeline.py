@@ -192,6 +192,7 @@ def plan_stage(batch: Batch, store: Store, *, spaces: Iterable[str], detector_sh
 def decode_stage(batch: Batch, *, max_bytes: int, max_pixels: int) -> Batch:
     """Decode the planned files (EXIF orientation applied); a file that is not a usable image fails."""
     with batch.timed("decode"):
+        lacking = {r.image_id for rows in batch.missing.values() for r in rows}  # images with items to back-fill
         for raw in batch.to_decode:
             try:
                 img = decode_image(raw.data, max_bytes=max_bytes, max_pixels=max_pixels, name=raw.source.file_name,
@@ -208,7 +209,7 @@ def decode_stage(batch: Batch, *, max_bytes: int, max_pixels: int) -> Batch:
             else:
                 if image_id in batch.reenrich:
                     batch.reenrich_images[image_id] = img
-                if any(r.image_id == image_id for rows in batch.missing.values() for r in rows):
+                if image_id in lacking:
                     batch.backfill[image_id] = img
     return batch
 
@@ -428,18 +429,20 @@ class Indexer:
         from clip_embedder.tagger import create_tagger  # noqa: PLC0415
 
         tagger = create_tagger(settings)
-        extractor = embedders.get("mobilenet")
+        extractor: MobileNetEmbedder | None = None  # None: the mobilenet space's embedder (see __init__)
         if tagger is not None:
             tagger.load()
-            if not isinstance(extractor, MobileNetEmbedder):
-                extractor = create_embedder("mobilenet", settings)
+            if not isinstance(embedders.get("mobilenet"), MobileNetEmbedder):
+                own = create_embedder("mobilenet", settings)
+                assert isinstance(own, MobileNetEmbedder)
+                extractor = own
         ocr = create_ocr(settings)
         if ocr is not None:
             ocr.load()
         policy = CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect)
         return cls(store, detector, embedders, policy, max_bytes=settings.index_max_bytes,
                    max_pixels=settings.index_max_pixels, redetect=redetect, tagger=tagger, ocr=ocr,
-                   extractor=extractor if isinstance(extractor, MobileNetEmbedder) else None)
+                   extractor=extractor)
 
     def run(self, files: Iterable[SourceFile | tuple[Path, str | None]], *, batch_size: int = 16,
             progress: bool = True, total: int | None = None) -> IndexStats:

@@ -324,8 +324,8 @@ class SearchService:
             raise QueryError("query is longer than 1000 characters")
         names = self._spaces(spaces, text=True)
         warnings = self._warnings()
-        if label and label not in self.store.labels():
-            known = self.store.labels()
+        known = self.store.labels() if label else []
+        if label and label not in known:
             return TextSearchResult([], names, warnings + [
                 f"no object in this index is labelled {label!r}; the labels it has: {', '.join(known) or 'none'}"])
         phrases = [p.strip() for p in _QUOTED.findall(query) if p.strip()]
@@ -344,7 +344,10 @@ class SearchService:
         confident: set[int] = set()
         lexical_item: dict[int, int] = {}  # image id → its best lexically matched item
 
-        def per_image(valid: list[tuple[int, float]], space: str, floor: float) -> list[tuple[int, float]]:
+        def per_image(valid: list[tuple[int, float]], space: str, floor: float,
+                      strong: set[int] | frozenset[int] = frozenset()) -> list[tuple[int, float]]:
+            """One (image, similarity) per image, best first; marks the images with a confident item (its
+            similarity at or above `floor`, or one of the `strong` items)."""
             rows = self.store.get_items([i for i, _ in valid])
             # many crops share one description (same label): among equal similarities, surer detections first
             valid.sort(key=lambda t: (-round(t[1], 4), -(getattr(rows.get(t[0]), "score", None) or 0.0)))
@@ -352,12 +355,14 @@ class SearchService:
             seen: set[int] = set()
             for item_id, sim in valid:
                 r = rows.get(item_id)
-                if r is None or r.image_id in seen or (allowed is not None and r.image_id not in allowed):
+                if r is None or (allowed is not None and r.image_id not in allowed):
+                    continue
+                if sim >= floor or item_id in strong:
+                    confident.add(r.image_id)
+                if r.image_id in seen:
                     continue
                 seen.add(r.image_id)
                 out.append((r.image_id, sim))
-                if sim >= floor:
-                    confident.add(r.image_id)
                 if space == LEXICAL:
                     lexical_item.setdefault(r.image_id, item_id)
                 elif sim > best_item.get(r.image_id, (-2.0, 0))[0]:
@@ -373,10 +378,9 @@ class SearchService:
             lexical = self.store.lexical_search(query_terms(rest), fetch, label) if self.lexical else []
             if lexical:
                 # a match on a label, a sure tag or OCR text is confident; on a less sure tag it only ranks
-                ranked[LEXICAL] = per_image([(i, rank) for i, rank, _ in lexical], LEXICAL, float("inf"))
                 strong_items = {i for i, _, strong in lexical if strong}
-                if strong_items:
-                    confident |= {r.image_id for r in self.store.get_items(sorted(strong_items)).values()}
+                ranked[LEXICAL] = per_image([(i, rank) for i, rank, _ in lexical], LEXICAL, float("inf"),
+                                            strong_items)
                 for image_id, item_id in lexical_item.items():
                     best_item.setdefault(image_id, (-2.0, item_id))
         if allowed is not None:

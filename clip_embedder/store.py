@@ -166,6 +166,9 @@ class ItemRecord:
         return (self.crop_x1, self.crop_y1, self.crop_x2, self.crop_y2)
 
 
+#: the columns of `ImageRecord`
+_IMAGE_SELECT = ("SELECT id, sha256, path, storage, file_name, width, height, split, description, detector_sha256, "
+                 "created_at, ocr_text, enrichment FROM images ")
 #: the columns of `ItemRecord` read from `items i`
 _ITEM_COLS = ("i.id, i.image_id, i.kind, i.label, i.score, i.x1, i.y1, i.x2, i.y2, i.crop_x1, i.crop_y1, i.crop_x2, "
               "i.crop_y2, i.description, i.keywords")
@@ -664,9 +667,7 @@ class Store:
         """An image with its object items, or None."""
         with self.conn() as c:
             with c.cursor(row_factory=class_row(ImageRecord)) as cur:
-                im = cur.execute("SELECT id, sha256, path, storage, file_name, width, height, split, description, "
-                                 "detector_sha256, created_at, ocr_text, enrichment FROM images WHERE id=%s",
-                                 (image_id,)).fetchone()
+                im = cur.execute(_IMAGE_SELECT + "WHERE id=%s", (image_id,)).fetchone()
             if im is None:
                 return None
             with c.cursor(row_factory=class_row(ItemRecord)) as cur:
@@ -762,9 +763,7 @@ class Store:
     def image_by_sha(self, sha256: str) -> ImageRecord | None:
         """The stored image with this content sha256, or None."""
         with self.conn() as c, c.cursor(row_factory=class_row(ImageRecord)) as cur:
-            return cur.execute("SELECT id, sha256, path, storage, file_name, width, height, split, description, "
-                               "detector_sha256, created_at, ocr_text, enrichment FROM images WHERE sha256=%s",
-                               (sha256,)).fetchone()
+            return cur.execute(_IMAGE_SELECT + "WHERE sha256=%s", (sha256,)).fetchone()
 
     def counts(self) -> dict[str, int]:
         """Row counts: images, objects, and vectors per space."""

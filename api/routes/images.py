@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from api.deps import ImageSlot, IngestDep, ServiceDep, SettingsDep, WriteKey
 from api.routes.tasks import batch_model
-from api.schemas import ERRORS, DeleteResponse, ImageInfo, ObjectInfo, OcrLineInfo, TagInfo, TaskBatch
+from api.schemas import ERRORS, DeleteResponse, ImageInfo, ObjectInfo, OcrLineInfo, TaskBatch, tag_infos
 from api.uploads import read_upload
 from clip_embedder.images import file_sha256, sha256_bytes
 from clip_embedder.ingest import Ingest, validate_upload
@@ -111,13 +111,11 @@ def image_info(image_id: int, service: ServiceDep, settings: SettingsDep):
                      height=im.height, split=im.split, description=im.description,
                      image_url=f"{base}/api/images/{image_id}/file",
                      thumbnail_url=f"{base}/api/images/{image_id}/thumbnail",
-                     tags=[TagInfo(label=t.label, score=t.score, source=t.source)
-                           for t in d.tags.get(d.image_item_id or -1, [])],
+                     tags=tag_infos(d.tags.get(d.image_item_id or -1, [])),
                      ocr=[OcrLineInfo(text=ln.text, confidence=ln.confidence, bbox=ln.bbox) for ln in d.ocr],
                      objects=[ObjectInfo(item_id=o.id, label=o.label, score=o.score, bbox=o.bbox,
                                          crop_url=f"{base}/api/items/{o.id}/crop",
-                                         tags=[TagInfo(label=t.label, score=t.score, source=t.source)
-                                               for t in d.tags.get(o.id, [])]) for o in d.objects])
+                                         tags=tag_infos(d.tags.get(o.id, []))) for o in d.objects])
 
 
 @router.get("/images/{image_id}/file", responses=ERRORS, response_class=Response)

@@ -11,9 +11,9 @@ from api.schemas import (
     ImageSearchResponse,
     QueryObject,
     SearchHit,
-    TagInfo,
     TextSearchRequest,
     TextSearchResponse,
+    tag_infos,
 )
 from api.uploads import read_upload
 from clip_embedder.config import Settings
@@ -32,7 +32,7 @@ def hit_model(h: Hit, s: Settings) -> SearchHit:
                      file_name=h.file_name, image_url=f"{base}/api/images/{h.image_id}/file",
                      thumbnail_url=f"{base}/api/images/{h.image_id}/thumbnail",
                      crop_url=f"{base}/api/items/{h.item_id}/crop",
-                     tags=[TagInfo(label=t.label, score=t.score, source=t.source) for t in h.tags], weak=h.weak)
+                     tags=tag_infos(h.tags), weak=h.weak)
 
 
 @router.post("/search_image", response_model=ImageSearchResponse, responses=ERRORS, dependencies=[ImageSlot])
