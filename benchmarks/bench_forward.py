@@ -7,12 +7,16 @@ On the same COCO128 images (default all 128), in one run:
    (detection with the chosen runtime, MobileNet features of every whole image and crop, the ImageNet head, the
    text space over the distinct descriptions), timed alone → images/s;
 3. the indexer itself (the CLI's sequential runner, OCR off) on the same images → images/s and its ratio to
-   the limit (what the other stages and the stages adding up one after another cost).
+   the limit (what the other stages and the stages adding up one after another cost);
+4. with `--ray`: the Ray runner (a local cluster, `--ray-actors` actors) on the same images into a second
+   database → images/s with and without its start-up (cluster + actors loading the models), and its ratio to
+   the sequential runner: Ray's overhead on one machine.
 
-    python benchmarks/bench_forward.py [--images 128] [--batch-size 16] [--runtime onnx]
+    python benchmarks/bench_forward.py [--images 128] [--batch-size 16] [--runtime onnx] [--ray]
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +42,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--runtime", default="onnx", choices=("torch", "onnx", "openvino"),
                    help="the detector runtime of the limit and of the indexer run")
+    p.add_argument("--ray", action="store_true", help="also run the Ray runner on a local cluster")
+    p.add_argument("--ray-actors", type=int, default=None, help="actors of the Ray pool (default: one per CPU)")
     args = p.parse_args()
 
     from clip_embedder.crops import CropPolicy
@@ -117,6 +123,27 @@ def main() -> None:
     print(f"indexer: {stats.summary()}")
     print(f"indexer {rate:.2f} images/s = {rate / (n / limit_s):.2f}x the model-forward limit "
           f"({n / limit_s:.2f} images/s)")
+    if args.ray:
+        from clip_embedder.ray_runner import run_on_ray
+
+        r = s.model_copy(update={"pgdata_dir": work / "pgdata_ray", "faiss_dir": work / "faiss_ray"})
+        store = Store.open(r)
+        for e in embedders.values():
+            store.ensure_space(e.identity)
+        t = time.perf_counter()
+        ray_stats = run_on_ray(r, [SourceFile.from_folder(f) for f in files], database_url=store.url,
+                               actors=args.ray_actors, batch_size=bs, progress=False)
+        wall = time.perf_counter() - t
+        store.close()
+        load, start = ray_stats.stage_seconds.get("actor_load", 0.0), ray_stats.stage_seconds["ray_start"]
+        actors = args.ray_actors or os.cpu_count() or 1
+        net = wall - start - load / actors  # the actors load in parallel
+        print(f"ray runner: {ray_stats.summary()} | ray_start={start:.2f}s actors_load={load:.2f}s (summed over "
+              f"{actors} actors)")
+        print(f"ray runner {ray_stats.images_indexed / wall:.2f} images/s over the whole call ({wall:.1f}s) = "
+              f"{ray_stats.images_indexed / wall / rate:.2f}x the sequential runner; without the cluster start and "
+              f"model loading {ray_stats.images_indexed / net:.2f} images/s = "
+              f"{ray_stats.images_indexed / net / rate:.2f}x")
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 

@@ -28,11 +28,15 @@ class Settings(BaseSettings):
     faiss_dir: Path = Field(Path("data/faiss"), description="folder of the derived FAISS indexes")
     faiss_gpu: bool = Field(False, description="search FAISS on a GPU when faiss-gpu and a GPU exist")
     faiss_index: str = Field("auto", description="FAISS factory string inside the IndexIDMap2: auto (Flat below "
-                                                 "FAISS_HNSW_ABOVE vectors, HNSW32 above), Flat (exact) or HNSW32")
+                                                 "FAISS_HNSW_ABOVE vectors, HNSW32 above), Flat (exact), HNSW32, "
+                                                 "or an IVF index when memory is short (IVF1024,PQ48: 48 bytes "
+                                                 "per vector; trained on the space's vectors)")
     # 50,000 x 384: exact search ~8 ms per query on 2 cores (benchmarks/bench_scale.py: 16.5 ms at 100k)
     faiss_hnsw_above: int = Field(50_000, ge=0, description="FAISS_INDEX=auto: a space with more vectors than this "
                                                             "(when its index is loaded or rebuilt) gets HNSW32")
     faiss_ef_search: int = Field(128, ge=1, description="HNSW efSearch (recall vs speed) when FAISS_INDEX=HNSW…")
+    faiss_nprobe: int = Field(32, ge=1, description="IVF lists searched per query (recall vs speed) when "
+                                                   "FAISS_INDEX=IVF…")
 
     # --- detector ------------------------------------------------------------------------------
     detector_weights: str = Field("models/yolov5n.pt", description="local YOLOv5 weights file")

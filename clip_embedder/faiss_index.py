@@ -69,6 +69,46 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+#: vectors an untrained index (IVF, PQ) is trained on at most, drawn at random (FAISS's guideline: 30 to 256
+#: training points per IVF list; PQ's 256 centroids per sub-quantiser want ~10,000+)
+TRAIN_SAMPLE = 100_000
+
+
+def ivf_of(index: Any) -> Any | None:
+    """The `IndexIVF` inside `index` (a factory-built IVF, possibly under a pre-transform), or None."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def min_train_size(index_type: str, dim: int) -> int:
+    """Vectors a FAISS factory string needs before it can be trained: 39 per IVF list (FAISS warns below
+    that), 256 for a product quantiser's codebooks, 0 for an index without training (Flat, HNSW)."""
+    probe = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+    if probe.is_trained:
+        return 0
+    ivf = ivf_of(probe)
+    return max(39 * ivf.nlist if ivf is not None else 0, 256)
+
+
+def train_untrained(index: Any, vectors: np.ndarray, seed: int = 0) -> None:
+    """Train `index` (an `IndexIDMap2` over an IVF / PQ index) on at most `TRAIN_SAMPLE` of `vectors`
+    (float32 (n, dim), drawn with `seed`).
+
+    Raises:
+        ValueError: fewer vectors than the index needs (`min_train_size`).
+    """
+    ivf = ivf_of(faiss.downcast_index(index.index))
+    need = max(39 * ivf.nlist if ivf is not None else 0, 256)
+    if len(vectors) < need:
+        raise ValueError(f"{len(vectors)} vectors are too few to train this FAISS index (it needs {need}); "
+                         "use FAISS_INDEX=Flat or auto until the space is larger")
+    rng = np.random.default_rng(seed)
+    sample = vectors if len(vectors) <= TRAIN_SAMPLE else vectors[rng.choice(len(vectors), TRAIN_SAMPLE, replace=False)]
+    index.train(np.ascontiguousarray(sample, np.float32))
+
+
 class RWLock:
     """Many readers or one writer (writers wait for readers to leave; new readers wait for a waiting
     writer). Searches read a FAISS index concurrently; live updates write it."""
@@ -119,12 +159,13 @@ class SpaceIndex:
     """
 
     def __init__(self, identity: SpaceIdentity, index: _faiss.Index, meta: dict[str, np.ndarray], rebuilt: str = "",
-                 ef_search: int = 128, index_type: str = "Flat"):
+                 ef_search: int = 128, index_type: str = "Flat", nprobe: int = 32):
         self.identity, self.meta, self.rebuilt = identity, meta, rebuilt
         self.index: Any = index
-        self.ef_search, self.index_type = ef_search, index_type
+        self.ef_search, self.index_type, self.nprobe = ef_search, index_type, nprobe
         inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
         self.hnsw = isinstance(inner, faiss.IndexHNSW)
+        self.ivf = ivf_of(inner) is not None
         self._selectors: OrderedDict[tuple, _faiss.IDSelector] = OrderedDict()
         self._selectors_lock = threading.Lock()
         self.lock = RWLock()
@@ -142,15 +183,25 @@ class SpaceIndex:
     @classmethod
     def build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, reason: str = "built",
               base: _faiss.Index | None = None, after_id: int = 0, index_type: str = "Flat",
-              ef_search: int = 128) -> "SpaceIndex":
+              ef_search: int = 128, nprobe: int = 32) -> "SpaceIndex":
         """Build from Postgres (or extend `base` with the vectors whose id > `after_id`) and save atomically.
 
-        `index_type` is a FAISS factory string for the inner index ("Flat", "HNSW32", …), inner product.
+        `index_type` is a FAISS factory string for the inner index ("Flat", "HNSW32", "IVF1024,Flat",
+        "IVF1024,PQ48", …), inner product. An index that needs training (IVF, PQ) is trained on a random
+        sample of the space's vectors (`TRAIN_SAMPLE`), so the whole space is read into memory first.
+
+        Raises:
+            ValueError: an index that needs training and a space with fewer vectors than its lists.
         """
         t0 = time.perf_counter()
         index = base if base is not None else faiss.IndexIDMap2(
             faiss.index_factory(identity.dim, index_type, faiss.METRIC_INNER_PRODUCT))
-        for ids, vecs in store.iter_vectors(identity.name, after_id=after_id):
+        batches: Iterable[tuple[np.ndarray, np.ndarray]] = store.iter_vectors(identity.name, after_id=after_id)
+        if not index.is_trained:
+            batches = list(batches)
+            train_untrained(index, np.vstack([v for _, v in batches]) if batches
+                            else np.zeros((0, identity.dim), np.float32))
+        for ids, vecs in batches:
             index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
         count, max_id = store.space_watermark(identity.name)
         idx_path, meta_path = cls.paths(faiss_dir, identity.name)
@@ -161,11 +212,11 @@ class SpaceIndex:
              "built_at": time.time()}, indent=2)))
         log.info("FAISS %s: %s, %d vectors in %.2fs", identity.name, reason, index.ntotal, time.perf_counter() - t0)
         return cls(identity, index, store.item_meta(identity.name), rebuilt=reason, ef_search=ef_search,
-                   index_type=index_type)
+                   index_type=index_type, nprobe=nprobe)
 
     @classmethod
     def load_or_build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, index_type: str = "Flat",
-                      ef_search: int = 128) -> "SpaceIndex":
+                      ef_search: int = 128, nprobe: int = 32) -> "SpaceIndex":
         """Load the saved index when it matches Postgres (identity and watermark); extend it when Postgres
         only gained rows since (appended ids above the saved max id); else rebuild it.
 
@@ -197,16 +248,17 @@ class SpaceIndex:
                     if saved["ntotal"] == index.ntotal == saved["count"] and count > saved["count"] and \
                             store.count_upto(identity.name, saved["max_id"]) == saved["count"]:
                         return cls.build(store, identity, faiss_dir, reason=f"extended: {reason}", base=index,
-                                         after_id=saved["max_id"], index_type=index_type, ef_search=ef_search)
+                                         after_id=saved["max_id"], index_type=index_type, ef_search=ef_search,
+                                         nprobe=nprobe)
             except Exception as e:  # unreadable / truncated file
                 reason = f"unreadable ({type(e).__name__})"
         if not reason:
             meta = store.item_meta(identity.name)
             if ids_fingerprint(meta["ids"]) == ids_fingerprint(index_ids(index)):
-                return cls(identity, index, meta, ef_search=ef_search, index_type=index_type)
+                return cls(identity, index, meta, ef_search=ef_search, index_type=index_type, nprobe=nprobe)
             reason = "its ids differ from Postgres"
         return cls.build(store, identity, faiss_dir, reason=f"rebuilt: {reason}", index_type=index_type,
-                         ef_search=ef_search)
+                         ef_search=ef_search, nprobe=nprobe)
 
     @classmethod
     def for_settings(cls, store: Store, identity: SpaceIdentity, settings) -> "SpaceIndex":
@@ -217,10 +269,15 @@ class SpaceIndex:
         growing past the threshold while the API runs stays as it is until the next start or reload.
         """
         index_type = settings.faiss_index
+        count, _ = store.space_watermark(identity.name)
         if index_type == "auto":
-            count, _ = store.space_watermark(identity.name)
             index_type = "HNSW32" if count > settings.faiss_hnsw_above else "Flat"
-        return cls.load_or_build(store, identity, settings.faiss_dir, index_type, settings.faiss_ef_search)
+        elif count < min_train_size(index_type, identity.dim):
+            log.info("FAISS %s: %d vectors are too few to train %s: exact Flat until there are %d", identity.name,
+                     count, index_type, min_train_size(index_type, identity.dim))
+            index_type = "Flat"
+        return cls.load_or_build(store, identity, settings.faiss_dir, index_type, settings.faiss_ef_search,
+                                 settings.faiss_nprobe)
 
     def _selector(self, kind: str | None, labels: tuple[str, ...] | None) -> _faiss.IDSelector | None:
         """The id filter for (kind, labels), cached: the most recent `SELECTOR_CACHE` filters are kept
@@ -266,6 +323,10 @@ class SpaceIndex:
             sel = self._selector(kind, labels)
             if self.hnsw:
                 params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+                if sel is not None:
+                    params.sel = sel
+            elif self.ivf:
+                params = faiss.SearchParametersIVF(nprobe=self.nprobe)
                 if sel is not None:
                     params.sel = sel
             else:

@@ -4,7 +4,7 @@ Shaped after clip-retrieval's runner (reader → mapper → writer): each stage 
 a `Batch`, fills its own fields and records its own wall time in `batch.timings`. Every runner
 drives the same stage functions through `Indexer.index_batch`: the CLI (`Indexer.run`, sequential
 batches), the queue worker (`clip_embedder.worker`: one job per image, the jobs in hand batched by
-`MicroBatcher`) and, later, a distributed runner.
+`MicroBatcher`) and the Ray runner (`clip_embedder.ray_runner`: actors across machines, one `index_batch` per batch).
 
 | stage    | in → out                                                                              |
 |----------|---------------------------------------------------------------------------------------|
@@ -352,6 +352,30 @@ def write_stage(batch: Batch, store: Store) -> Batch:
 
 # --- runner -------------------------------------------------------------------------------------
 @dataclass
+class BatchOutcome:
+    """What one written batch did, without its pixels: small enough to send back from another process
+    (the Ray runner's actors return one per batch). `timings` maps stages to wall seconds."""
+
+    seen: int = 0
+    indexed: int = 0
+    skipped: int = 0
+    updated: int = 0
+    redetected: int = 0
+    reenriched: int = 0
+    objects: int = 0
+    errors: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, batch: Batch) -> "BatchOutcome":
+        """The outcome of a batch that went through every stage, the write included."""
+        return cls(seen=len(batch.sources), indexed=len(batch.inserted), skipped=batch.skipped,
+                   updated=len(batch.backfill), redetected=sum(1 for d in batch.new if d.replace_id is not None),
+                   reenriched=len(batch.reenrich_images), objects=batch.objects,
+                   errors=[why for _, why in batch.failed], timings=dict(batch.timings))
+
+
+@dataclass
 class IndexStats:
     """What one indexing run did. `stage_seconds` maps each stage of `STAGES` to wall seconds."""
 
@@ -367,18 +391,19 @@ class IndexStats:
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     errors: list[str] = field(default_factory=list)
 
-    def add(self, batch: Batch) -> None:
+    def add(self, batch: Batch | BatchOutcome) -> None:
         """Count one batch's outcome."""
-        self.images_seen += len(batch.sources)
-        self.images_indexed += len(batch.inserted)
-        self.images_skipped += batch.skipped
-        self.images_updated += len(batch.backfill)
-        self.images_failed += len(batch.failed)
-        self.images_redetected += sum(1 for d in batch.new if d.replace_id is not None)
-        self.images_reenriched += len(batch.reenrich_images)
-        self.objects += batch.objects
-        self.errors += [why for _, why in batch.failed]
-        for stage, s in batch.timings.items():
+        o = batch if isinstance(batch, BatchOutcome) else BatchOutcome.of(batch)
+        self.images_seen += o.seen
+        self.images_indexed += o.indexed
+        self.images_skipped += o.skipped
+        self.images_updated += o.updated
+        self.images_failed += len(o.errors)
+        self.images_redetected += o.redetected
+        self.images_reenriched += o.reenriched
+        self.objects += o.objects
+        self.errors += o.errors
+        for stage, s in o.timings.items():
             self.stage_seconds[stage] += s
 
     def summary(self) -> str:

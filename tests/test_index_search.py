@@ -229,7 +229,32 @@ def test_indexing_refuses_files_over_the_caps(settings, store, detector, embedde
     assert "INDEX_MAX_BYTES" in stats.errors[0] and "INDEX_MAX_PIXELS" in stats.errors[1]
 
 
-@pytest.mark.parametrize("index_type", ["Flat", "HNSW32"])
+def test_ivf_index_type_and_copy_streaming(service, store, settings, tmp_path):
+    """FAISS_INDEX=IVF…: trained on the space's vectors, searched with FAISS_NPROBE lists, filters work; a space
+    too small to train falls back to exact Flat. Vectors streamed by COPY BINARY equal the stored ones."""
+    ids, vecs = next(store.iter_vectors("mobilenet", batch=40))
+    assert len(ids) == 40 and vecs.dtype == np.float32 and np.all(np.diff(ids) > 0)
+    with store.conn() as c:
+        stored = {r["item_id"]: r["embedding"].to_numpy() for r in c.execute(
+            "SELECT item_id, embedding FROM vectors_mobilenet WHERE item_id = ANY(%s)", (ids[:5].tolist(),))}
+    assert all(np.array_equal(stored[i], v) for i, v in zip(ids[:5], vecs[:5]))
+    assert sum(len(i) for i, _ in store.iter_vectors("mobilenet", after_id=int(ids[9]))) == \
+        store.space_watermark("mobilenet")[0] - 10
+    s = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "IVF4,PQ16", "faiss_nprobe": 4})
+    ix = SpaceIndex.for_settings(store, store.get_space("mobilenet"), s)
+    assert ix.ivf and ix.index_type == "IVF4,PQ16" and ix.ntotal == store.space_watermark("mobilenet")[0]
+    _, exact = service.indexes["mobilenet"].search(vecs, 10)
+    _, approx = ix.search(vecs, 10)  # all 4 lists probed: only the 16-byte codes lose recall
+    assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]) > 0.5
+    _, only_images = ix.search(vecs[:3], 5, kind="image")
+    kinds = dict(zip(ix.meta["ids"], ix.meta["kind"]))
+    assert all(kinds[i] == "image" for i in only_images.ravel() if i >= 0)
+    assert SpaceIndex.for_settings(store, store.get_space("mobilenet"), s).rebuilt == ""  # the trained file loads
+    big = s.model_copy(update={"faiss_index": "IVF1024,Flat"})  # needs 39,936 vectors to train
+    assert not SpaceIndex.for_settings(store, store.get_space("mobilenet"), big).ivf
+
+
+@pytest.mark.parametrize("index_type", ["Flat", "HNSW32", "IVF4,Flat"])
 def test_sync_follows_writes_and_deletes(indexed, store, subset, tmp_path, index_type):
     """`SpaceIndex.sync` (what the API's follower calls): new vectors are added in place, deleted ones
     removed (HNSW cannot remove: its graph is rebuilt from the vectors that stay)."""

@@ -3,6 +3,7 @@
 Examples:
     python -m clip_embedder.scripts.embed_and_index --split all --dataset_path datasets/coco_subset/version_1
     python -m clip_embedder.scripts.embed_and_index --dataset_path ~/Pictures --spaces mobilenet,text
+    python -m clip_embedder.scripts.embed_and_index --dataset_path /mnt/photos --runner ray --ray-address head:6379
 
 Settings (env or `.env`, see `.env.example`) choose the database, weights and crop policy; the
 flags below override the most common ones. Re-running indexes nothing twice (images are keyed by
@@ -70,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tagger", default=None, choices=("imagenet", "off"),
                    help="ImageNet tags per image and crop (default: TAGGER setting)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--runner", default="sequential", choices=("sequential", "ray"),
+                   help="sequential: batches one after another in this process (the default); ray: batches spread "
+                        "over a pool of Ray actors, each holding the models and writing to the same database "
+                        "(needs pip install -e '.[ray]')")
+    p.add_argument("--ray-address", default=None,
+                   help="a running Ray cluster (host:port, or 'auto'); default: a local one for this run. Every "
+                        "machine needs the project installed, DATABASE_URL reachable, and the images and models at "
+                        "the same paths")
+    p.add_argument("--ray-actors", type=int, default=None,
+                   help="actors in the pool (default: one per GPU of the cluster, else one per CPU)")
     return p
 
 
@@ -113,22 +124,31 @@ def main(argv: list[str] | None = None) -> int:
         for emb in embedders.values():
             store.ensure_space(emb.identity, recreate=args.recreate_space)
             emb.load()
-        indexer = Indexer.from_settings(settings, store, detector, embedders, redetect=args.redetect)
-        load_s = time.perf_counter() - t0
         root = args.dataset_path if args.dataset_path.is_dir() else args.dataset_path.parent
         sources = [SourceFile.from_folder(p, root, split) for p, split in files]
-        stats = indexer.run(sources, batch_size=settings.batch_size, progress=not args.no_progress)
+        if args.runner == "ray":  # the actors load their own models; the driver's load exported them once
+            from clip_embedder.ray_runner import run_on_ray  # noqa: PLC0415
+
+            load_s = time.perf_counter() - t0
+            stats = run_on_ray(settings, sources, database_url=store.url, redetect=args.redetect,
+                               address=args.ray_address, actors=args.ray_actors, progress=not args.no_progress)
+        else:
+            indexer = Indexer.from_settings(settings, store, detector, embedders, redetect=args.redetect)
+            load_s = time.perf_counter() - t0
+            stats = indexer.run(sources, batch_size=settings.batch_size, progress=not args.no_progress)
         t = time.perf_counter()
         for emb in embedders.values():
             SpaceIndex.for_settings(store, emb.identity, settings)
         faiss_s = time.perf_counter() - t
         store.close()
-    except (FileNotFoundError, SpaceMismatchError, RuntimeError, ValueError) as e:
+    except (FileNotFoundError, SpaceMismatchError, RuntimeError, ValueError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for err in stats.errors[:20]:
         print(f"skipped: {err}", file=sys.stderr)
-    print(f"{stats.summary()} | models_load={load_s:.2f}s faiss={faiss_s:.2f}s spaces={','.join(embedders)}")
+    actors = f" actors_load={stats.stage_seconds['actor_load']:.2f}s" if "actor_load" in stats.stage_seconds else ""
+    print(f"{stats.summary()} | models_load={load_s:.2f}s{actors} faiss={faiss_s:.2f}s spaces={','.join(embedders)} "
+          f"runner={args.runner}")
     return 0
 
 

@@ -1,0 +1,154 @@
+"""Distributed indexing on Ray Data: `embed_and_index --runner ray [--ray-address …]`.
+
+The driver lists the files; Ray Data splits them into batches and hands each batch to an actor of a pool
+(`IndexActor`: the detector, the embedders, the tagger and the OCR engine loaded once per actor, on a GPU
+when the cluster has them). Each actor runs the same stage functions as the sequential runner
+(`Indexer.index_batch`: read → … → embed → write) and writes its batch in one transaction to the same
+PostgreSQL; only a small `BatchOutcome` comes back to the driver, which prints the run's totals. Images are
+unique by sha256 in the database, so two actors meeting the same file write it once.
+
+Every machine of the cluster needs: this project installed (the same version), the database reachable at
+DATABASE_URL (the embedded server is reachable only on the driver's machine), the image files at the same
+paths (a shared mount), and the models at the same paths (or the MLflow server in MLFLOW_TRACKING_URI).
+Modelled on clip-retrieval's distributed inference (a reader, a pool of mapper workers, a writer per
+worker), with Ray Data's actor pools in place of its pyspark executors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from clip_embedder.config import Settings
+from clip_embedder.pipeline import BatchOutcome, IndexStats, SourceFile
+
+log = logging.getLogger(__name__)
+
+
+def portable_settings(settings: Settings, database_url: str) -> Settings:
+    """The settings the actors get: relative paths made absolute (an actor may run in another working
+    directory) and the database given by URL (an actor never starts an embedded server of its own)."""
+    update: dict[str, Any] = {"database_url": database_url}
+    for name, value in settings:
+        if isinstance(value, Path) and not value.is_absolute():
+            update[name] = value.resolve()
+    if not Path(settings.detector_weights).is_absolute() and Path(settings.detector_weights).exists():
+        update["detector_weights"] = str(Path(settings.detector_weights).resolve())
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        update["mlflow_tracking_uri"] = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return settings.model_copy(update=update)
+
+
+class IndexActor:
+    """One member of the actor pool: loads the models once, then indexes and writes batch after batch.
+
+    Ray Data calls it with a batch of rows (columns `path`, `file_name`, `split`, `storage`; numpy arrays of
+    str) and gets back one row per batch: `outcome`, the JSON of a `BatchOutcome`.
+    """
+
+    def __init__(self, settings: Settings, redetect: bool = False):
+        from clip_embedder.embedders import create_embedder  # noqa: PLC0415
+        from clip_embedder.pipeline import Indexer  # noqa: PLC0415
+        from clip_embedder.search import load_detector  # noqa: PLC0415
+        from clip_embedder.store import Store  # noqa: PLC0415
+
+        t = time.perf_counter()
+        self.store = Store.open(settings, max_size=2)
+        detector = load_detector(settings)
+        embedders = {s: create_embedder(s, settings).load() for s in settings.spaces}
+        self.indexer = Indexer.from_settings(settings, self.store, detector, embedders, redetect=redetect)
+        self.load_seconds = time.perf_counter() - t
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sources = [SourceFile(str(p), str(n), str(sp) or None, str(st))
+                   for p, n, sp, st in zip(batch["path"], batch["file_name"], batch["split"], batch["storage"])]
+        outcome = BatchOutcome.of(self.indexer.index_batch(sources))
+        outcome.timings["actor_load"] = self.load_seconds
+        self.load_seconds = 0.0  # counted once per actor
+        return {"outcome": np.array([json.dumps(asdict(outcome))])}
+
+
+def pool_size(resources: dict[str, float], actors: int | None, cpus_per_actor: float) -> tuple[int, float]:
+    """(actors, GPUs per actor) for a cluster's resources (`ray.cluster_resources()`): one actor per GPU
+    when there are GPUs, else one per `cpus_per_actor` CPUs; `actors` overrides the count."""
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        return actors or gpus, 1.0 if (actors or gpus) <= gpus else gpus / (actors or gpus)
+    return actors or max(1, int(resources.get("CPU", 1) // cpus_per_actor)), 0.0
+
+
+def run_on_ray(settings: Settings, sources: list[SourceFile], *, database_url: str, redetect: bool = False,
+               address: str | None = None, actors: int | None = None, cpus_per_actor: float = 1.0,
+               batch_size: int | None = None, progress: bool = True) -> IndexStats:
+    """Index `sources` on a Ray cluster; returns the run's totals: stage seconds summed over the actors, plus
+    `ray_start` (connecting to / starting the cluster) and `actor_load` (model loading, summed over the actors).
+
+    Args:
+        settings: the project settings (shipped to every actor; relative paths made absolute).
+        database_url: the PostgreSQL every actor writes to (the driver's resolved URL).
+        address: a running cluster (`host:port` or `auto`); None starts a local one for this run and stops it.
+        actors: pool size (default: one per GPU, else one per `cpus_per_actor` CPUs of the cluster).
+        batch_size: files per batch (default BATCH_SIZE).
+
+    Raises:
+        RuntimeError: an actor failed (its error, with Ray's traceback, is chained).
+        ConnectionError: no cluster at `address`.
+    """
+    import ray  # noqa: PLC0415  (optional dependency: pip install -e ".[ray]")
+    import ray.data  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    started = not ray.is_initialized()
+    if started:
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+        # the process's own logging is left as it is; the actors' logs stay in Ray's session folder
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    stats = IndexStats()
+    stats.stage_seconds["ray_start"] = time.perf_counter() - t0
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        n_actors, gpus = pool_size(ray.cluster_resources(), actors, cpus_per_actor)
+        shipped = portable_settings(settings, database_url)
+        if gpus and shipped.device == "cpu":
+            shipped = shipped.model_copy(update={"device": "cuda:0"})  # Ray sets CUDA_VISIBLE_DEVICES per actor
+        size = batch_size or settings.batch_size
+        rows = [{"path": s.path, "file_name": s.file_name, "split": s.split or "", "storage": s.storage}
+                for s in sources]
+        log.info("Ray: %d files in batches of %d over %d actors (%s GPU each)", len(rows), size, n_actors, gpus)
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), n_actors * 4)))
+        out = ds.map_batches(IndexActor, fn_constructor_kwargs={"settings": shipped, "redetect": redetect},
+                             batch_size=size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
+                             num_cpus=0 if gpus else cpus_per_actor, num_gpus=gpus)
+        bar = tqdm(total=len(rows), unit="img", desc=f"indexing on Ray ({n_actors} actors)", disable=not progress)
+        try:
+            for outcome in _outcomes(out.iter_rows()):
+                stats.add(outcome)
+                bar.update(outcome.seen)
+                bar.set_postfix(objects=stats.objects, failed=stats.images_failed)
+        except ray.exceptions.RayError as e:  # the batches written so far stay; a re-run skips them
+            cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise RuntimeError(f"a Ray actor failed: {cause} (batches written before it are kept; run again to "
+                               "index the rest)") from e
+        finally:
+            bar.close()
+    finally:
+        if started:
+            ray.shutdown()
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _outcomes(rows: Iterable[dict[str, Any]]) -> Iterator[BatchOutcome]:
+    for row in rows:
+        yield BatchOutcome(**json.loads(str(row["outcome"])))

@@ -1,0 +1,90 @@
+"""The Ray runner (`embed_and_index --runner ray`) writes the same rows as the sequential runner.
+
+A local Ray cluster with two actors, each holding the real detector, MobileNet, MiniLM, the ImageNet tagger
+and RapidOCR, indexes real COCO128 images (plus a truncated file and a duplicate) in batches of 4 into one
+embedded PostgreSQL; the sequential runner indexes the same folder into another. Every image, item, tag, OCR
+line and vector is compared (ids aside: the actors' batches commit in any order).
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from conftest import IMAGENET_LABELS, IMAGES, MOBILENET, TAGGER_HEAD, YOLO_WEIGHTS
+
+
+def dump(settings) -> tuple[dict, dict]:
+    """sha256 → (image row, sorted items with tags) and (sha256, item key, space) → vector, from one database."""
+    from clip_embedder.store import Store
+
+    store = Store.open(settings)
+    try:
+        with store.conn() as c:
+            images = {r["sha256"]: r for r in c.execute(
+                "SELECT id, sha256, file_name, width, height, description, ocr_text, enrichment, detector_sha256 "
+                "FROM images")}
+            by_id = {r["id"]: r["sha256"] for r in images.values()}
+            items: dict[str, list] = {sha: [] for sha in images}
+            key_of: dict[int, tuple] = {}
+            tags: dict[int, list] = {}
+            for t in c.execute("SELECT item_id, source, label, round(score::numeric, 4) AS s FROM tags"):
+                tags.setdefault(t["item_id"], []).append((t["source"], t["label"], float(t["s"])))
+            for r in c.execute("SELECT id, image_id, kind, label, score, x1, y1, x2, y2, crop_x1, crop_y1, crop_x2, "
+                               "crop_y2, description, keywords, keywords_weak FROM items"):
+                key = (r["kind"], r["label"], tuple(round(float(r[k]), 2) for k in ("x1", "y1", "x2", "y2")))
+                key_of[r["id"]] = key
+                items[by_id[r["image_id"]]].append(
+                    (*key, round(float(r["score"] or 0), 4), (r["crop_x1"], r["crop_y1"], r["crop_x2"], r["crop_y2"]),
+                     r["description"], r["keywords"], r["keywords_weak"], sorted(tags.get(r["id"], []))))
+            ocr = {}
+            for r in c.execute("SELECT image_id, text, round(confidence::numeric, 3) AS conf FROM ocr_lines "
+                               "ORDER BY image_id, y1, x1"):
+                ocr.setdefault(by_id[r["image_id"]], []).append((r["text"], float(r["conf"])))
+            vectors = {}
+            for space in settings.spaces:
+                for r in c.execute(f"SELECT v.item_id, v.embedding, i.image_id FROM vectors_{space} v "
+                                   "JOIN items i ON i.id = v.item_id"):
+                    vectors[(by_id[r["image_id"]], key_of[r["item_id"]], space)] = np.asarray(r["embedding"].to_numpy())
+        rows = {sha: ({k: v for k, v in im.items() if k != "id"}, sorted(items[sha]), ocr.get(sha, []))
+                for sha, im in images.items()}
+        return rows, vectors
+    finally:
+        store.close()
+
+
+def test_ray_runner_writes_the_same_rows_as_the_sequential_runner(tmp_path, monkeypatch, capsys):
+    from clip_embedder.config import Settings
+    from clip_embedder.scripts import embed_and_index
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    files = sorted(IMAGES.glob("*.jpg"))[20:34]
+    for p in files:
+        shutil.copy(p, folder / p.name)
+    shutil.copy(files[0], folder / "same_as_first.jpg")
+    (folder / "broken.jpg").write_bytes(files[1].read_bytes()[:2000])
+    env = {"DETECTOR_WEIGHTS": YOLO_WEIGHTS, "MOBILENET_WEIGHTS": MOBILENET, "SPACES": "mobilenet,text",
+           "DATABASE_URL": "", "TAGGER_WEIGHTS": TAGGER_HEAD, "TAGGER_LABELS": IMAGENET_LABELS, "OCR": "rapidocr"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.chdir(tmp_path)  # relative paths below: the actors get them made absolute
+    runs = {}
+    for runner in ("sequential", "ray"):
+        monkeypatch.setenv("PGDATA_DIR", f"pg_{runner}")
+        monkeypatch.setenv("FAISS_DIR", f"faiss_{runner}")
+        args = ["--dataset_path", str(folder), "--no-progress", "--batch-size", "4", "--runner", runner]
+        assert embed_and_index.main(args + (["--ray-actors", "2"] if runner == "ray" else [])) == 0
+        out = capsys.readouterr()
+        assert f"runner={runner}" in out.out and "failed=1" in out.out and "broken.jpg" in out.err, out
+        assert (tmp_path / f"faiss_{runner}" / "mobilenet.faiss").exists()
+        runs[runner] = dump(Settings(_env_file=None))
+    assert "actors_load=" in out.out
+    rows_seq, vec_seq = runs["sequential"]
+    rows_ray, vec_ray = runs["ray"]
+    assert len(rows_seq) == len(files) and sum(len(r[1]) for r in rows_seq.values()) > len(files)
+    assert any(r[2] for r in rows_seq.values())  # some photos have OCR text
+    assert rows_ray == rows_seq
+    assert vec_ray.keys() == vec_seq.keys()
+    for key, v in vec_seq.items():  # MiniLM batches differ between runners: float noise only
+        assert np.allclose(vec_ray[key], v, atol=1e-4), key
