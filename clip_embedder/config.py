@@ -29,8 +29,8 @@ class Settings(BaseSettings):
     faiss_gpu: bool = Field(False, description="search FAISS on a GPU when faiss-gpu and a GPU exist")
     faiss_index: str = Field("auto", description="FAISS factory string inside the IndexIDMap2: auto (Flat below "
                                                  "FAISS_HNSW_ABOVE vectors, HNSW32 above), Flat (exact), HNSW32, "
-                                                 "or an IVF index when memory is short (IVF1024,PQ48: 48 bytes "
-                                                 "per vector; trained on the space's vectors)")
+                                                 "or an IVF index when memory is short (IVF1024,PQ96x4fs: 48 "
+                                                 "bytes per vector; trained on the space's vectors)")
     # 50,000 x 384: exact search ~8 ms per query on 2 cores (benchmarks/bench_scale.py: 16.5 ms at 100k)
     faiss_hnsw_above: int = Field(50_000, ge=0, description="FAISS_INDEX=auto: a space with more vectors than this "
                                                             "(when its index is loaded or rebuilt) gets HNSW32")

@@ -253,6 +253,47 @@ def decode_copy_rows(data: bytes, row_size: int) -> tuple[np.ndarray, np.ndarray
     return rows["id"].astype(np.int64), rows["vec"].astype(np.float32)
 
 
+def copy_vectors(cur: psycopg.Cursor, query: str, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Run `COPY (query) TO STDOUT (FORMAT BINARY)` for a query of (int8 id, vector) rows and yield them decoded:
+    (ids int64 (n,), vectors float32 (n, dim)), at most `batch` rows at a time, in the query's order.
+
+    Raises:
+        RuntimeError: the stream is not the expected two columns (`decode_copy_rows`).
+    """
+    with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as copy:
+        buf = bytearray()
+        header_done = False
+        row_size = 0
+        for chunk in copy:
+            buf += chunk
+            if not header_done:
+                if len(buf) < len(PGCOPY_SIGNATURE) + 8:
+                    continue
+                ext = int.from_bytes(buf[len(PGCOPY_SIGNATURE) + 4:len(PGCOPY_SIGNATURE) + 8], "big")
+                start = len(PGCOPY_SIGNATURE) + 8 + ext
+                if len(buf) < start:
+                    continue
+                if bytes(buf[:len(PGCOPY_SIGNATURE)]) != PGCOPY_SIGNATURE:
+                    raise RuntimeError("COPY BINARY stream without its signature")
+                del buf[:start]
+                header_done = True
+            if not row_size and len(buf) >= 18:
+                if int.from_bytes(buf[:2], "big", signed=True) == -1:
+                    break  # no rows: the trailer
+                row_size = 18 + int.from_bytes(buf[14:18], "big")
+            if row_size and len(buf) >= row_size * batch:
+                n = len(buf) // (row_size * batch) * batch
+                ids, vecs = decode_copy_rows(bytes(buf[:n * row_size]), row_size)
+                del buf[:n * row_size]
+                for i in range(0, n, batch):
+                    yield ids[i:i + batch], vecs[i:i + batch]
+        if row_size:
+            n = len(buf) // row_size  # what is left before the 2-byte trailer
+            ids, vecs = decode_copy_rows(bytes(buf[:n * row_size]), row_size)
+            for i in range(0, n, batch):
+                yield ids[i:i + batch], vecs[i:i + batch]
+
+
 def _as_array(v) -> np.ndarray:
     return np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, np.float32)
 
@@ -665,40 +706,9 @@ class Store:
         Raises:
             RuntimeError: the stream is not the expected two columns (int8, vector).
         """
-        with self.pool.connection() as c, c.cursor() as cur, cur.copy(
-                f"COPY (SELECT item_id, embedding FROM {_vec_table(space)} WHERE item_id > {int(after_id)} "
-                "ORDER BY item_id) TO STDOUT (FORMAT BINARY)") as copy:
-            buf = bytearray()
-            header_done = False
-            row_size = 0
-            for chunk in copy:
-                buf += chunk
-                if not header_done:
-                    if len(buf) < len(PGCOPY_SIGNATURE) + 8:
-                        continue
-                    ext = int.from_bytes(buf[len(PGCOPY_SIGNATURE) + 4:len(PGCOPY_SIGNATURE) + 8], "big")
-                    start = len(PGCOPY_SIGNATURE) + 8 + ext
-                    if len(buf) < start:
-                        continue
-                    if bytes(buf[:len(PGCOPY_SIGNATURE)]) != PGCOPY_SIGNATURE:
-                        raise RuntimeError("COPY BINARY stream without its signature")
-                    del buf[:start]
-                    header_done = True
-                if not row_size and len(buf) >= 18:
-                    if int.from_bytes(buf[:2], "big", signed=True) == -1:
-                        break  # no rows: the trailer
-                    row_size = 18 + int.from_bytes(buf[14:18], "big")
-                if row_size and len(buf) >= row_size * batch:
-                    n = len(buf) // (row_size * batch) * batch
-                    ids, vecs = decode_copy_rows(bytes(buf[:n * row_size]), row_size)
-                    del buf[:n * row_size]
-                    for i in range(0, n, batch):
-                        yield ids[i:i + batch], vecs[i:i + batch]
-            if row_size:
-                n = len(buf) // row_size  # what is left before the 2-byte trailer
-                ids, vecs = decode_copy_rows(bytes(buf[:n * row_size]), row_size)
-                for i in range(0, n, batch):
-                    yield ids[i:i + batch], vecs[i:i + batch]
+        with self.pool.connection() as c, c.cursor() as cur:
+            yield from copy_vectors(cur, f"SELECT item_id, embedding FROM {_vec_table(space)} "
+                                         f"WHERE item_id > {int(after_id)} ORDER BY item_id", batch)
 
     def item_meta(self, space: str, after_id: int = 0) -> dict[str, np.ndarray]:
         """Per-vector metadata of a space for search-time filters, item id > after_id, in id order:

@@ -240,9 +240,9 @@ def test_ivf_index_type_and_copy_streaming(service, store, settings, tmp_path):
     assert all(np.array_equal(stored[i], v) for i, v in zip(ids[:5], vecs[:5]))
     assert sum(len(i) for i, _ in store.iter_vectors("mobilenet", after_id=int(ids[9]))) == \
         store.space_watermark("mobilenet")[0] - 10
-    s = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "IVF4,PQ16", "faiss_nprobe": 4})
+    s = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "IVF4,PQ32x4fs", "faiss_nprobe": 4})
     ix = SpaceIndex.for_settings(store, store.get_space("mobilenet"), s)
-    assert ix.ivf and ix.index_type == "IVF4,PQ16" and ix.ntotal == store.space_watermark("mobilenet")[0]
+    assert ix.ivf and ix.index_type == "IVF4,PQ32x4fs" and ix.ntotal == store.space_watermark("mobilenet")[0]
     _, exact = service.indexes["mobilenet"].search(vecs, 10)
     _, approx = ix.search(vecs, 10)  # all 4 lists probed: only the 16-byte codes lose recall
     assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]) > 0.5
