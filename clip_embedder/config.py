@@ -27,16 +27,20 @@ class Settings(BaseSettings):
     pgdata_dir: Path = Field(Path("data/pgdata"), description="data folder of the embedded PostgreSQL")
     faiss_dir: Path = Field(Path("data/faiss"), description="folder of the derived FAISS indexes")
     faiss_gpu: bool = Field(False, description="search FAISS on a GPU when faiss-gpu and a GPU exist")
-    faiss_index: str = Field("auto", description="FAISS factory string inside the IndexIDMap2: auto (Flat below "
-                                                 "FAISS_HNSW_ABOVE vectors, HNSW32 above), Flat (exact), HNSW32, "
-                                                 "or an IVF index when memory is short (IVF1024,PQ96x4fs: 48 "
-                                                 "bytes per vector; trained on the space's vectors)")
+    faiss_index: str = Field("auto", description="FAISS factory string inside the IndexIDMap2: auto (Flat up to "
+                                                 "FAISS_APPROX_ABOVE vectors, FAISS_LARGE_INDEX above), Flat "
+                                                 "(exact), HNSW32, IVF1024,SQ8 (trained on the space's vectors)")
     # 50,000 x 384: exact search ~8 ms per query on 2 cores (benchmarks/bench_scale.py: 16.5 ms at 100k)
-    faiss_hnsw_above: int = Field(50_000, ge=0, description="FAISS_INDEX=auto: a space with more vectors than this "
-                                                            "(when its index is loaded or rebuilt) gets HNSW32")
-    faiss_ef_search: int = Field(128, ge=1, description="HNSW efSearch (recall vs speed) when FAISS_INDEX=HNSW…")
-    faiss_nprobe: int = Field(32, ge=1, description="IVF lists searched per query (recall vs speed) when "
-                                                   "FAISS_INDEX=IVF…")
+    faiss_approx_above: int = Field(50_000, ge=0, description="FAISS_INDEX=auto: a space with more vectors than this "
+                                                              "(when its index is loaded or rebuilt) gets "
+                                                              "FAISS_LARGE_INDEX")
+    # at 1M x 384 on 2 cores (benchmarks/README.md): IVF1024,SQ8 recall@10 0.981 at 3.3 ms, built in 24 s, 383 MiB;
+    # HNSW32 0.948 at efSearch 128 (0.961 at 512), built in 148 s, 1,732 MiB, and it cannot delete in place
+    faiss_large_index: str = Field("IVF1024,SQ8", description="FAISS_INDEX=auto: the approximate index above "
+                                                              "FAISS_APPROX_ABOVE vectors (a FAISS factory string)")
+    faiss_ef_search: int = Field(128, ge=1, description="HNSW efSearch (recall vs speed) for HNSW indexes")
+    faiss_nprobe: int = Field(32, ge=1, description="IVF lists searched per query (recall vs speed) for "
+                                                   "IVF indexes")
 
     # --- detector ------------------------------------------------------------------------------
     detector_weights: str = Field("models/yolov5n.pt", description="local YOLOv5 weights file")
@@ -133,6 +137,8 @@ class Settings(BaseSettings):
     max_concurrent_image_requests: int = Field(4, ge=1, description="image searches, upload checks, thumbnails and "
                                                                      "crops decoded at once per API process")
     max_concurrent_text_searches: int = Field(8, ge=1, description="text searches at once per API process")
+    health_max_age: float = Field(2.0, ge=0, description="/api/health's counts, labels and queue depth are at most "
+                                                        "this old (refreshed in the background; 0 = every call)")
     busy_wait_seconds: float = Field(2.0, ge=0, description="how long a request waits for a free slot before "
                                                             "503 + Retry-After")
 

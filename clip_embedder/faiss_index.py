@@ -171,6 +171,7 @@ class SpaceIndex:
         self.lock = RWLock()
         self.max_id = int(meta["ids"].max()) if len(meta["ids"]) else 0
         self.dirty = False  # changed in memory since it was saved
+        self.upgrade: threading.Thread | None = None  # a background build of the configured type, when one runs
 
     @property
     def ntotal(self) -> int:
@@ -183,12 +184,13 @@ class SpaceIndex:
     @classmethod
     def build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, reason: str = "built",
               base: _faiss.Index | None = None, after_id: int = 0, index_type: str = "Flat",
-              ef_search: int = 128, nprobe: int = 32) -> "SpaceIndex":
+              ef_search: int = 128, nprobe: int = 32, save: bool = True) -> "SpaceIndex":
         """Build from Postgres (or extend `base` with the vectors whose id > `after_id`) and save atomically.
 
         `index_type` is a FAISS factory string for the inner index ("Flat", "HNSW32", "IVF1024,Flat",
         "IVF1024,PQ48", …), inner product. An index that needs training (IVF, PQ) is trained on a random
         sample of the space's vectors (`TRAIN_SAMPLE`), so the whole space is read into memory first.
+        `save=False` keeps it in memory only (a stopgap while another type builds).
 
         Raises:
             ValueError: an index that needs training and a space with fewer vectors than its lists.
@@ -203,22 +205,27 @@ class SpaceIndex:
                             else np.zeros((0, identity.dim), np.float32))
         for ids, vecs in batches:
             index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
-        count, max_id = store.space_watermark(identity.name)
-        idx_path, meta_path = cls.paths(faiss_dir, identity.name)
-        _atomic_write(idx_path, lambda p: faiss.write_index(index, p))
-        _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(
-            {"identity": asdict(identity), "index_type": index_type, "count": count, "max_id": max_id,
-             "ntotal": int(index.ntotal), "dim": int(index.d), "ids_sha256": ids_fingerprint(index_ids(index)),
-             "built_at": time.time()}, indent=2)))
+        if save:
+            count, max_id = store.space_watermark(identity.name)
+            idx_path, meta_path = cls.paths(faiss_dir, identity.name)
+            _atomic_write(idx_path, lambda p: faiss.write_index(index, p))
+            _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(
+                {"identity": asdict(identity), "index_type": index_type, "count": count, "max_id": max_id,
+                 "ntotal": int(index.ntotal), "dim": int(index.d), "ids_sha256": ids_fingerprint(index_ids(index)),
+                 "built_at": time.time()}, indent=2)))
         log.info("FAISS %s: %s, %d vectors in %.2fs", identity.name, reason, index.ntotal, time.perf_counter() - t0)
         return cls(identity, index, store.item_meta(identity.name), rebuilt=reason, ef_search=ef_search,
                    index_type=index_type, nprobe=nprobe)
 
     @classmethod
     def load_or_build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, index_type: str = "Flat",
-                      ef_search: int = 128, nprobe: int = 32) -> "SpaceIndex":
+                      ef_search: int = 128, nprobe: int = 32, background: bool = False) -> "SpaceIndex":
         """Load the saved index when it matches Postgres (identity and watermark); extend it when Postgres
         only gained rows since (appended ids above the saved max id); else rebuild it.
+
+        `background=True` (the API): a rebuild of an index slower to build than exact Flat (HNSW, IVF) returns
+        an exact Flat index at once (seconds: the vectors streamed by COPY) and builds the requested type in a
+        thread (`upgrade`), swapped in when done and saved; searches meanwhile are exact, and slower.
 
         The file itself is checked, not only its JSON: its dimension against the space, the sha256 of its
         ids against the one saved beside it, and (when loaded as is) against the ids in Postgres; a file of
@@ -257,27 +264,59 @@ class SpaceIndex:
             if ids_fingerprint(meta["ids"]) == ids_fingerprint(index_ids(index)):
                 return cls(identity, index, meta, ef_search=ef_search, index_type=index_type, nprobe=nprobe)
             reason = "its ids differ from Postgres"
+        if background and index_type != "Flat":
+            ix = cls.build(store, identity, faiss_dir, reason=f"rebuilt: {reason}; exact Flat while {index_type} "
+                           "builds in the background", ef_search=ef_search, nprobe=nprobe, save=False)
+            ix.upgrade_in_background(store, faiss_dir, index_type, reason=f"rebuilt: {reason}")
+            return ix
         return cls.build(store, identity, faiss_dir, reason=f"rebuilt: {reason}", index_type=index_type,
                          ef_search=ef_search, nprobe=nprobe)
 
+    def upgrade_in_background(self, store: Store, faiss_dir: Path, index_type: str, reason: str) -> threading.Thread:
+        """Build `index_type` from Postgres in a thread (saved as `build` saves), then swap it in under the write
+        lock and catch up with writes made meanwhile (`sync`). The thread is `self.upgrade`; a failed build is
+        logged and leaves the exact index serving."""
+        def run() -> None:
+            t = time.perf_counter()
+            try:
+                new = SpaceIndex.build(store, self.identity, faiss_dir, reason=f"{reason} (background)",
+                                       index_type=index_type, ef_search=self.ef_search, nprobe=self.nprobe)
+            except Exception as e:
+                log.error("FAISS %s: building %s in the background failed (%s); exact search goes on",
+                          self.identity.name, index_type, e)
+                self.rebuilt += f"; the {index_type} build failed ({type(e).__name__})"
+                return
+            with self.lock.write():
+                self.index, self.meta, self.index_type = new.index, new.meta, index_type
+                self.hnsw, self.ivf, self.max_id = new.hnsw, new.ivf, new.max_id
+                with self._selectors_lock:
+                    self._selectors.clear()
+                self.rebuilt = f"{reason}: {index_type} built in the background in {time.perf_counter() - t:.1f}s"
+            self.sync(store)  # writes and deletes that arrived while it was built
+
+        self.upgrade = threading.Thread(target=run, daemon=True, name=f"faiss-build-{self.identity.name}")
+        self.upgrade.start()
+        return self.upgrade
+
     @classmethod
-    def for_settings(cls, store: Store, identity: SpaceIdentity, settings) -> "SpaceIndex":
-        """`load_or_build` with FAISS_DIR, FAISS_INDEX and FAISS_EF_SEARCH from the settings.
+    def for_settings(cls, store: Store, identity: SpaceIdentity, settings, background: bool = False) -> "SpaceIndex":
+        """`load_or_build` with FAISS_DIR, FAISS_INDEX, FAISS_EF_SEARCH and FAISS_NPROBE from the settings.
 
         FAISS_INDEX=auto picks by the space's size when the index is loaded or rebuilt: exact `Flat` up to
-        FAISS_HNSW_ABOVE vectors, `HNSW32` above (a saved index of the other type is rebuilt once). An index
-        growing past the threshold while the API runs stays as it is until the next start or reload.
+        FAISS_APPROX_ABOVE vectors, FAISS_LARGE_INDEX (IVF1024,SQ8) above (a saved index of the other type is
+        rebuilt once). An index growing past the threshold while the API runs stays as it is until the next
+        start or reload. An index that needs training is Flat while the space is too small to train it.
         """
         index_type = settings.faiss_index
         count, _ = store.space_watermark(identity.name)
         if index_type == "auto":
-            index_type = "HNSW32" if count > settings.faiss_hnsw_above else "Flat"
-        elif count < min_train_size(index_type, identity.dim):
+            index_type = settings.faiss_large_index if count > settings.faiss_approx_above else "Flat"
+        if index_type != "Flat" and count < min_train_size(index_type, identity.dim):
             log.info("FAISS %s: %d vectors are too few to train %s: exact Flat until there are %d", identity.name,
                      count, index_type, min_train_size(index_type, identity.dim))
             index_type = "Flat"
         return cls.load_or_build(store, identity, settings.faiss_dir, index_type, settings.faiss_ef_search,
-                                 settings.faiss_nprobe)
+                                 settings.faiss_nprobe, background=background)
 
     def _selector(self, kind: str | None, labels: tuple[str, ...] | None) -> _faiss.IDSelector | None:
         """The id filter for (kind, labels), cached: the most recent `SELECTOR_CACHE` filters are kept
@@ -413,7 +452,10 @@ class SpaceIndex:
                                         "label": np.array([r["label"] for r in rows], dtype=object)})
 
     def save(self, store: Store, faiss_dir: Path) -> None:
-        """Write the in-memory index and its watermark (as `build` does), atomically."""
+        """Write the in-memory index and its watermark (as `build` does), atomically. Not while a background
+        build runs (the exact stopgap would overwrite the file it is about to save)."""
+        if self.upgrade is not None and self.upgrade.is_alive():
+            return
         with self.lock.read():
             count, max_id = store.space_watermark(self.identity.name)
             if count != self.ntotal or max_id != self.max_id:

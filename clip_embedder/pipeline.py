@@ -51,6 +51,7 @@ DESCRIPTION_FORMAT = "d2"
 log = logging.getLogger(__name__)
 
 STAGES = ("read", "plan", "decode", "detect", "crop", "tag", "ocr", "describe", "embed", "write")
+MODEL_STAGES = ("detect", "tag", "ocr", "embed")  # the stages that run a model
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -407,14 +408,16 @@ class IndexStats:
             self.stage_seconds[stage] += s
 
     def summary(self) -> str:
-        """One line: images, objects, seconds, images/s, seconds per stage."""
+        """One line: images, objects, seconds, images/s, seconds per stage, and the share of wall time the model
+        stages (detect, tag, ocr, embed) kept a model busy (above 100 % when several actors ran at once)."""
         rate = self.images_seen / self.seconds if self.seconds else 0.0
         stages = " ".join(f"{s}={self.stage_seconds.get(s, 0.0):.2f}s" for s in STAGES)
+        busy = sum(self.stage_seconds.get(s, 0.0) for s in MODEL_STAGES) / self.seconds if self.seconds else 0.0
         return (f"images={self.images_seen} indexed={self.images_indexed} skipped={self.images_skipped} "
                 f"updated={self.images_updated} redetected={self.images_redetected} "
                 f"reenriched={self.images_reenriched} failed={self.images_failed} "
                 f"objects={self.objects} "
-                f"seconds={self.seconds:.2f} images/s={rate:.2f} | {stages}")
+                f"seconds={self.seconds:.2f} images/s={rate:.2f} | {stages} | models busy {busy:.0%} of the wall time")
 
 
 class Indexer:

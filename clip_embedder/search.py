@@ -182,7 +182,7 @@ class SearchService:
                 log.error(refused[space])
                 continue
             embedders[space] = emb
-            indexes[space] = SpaceIndex.for_settings(store, identity, settings)
+            indexes[space] = SpaceIndex.for_settings(store, identity, settings, background=True)
         return cls(settings, store, detector, embedders, indexes, refused)
 
     # --- helpers -------------------------------------------------------------------------------
@@ -424,7 +424,7 @@ class SearchService:
     def reload(self) -> dict[str, str]:
         """Reload each space's FAISS index from Postgres when it is stale (after an indexing run while the
         service was up). Returns space → what happened ("loaded" or "rebuilt: …")."""
-        fresh = {s: SpaceIndex.for_settings(self.store, ix.identity, self.settings)
+        fresh = {s: SpaceIndex.for_settings(self.store, ix.identity, self.settings, background=True)
                  for s, ix in self.indexes.items()}
         self.indexes = fresh  # one assignment: queries in flight keep the old dict
         return {s: ix.rebuilt or "loaded" for s, ix in fresh.items()}

@@ -253,6 +253,21 @@ def decode_copy_rows(data: bytes, row_size: int) -> tuple[np.ndarray, np.ndarray
     return rows["id"].astype(np.int64), rows["vec"].astype(np.float32)
 
 
+def encode_copy_rows(ids: np.ndarray, vectors: np.ndarray) -> bytes:
+    """The rows of a binary COPY of (int8 id, pgvector vector) columns, without the file header and trailer
+    (`PGCOPY_SIGNATURE` + 8 zero bytes before, b"\\xff\\xff" after): the inverse of `decode_copy_rows`.
+
+    Args:
+        ids: int64 (n,). vectors: float32 (n, dim).
+    """
+    n, dim = vectors.shape
+    rows = np.zeros(n, np.dtype([("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("vec_len", ">i4"),
+                                 ("dim", ">i2"), ("unused", ">i2"), ("vec", ">f4", (dim,))]))
+    rows["fields"], rows["id_len"], rows["id"] = 2, 8, ids
+    rows["vec_len"], rows["dim"], rows["vec"] = 4 + 4 * dim, dim, vectors
+    return rows.tobytes()
+
+
 def copy_vectors(cur: psycopg.Cursor, query: str, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Run `COPY (query) TO STDOUT (FORMAT BINARY)` for a query of (int8 id, vector) rows and yield them decoded:
     (ids int64 (n,), vectors float32 (n, dim)), at most `batch` rows at a time, in the query's order.
@@ -573,6 +588,7 @@ class Store:
         removed: list[int] = []
         changed = False
         tag_rows: list[tuple] = []
+        new_items: list[tuple[int, ItemRow]] = []  # (image id, item) written together by COPY
         with self.conn() as c:
             for im in images:
                 image_id = im.update_id if im.update_id is not None else im.replace_id
@@ -601,9 +617,14 @@ class Store:
                                     "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
                                     [(image_id, im.ocr_engine, ln.text, ln.confidence, *ln.bbox) for ln in im.ocr])
                 for it in im.items:
-                    item_id = self._write_item(c, image_id, it)
-                    tag_rows += [(item_id, t.source, t.label, t.score) for t in it.tags]
+                    if it.item_id is None:
+                        new_items.append((image_id, it))
+                        continue
+                    self._update_item(c, it)
+                    tag_rows += [(it.item_id, t.source, t.label, t.score) for t in it.tags]
                     changed |= bool(it.vectors)
+            for item_id, (_, it) in zip(self._copy_new_items(c, new_items), new_items):
+                tag_rows += [(item_id, t.source, t.label, t.score) for t in it.tags]
             with c.cursor() as cur:  # one pipelined statement for the batch's tags
                 cur.executemany("INSERT INTO tags (item_id, source, label, score) VALUES (%s,%s,%s,%s) "
                                 "ON CONFLICT DO NOTHING", tag_rows)
@@ -612,33 +633,48 @@ class Store:
                     cur.executemany(f"INSERT INTO {_vec_table(space)} (item_id, embedding) VALUES (%s, %s) "
                                     "ON CONFLICT (item_id) DO NOTHING",
                                     [(i, np.asarray(v, np.float32)) for i, v in rows])
-            if ids or removed or extra_vectors or changed:
+            if ids or removed or extra_vectors or changed or new_items:
                 self.notify(c, removed=removed + [it.item_id for im in images for it in im.items
                                                   if it.item_id is not None and it.vectors])
         return ids
 
     @staticmethod
-    def _write_item(c: psycopg.Connection[DictRow], image_id: int, it: ItemRow) -> int:
-        """Insert a new item (or update a re-enriched one: keywords, description; its old tags are deleted)
-        and its vectors. Returns the item's id."""
-        if it.item_id is None:
-            item_id = c.execute(
-                "INSERT INTO items (image_id, kind, label, score, x1, y1, x2, y2, crop_x1, crop_y1, crop_x2, "
-                "crop_y2, description, keywords, keywords_weak) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                "RETURNING id",
-                (image_id, it.kind, it.label, it.score, *it.bbox, *it.crop, it.description, it.keywords,
-                 it.keywords_weak)
-            ).fetchone()["id"]  # type: ignore[index]
-        else:
-            item_id = it.item_id
-            c.execute("UPDATE items SET description=%s, keywords=%s, keywords_weak=%s WHERE id=%s",
-                      (it.description, it.keywords, it.keywords_weak, item_id))
-            c.execute("DELETE FROM tags WHERE item_id=%s", (item_id,))
+    def _copy_new_items(c: psycopg.Connection[DictRow], new_items: list[tuple[int, ItemRow]]) -> list[int]:
+        """Insert new items and their vectors with COPY (ids drawn from the sequence first, in item order):
+        one round trip for the ids, then one stream for the items and one binary stream per space.
+        Returns the items' ids, in order."""
+        if not new_items:
+            return []
+        ids = [int(r["id"]) for r in c.execute("SELECT nextval('items_id_seq') AS id FROM generate_series(1, %s)",
+                                               (len(new_items),))]
+        with c.cursor() as cur, cur.copy(
+                "COPY items (id, image_id, kind, label, score, x1, y1, x2, y2, crop_x1, crop_y1, crop_x2, crop_y2, "
+                "description, keywords, keywords_weak) FROM STDIN") as cp:
+            for item_id, (image_id, it) in zip(ids, new_items):
+                cp.write_row((item_id, image_id, it.kind, it.label, it.score, *it.bbox, *it.crop, it.description,
+                              it.keywords, it.keywords_weak))
+        spaces = dict.fromkeys(space for _, it in new_items for space in it.vectors)
+        for space in spaces:
+            rows = [(i, it.vectors[space]) for i, (_, it) in zip(ids, new_items) if space in it.vectors]
+            with c.cursor() as cur, cur.copy(f"COPY {_vec_table(space)} (item_id, embedding) FROM STDIN "
+                                             "(FORMAT BINARY)") as cp:
+                cp.write(PGCOPY_SIGNATURE + bytes(8))
+                cp.write(encode_copy_rows(np.array([i for i, _ in rows], np.int64),
+                                          np.stack([np.asarray(v, np.float32) for _, v in rows])))
+                cp.write(b"\xff\xff")
+        return ids
+
+    @staticmethod
+    def _update_item(c: psycopg.Connection[DictRow], it: ItemRow) -> None:
+        """Update a re-enriched item (keywords, description; its old tags are deleted) and upsert its vectors."""
+        assert it.item_id is not None
+        c.execute("UPDATE items SET description=%s, keywords=%s, keywords_weak=%s WHERE id=%s",
+                  (it.description, it.keywords, it.keywords_weak, it.item_id))
+        c.execute("DELETE FROM tags WHERE item_id=%s", (it.item_id,))
         for space, vec in it.vectors.items():
             c.execute(f"INSERT INTO {_vec_table(space)} (item_id, embedding) VALUES (%s, %s) "
                       "ON CONFLICT (item_id) DO UPDATE SET embedding = EXCLUDED.embedding",
-                      (item_id, np.asarray(vec, np.float32)))
-        return int(item_id)
+                      (it.item_id, np.asarray(vec, np.float32)))
 
     def delete_image(self, image_id: int) -> Removed | None:
         """Delete an image with its items and their vectors in every space, in one transaction.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from PIL import Image
@@ -335,3 +336,30 @@ def test_documented_shapes_hold_for_odd_requests(client):
                          headers={"content-type": "multipart/form-data; boundary=x"})
     documented = client.get("/openapi.json").json()["paths"]["/api/search_image"]["post"]["responses"]
     assert str(broken.status_code) in documented and isinstance(broken.json()["detail"], str)
+
+
+def test_health_counts_are_refreshed_in_the_background():
+    """/api/health's DB-heavy part: computed on the first call, then served from memory; a call after
+    `max_age` gets the previous value at once and starts one refresh, whose result the next call sees."""
+    import threading
+
+    from api.routes.service import StaleWhileRevalidate
+
+    calls: list[int] = []
+    release = threading.Event()
+
+    def compute() -> int:
+        calls.append(len(calls))
+        if len(calls) > 1:
+            release.wait(10)  # a slow refresh (a count over a million rows)
+        return len(calls)
+
+    cache = StaleWhileRevalidate(max_age=0.3)
+    assert cache.get(compute) == 1 and cache.get(compute) == 1 and len(calls) == 1
+    time.sleep(0.35)
+    t = time.perf_counter()
+    assert cache.get(compute) == 1 and cache.get(compute) == 1  # stale: the old value, at once
+    assert time.perf_counter() - t < 0.5
+    release.set()
+    assert wait_for(lambda: cache.get(compute) == 2) and len(calls) == 2  # one refresh, not one per caller
+    assert StaleWhileRevalidate(0).get(compute) == 3  # max_age 0: computed every call

@@ -213,8 +213,8 @@ def test_hnsw_index_type(service, store, settings, tmp_path):
     # FAISS_INDEX=auto chooses by size: this space is below the default threshold (exact), above a small one (HNSW)
     auto = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "auto"})
     assert not SpaceIndex.for_settings(store, store.get_space("mobilenet"), auto).hnsw
-    small = auto.model_copy(update={"faiss_hnsw_above": 100})
-    assert SpaceIndex.for_settings(store, store.get_space("mobilenet"), small).hnsw
+    small = auto.model_copy(update={"faiss_approx_above": 100, "faiss_large_index": "IVF4,SQ8"})
+    assert SpaceIndex.for_settings(store, store.get_space("mobilenet"), small).ivf
 
 
 def test_indexing_refuses_files_over_the_caps(settings, store, detector, embedders, subset, tmp_path):
@@ -227,6 +227,23 @@ def test_indexing_refuses_files_over_the_caps(settings, store, detector, embedde
     stats = idx.run([(big, None), (bomb, None)], progress=False)
     assert stats.images_failed == 2 and stats.images_indexed == 0
     assert "INDEX_MAX_BYTES" in stats.errors[0] and "INDEX_MAX_PIXELS" in stats.errors[1]
+
+
+def test_background_build_serves_exact_search_meanwhile(service, store, settings, tmp_path):
+    """The API's cold start: with no FAISS file, an exact Flat index serves at once while HNSW32 builds in a
+    thread; the built index is swapped in (same answers on these self-queries), saved, and loads next time."""
+    s = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "HNSW32"})
+    ix = SpaceIndex.for_settings(store, store.get_space("mobilenet"), s, background=True)
+    assert ix.upgrade is not None and "exact Flat while HNSW32 builds" in ix.rebuilt
+    ids, vecs = next(store.iter_vectors("mobilenet", batch=20))
+    _, found = ix.search(vecs, 1)  # answers during (or after) the build
+    assert (found[:, 0] == ids).all()
+    ix.upgrade.join(60)
+    assert ix.hnsw and ix.index_type == "HNSW32" and "built in the background" in ix.rebuilt
+    _, found = ix.search(vecs, 1)
+    assert (found[:, 0] == ids).mean() > 0.95 and ix.ntotal == store.space_watermark("mobilenet")[0]
+    again = SpaceIndex.for_settings(store, store.get_space("mobilenet"), s, background=True)
+    assert again.rebuilt == "" and again.hnsw and again.upgrade is None
 
 
 def test_ivf_index_type_and_copy_streaming(service, store, settings, tmp_path):

@@ -1,7 +1,10 @@
 """Service: health and reload (metrics are mounted by `api.main` at /metrics)."""
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Request
@@ -12,10 +15,53 @@ from api.schemas import ERRORS, ErrorResponse, HealthResponse
 router = APIRouter(prefix="/api", tags=["service"])
 
 
+class StaleWhileRevalidate:
+    """A value recomputed at most every `max_age` seconds, never while a caller waits (after the first):
+    a caller finding it older starts one background refresh and gets the previous value at once. So
+    `/api/health` answers in about a millisecond while its row counts (a `count(*)` over a million items
+    takes tens of milliseconds) are at most `max_age` plus one refresh old. `max_age` 0 computes every time.
+    """
+
+    def __init__(self, max_age: float):
+        self.max_age = max_age
+        self._value: Any = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+        self._refreshing = False
+
+    def get(self, compute: Callable[[], Any]) -> Any:
+        """The cached value (computed now on the first call, or when `max_age` is 0).
+
+        Raises:
+            whatever `compute` raises, on the calls that run it in the caller's thread.
+        """
+        if self.max_age <= 0:
+            return compute()
+        with self._lock:
+            if self._value is None:
+                self._value, self._at = compute(), time.monotonic()
+                return self._value
+            if time.monotonic() - self._at > self.max_age and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh, args=(compute,), daemon=True, name="health-refresh").start()
+            return self._value
+
+    def _refresh(self, compute: Callable[[], Any]) -> None:
+        try:
+            value = compute()
+            with self._lock:
+                self._value, self._at = value, time.monotonic()
+        except Exception:  # the database went away: the next caller tries again (the probe reports it)
+            pass
+        finally:
+            self._refreshing = False
+
+
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
 def health(service: ServiceDep, request: Request):
     """Spaces (model, weights, dim, vectors, FAISS state), row counts, queue depth, the detector, refused
-    spaces, labels. 503 at once while the database is away."""
+    spaces, labels. 503 at once while the database is away. Everything but the database probe is at most
+    HEALTH_MAX_AGE seconds old (refreshed in the background), so health answers at once under load."""
     follower = getattr(request.app.state, "follower", None)
     if follower is not None and follower.db_down is not None:
         since, why = follower.db_down
@@ -27,10 +73,14 @@ def health(service: ServiceDep, request: Request):
     except psycopg.Error as e:
         raise HTTPException(503, f"the database is unavailable ({type(e).__name__}); reconnecting",
                             headers={"Retry-After": "5"}) from None
-    h = service.health()
-    h["queue"] = service.store.queue_depth()
-    h["workers"] = service.store.active_workers(2 * service.settings.worker_stalled_after)
-    return HealthResponse(status="ok" if service.indexes else "degraded", labels=service.store.labels(), **h)
+    def compute() -> HealthResponse:
+        h = service.health()
+        h["queue"] = service.store.queue_depth()
+        h["workers"] = service.store.active_workers(2 * service.settings.worker_stalled_after)
+        return HealthResponse(status="ok" if service.indexes else "degraded", labels=service.store.labels(), **h)
+
+    cache = getattr(request.app.state, "health_cache", None)
+    return cache.get(compute) if cache is not None else compute()
 
 
 @router.post("/reload", responses=ERRORS, dependencies=[WriteKey])
