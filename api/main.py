@@ -21,7 +21,7 @@ from api.deps import ReadKey, make_limits
 from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyLimitMiddleware
 from api.metrics import instrument
 from api.routes import collections, images, search, service, tasks
-from api.routes.service import StaleWhileRevalidate
+from api.routes.service import DatabaseProbe, StaleWhileRevalidate
 from clip_embedder import offline  # noqa: F401
 from clip_embedder.config import Settings, get_settings
 from clip_embedder.embedders import SpaceMismatchError
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = s
         app.state.limits = make_limits(s)
         app.state.health_cache = StaleWhileRevalidate(s.health_max_age)
+        app.state.db_probe = DatabaseProbe(store.url)
         app.state.service = svc
         app.state.ingest = Ingest(s, store, open_originals(s.storage_root), queue)
         follower = IndexFollower(store.url, lambda removed, reset: svc.refresh(removed, reset),
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("search service ready in %.1fs", time.perf_counter() - t0)
         yield
         follower.stop()
+        await app.state.db_probe.close()
         app.state.service = app.state.ingest = None
         try:
             svc.save_indexes()

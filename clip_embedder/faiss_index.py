@@ -159,7 +159,7 @@ class SpaceIndex:
     """
 
     def __init__(self, identity: SpaceIdentity, index: _faiss.Index, meta: dict[str, np.ndarray], rebuilt: str = "",
-                 ef_search: int = 128, index_type: str = "Flat", nprobe: int = 32):
+                 ef_search: int = 128, index_type: str = "Flat", nprobe: int = 16):
         self.identity, self.meta, self.rebuilt = identity, meta, rebuilt
         self.index: Any = index
         self.ef_search, self.index_type, self.nprobe = ef_search, index_type, nprobe
@@ -184,7 +184,7 @@ class SpaceIndex:
     @classmethod
     def build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, reason: str = "built",
               base: _faiss.Index | None = None, after_id: int = 0, index_type: str = "Flat",
-              ef_search: int = 128, nprobe: int = 32, save: bool = True) -> "SpaceIndex":
+              ef_search: int = 128, nprobe: int = 16, save: bool = True) -> "SpaceIndex":
         """Build from Postgres (or extend `base` with the vectors whose id > `after_id`) and save atomically.
 
         `index_type` is a FAISS factory string for the inner index ("Flat", "HNSW32", "IVF1024,Flat",
@@ -219,7 +219,7 @@ class SpaceIndex:
 
     @classmethod
     def load_or_build(cls, store: Store, identity: SpaceIdentity, faiss_dir: Path, index_type: str = "Flat",
-                      ef_search: int = 128, nprobe: int = 32, background: bool = False) -> "SpaceIndex":
+                      ef_search: int = 128, nprobe: int = 16, background: bool = False) -> "SpaceIndex":
         """Load the saved index when it matches Postgres (identity and watermark); extend it when Postgres
         only gained rows since (appended ids above the saved max id); else rebuild it.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,6 +149,8 @@ class SearchService:
         self.policy = CropPolicy(settings.crop_padding, settings.crop_min_side, settings.crop_max_aspect)
         #: lexical matching takes part in text search (benchmarks turn it off to measure dense search alone)
         self.lexical = True
+        # the full-text query runs in PostgreSQL while this thread embeds the query and searches FAISS
+        self._lexical_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lexical")
 
     @classmethod
     def create(cls, settings: Settings, store: Store, detector: Detector) -> "SearchService":
@@ -348,34 +351,38 @@ class SearchService:
                       strong: set[int] | frozenset[int] = frozenset()) -> list[tuple[int, float]]:
             """One (image, similarity) per image, best first; marks the images with a confident item (its
             similarity at or above `floor`, or one of the `strong` items)."""
-            rows = self.store.get_items([i for i, _ in valid])
+            rows = self.store.item_images([i for i, _ in valid])  # item id → (image id, detection score)
             # many crops share one description (same label): among equal similarities, surer detections first
-            valid.sort(key=lambda t: (-round(t[1], 4), -(getattr(rows.get(t[0]), "score", None) or 0.0)))
+            valid.sort(key=lambda t: (-round(t[1], 4), -((rows.get(t[0]) or (0, None))[1] or 0.0)))
             out: list[tuple[int, float]] = []
             seen: set[int] = set()
             for item_id, sim in valid:
-                r = rows.get(item_id)
-                if r is None or (allowed is not None and r.image_id not in allowed):
+                if item_id not in rows:
+                    continue
+                image_id = rows[item_id][0]
+                if allowed is not None and image_id not in allowed:
                     continue
                 if sim >= floor or item_id in strong:
-                    confident.add(r.image_id)
-                if r.image_id in seen:
+                    confident.add(image_id)
+                if image_id in seen:
                     continue
-                seen.add(r.image_id)
-                out.append((r.image_id, sim))
+                seen.add(image_id)
+                out.append((image_id, sim))
                 if space == LEXICAL:
-                    lexical_item.setdefault(r.image_id, item_id)
-                elif sim > best_item.get(r.image_id, (-2.0, 0))[0]:
-                    best_item[r.image_id] = (sim, item_id)
+                    lexical_item.setdefault(image_id, item_id)
+                elif sim > best_item.get(image_id, (-2.0, 0))[0]:
+                    best_item[image_id] = (sim, item_id)
             return out
 
         if rest:
+            pending: Future | None = (self._lexical_pool.submit(self.store.lexical_search, query_terms(rest), fetch,
+                                                                label) if self.lexical else None)
             for s in names:
                 q = self.embedders[s].embed_texts([rest])
                 D, ids = self.indexes[s].search(q, fetch, labels=labels)
                 ranked[s] = per_image([(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0], s,
                                       self.min_similarity(s))
-            lexical = self.store.lexical_search(query_terms(rest), fetch, label) if self.lexical else []
+            lexical = pending.result() if pending is not None else []
             if lexical:
                 # a match on a label, a sure tag or OCR text is confident; on a less sure tag it only ranks
                 strong_items = {i for i, _, strong in lexical if strong}

@@ -65,7 +65,7 @@ def test_text_embeddings_of_repeated_texts_are_computed_once(embedders):
     hits, misses = getattr(t, "cache_hits", 0), getattr(t, "cache_misses", 0)
     v = t.embed_texts(texts)
     assert t.cache_misses - misses == 2 and t.cache_hits - hits == 18
-    fresh = TextEmbedder(t.model_path).load()
+    fresh = TextEmbedder(t.model_path, runtime="torch").load()
     ref = fresh._model.encode([z, k], normalize_embeddings=True)
     assert np.allclose(v[0], ref[0], atol=1e-6) and np.allclose(v[3], ref[1], atol=1e-6)
     assert np.array_equal(v[0], v[2]) and v.shape == (20, t.identity.dim)
@@ -93,3 +93,22 @@ def test_mobilenet_on_onnx_runtime_gives_the_tflite_features(tmp_path):
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1 and (a == b).mean() > 0.999
     auto = MobileNetEmbedder(MOBILENET, runtime="auto", export_dir=tmp_path).load()
     assert auto.runtime == "onnx"
+
+
+def test_text_space_on_onnx_runtime_matches_torch(embedders, tmp_path):
+    """TEXT_RUNTIME=onnx: the sentence-transformers pipeline exported once (cached in EXPORT_DIR by sha256) gives
+    the torch vectors (cosine ≥ 0.999) for descriptions, queries and a batch of mixed lengths; same identity."""
+    from clip_embedder.embedders import TextEmbedder, describe_image, describe_object
+
+    texts = [describe_object("dog", ["Labrador retriever"]), describe_image(["person", "person", "bus"], [], "EXIT"),
+             "zebra", "a red handbag on a bench", "스파게티 sign", "x " * 300]  # the last one is truncated
+    torch_ = TextEmbedder(embedders["text"].model_path, runtime="torch").load()
+    onnx = TextEmbedder(embedders["text"].model_path, runtime="onnx", export_dir=tmp_path).load()
+    assert torch_.runtime == "torch" and onnx.runtime == "onnx" and onnx.identity == torch_.identity
+    a, b = torch_.embed_texts(texts), onnx.embed_texts(texts)
+    assert b.shape == (len(texts), onnx.identity.dim) and b.dtype == np.float32
+    assert (a * b).sum(axis=1).min() >= 0.999
+    assert np.allclose(onnx.embed_texts(texts[2:3]), b[2:3], atol=1e-5)  # alone = in a batch (padding masked)
+    assert len(list(tmp_path.glob("text_*.onnx"))) == 1
+    again = TextEmbedder(embedders["text"].model_path, runtime="auto", export_dir=tmp_path).load()
+    assert again.runtime == "onnx" and np.allclose(again.embed_texts(texts), b, atol=1e-6)  # the cached export

@@ -1,6 +1,7 @@
 """Service: health and reload (metrics are mounted by `api.main` at /metrics)."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -8,8 +9,9 @@ from typing import Any
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import ServiceDep, WriteKey
+from api.deps import ServiceDep, WriteKey, get_service
 from api.schemas import ERRORS, ErrorResponse, HealthResponse
 
 router = APIRouter(prefix="/api", tags=["service"])
@@ -28,6 +30,11 @@ class StaleWhileRevalidate:
         self._at = 0.0
         self._lock = threading.Lock()
         self._refreshing = False
+
+    @property
+    def ready(self) -> bool:
+        """True when `get` answers from memory (a value is cached and caching is on)."""
+        return self.max_age > 0 and self._value is not None
 
     def get(self, compute: Callable[[], Any]) -> Any:
         """The cached value (computed now on the first call, or when `max_age` is 0).
@@ -57,30 +64,74 @@ class StaleWhileRevalidate:
             self._refreshing = False
 
 
+class DatabaseProbe:
+    """Health's `SELECT 1` on a connection of its own (asynchronous, on the event loop): under load every
+    pooled connection can be busy with searches, and a probe waiting for one made health as slow as them."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._conn: psycopg.AsyncConnection | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def check(self, timeout: float = 1.0) -> None:
+        """Raises psycopg.Error / TimeoutError / OSError when the database does not answer within `timeout`
+        seconds (the connection is dropped and made again on the next call)."""
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(self.url, autocommit=True),
+                                                        timeout)
+                await asyncio.wait_for(self._conn.execute("SELECT 1"), timeout)
+            except BaseException:
+                await self.close()
+                raise
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:
+                pass
+
+
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
-def health(service: ServiceDep, request: Request):
+async def health(request: Request):
     """Spaces (model, weights, dim, vectors, FAISS state), row counts, queue depth, the detector, refused
     spaces, labels. 503 at once while the database is away. Everything but the database probe is at most
     HEALTH_MAX_AGE seconds old (refreshed in the background), so health answers at once under load."""
+    service = get_service(request)
     follower = getattr(request.app.state, "follower", None)
     if follower is not None and follower.db_down is not None:
         since, why = follower.db_down
         raise HTTPException(503, f"the database has been unavailable for {time.monotonic() - since:.0f}s ({why}); "
                                  "reconnecting", headers={"Retry-After": "5"})
+    probe = getattr(request.app.state, "db_probe", None)
     try:  # a one-second probe, so health answers fast even before the follower has noticed
-        with service.store.pool.connection(timeout=1.0) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as e:
+        if probe is not None:
+            await probe.check(1.0)
+        else:
+            await run_in_threadpool(_pooled_probe, service)
+    except (psycopg.Error, TimeoutError, OSError) as e:
         raise HTTPException(503, f"the database is unavailable ({type(e).__name__}); reconnecting",
                             headers={"Retry-After": "5"}) from None
+
     def compute() -> HealthResponse:
         h = service.health()
         h["queue"] = service.store.queue_depth()
         h["workers"] = service.store.active_workers(2 * service.settings.worker_stalled_after)
         return HealthResponse(status="ok" if service.indexes else "degraded", labels=service.store.labels(), **h)
 
-    cache = getattr(request.app.state, "health_cache", None)
-    return cache.get(compute) if cache is not None else compute()
+    cache: StaleWhileRevalidate | None = getattr(request.app.state, "health_cache", None)
+    if cache is not None and cache.ready:
+        return cache.get(compute)  # from memory, on the event loop (a stale value starts a background refresh)
+    return await run_in_threadpool(cache.get if cache is not None else lambda f: f(), compute)
+
+
+def _pooled_probe(service) -> None:
+    with service.store.pool.connection(timeout=1.0) as conn:
+        conn.execute("SELECT 1")
 
 
 @router.post("/reload", responses=ERRORS, dependencies=[WriteKey])
