@@ -16,7 +16,7 @@ export LOCAL_MODELS COCO_ANNOTATIONS COCO_IMAGES
 API_PORT ?= 8000
 UI_PORT ?= 8501
 
-.PHONY: demo test install index mlflow-ui baseline train evaluate benchmarks clean-index help
+.PHONY: demo test install index mlflow-ui baseline train evaluate benchmarks benchmarks-scale clean-index help
 DATA_VERSION ?= version_1
 EPOCHS ?= 10
 IMGSZ ?= 640
@@ -26,6 +26,8 @@ help:
 	@echo "make test   - install and run the test suite"
 	@echo "make benchmarks - indexing throughput (and its model-forward limit), search latency, retrieval quality"
 	@echo "                  (vocabulary, no-match, OCR) and ingest (queue) figures"
+	@echo "make benchmarks-scale - 1,000,000 vectors (FAISS Flat / HNSW / IVF-SQ8), the API over HTTP at 1,000,000 items,"
+	@echo "                  the Ray runner against the sequential one (~30 min, ~8 GB of memory)"
 
 $(VENV)/.installed: pyproject.toml scripts/install_system_packages.sh
 	bash scripts/install_system_packages.sh
@@ -49,8 +51,14 @@ test: install
 benchmarks: install
 	$(PY) benchmarks/bench_index_search.py
 	$(PY) benchmarks/bench_forward.py
+	$(PY) benchmarks/bench_clip.py
 	$(PY) benchmarks/bench_quality.py
 	$(PY) benchmarks/bench_ingest.py
+
+benchmarks-scale: install
+	$(PY) benchmarks/bench_scale.py --n 1000000 --queries 200
+	$(PY) benchmarks/bench_http_scale.py --items 1000000
+	$(PY) benchmarks/bench_forward.py --ray
 
 baseline: install
 	$(PY) yolov5/baseline.py --weights models/yolov5n.pt --coco_subset_data_version $(DATA_VERSION) --imgsz $(IMGSZ)

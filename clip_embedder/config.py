@@ -84,6 +84,10 @@ class Settings(BaseSettings):
                             "tflite when the conversion fails")
     text_model: str | None = Field(
         None, description="sentence-transformers model path or hub id; empty = bundled all-MiniLM-L6-v2")
+    clip_runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="CLIP towers' forward pass: torch or onnx (both towers exported once to EXPORT_DIR, run "
+                            "by ONNX Runtime; cosine ≥ 0.999 to torch); auto = onnx on the CPU, torch on a GPU or "
+                            "when the export fails")
     text_runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="text space forward pass: torch (sentence-transformers) or onnx (exported once to "
                             "EXPORT_DIR, run by ONNX Runtime: cosine ≥ 0.9999, ~4x faster per query); auto = onnx "
