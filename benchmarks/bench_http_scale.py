@@ -4,8 +4,8 @@ Fills the project's own tables (the real schema, migrations applied) with `--ite
 10 items each (the whole image + 9 objects) whose labels come from COCO's 80 classes in 500 two-class themes,
 with the descriptions and lexical keywords the pipeline would write, and `text`-space vectors placed around the
 real MiniLM embedding of each item's description (so text queries find meaningful neighbours and the vectors
-cluster as real ones do); pgvector's HNSW index on the vectors table is dropped first (the API never uses it,
-and maintaining it for a million inserts would take longer than everything else here). Then, against the API
+cluster as real ones do), with PGVECTOR_INDEX=none (the API never uses pgvector's own HNSW index, and maintaining
+it for a million inserts would take longer than everything else here). Then, against the API
 under uvicorn (`SPACES=text`, `FAISS_INDEX=auto` → IVF1024,SQ8):
 
 1. cold start (no FAISS file: vectors streamed out of PostgreSQL, an exact index answering at once, the
@@ -53,6 +53,7 @@ def api_env(work: Path) -> dict[str, str]:
     env = {**os.environ, "PGDATA_DIR": str(work / "pgdata"), "FAISS_DIR": str(work / "faiss"), "SPACES": "text",
            "DETECTOR_WEIGHTS": str(SHARED / "models/yolov5/yolov5n.pt"), "TAGGER": "off", "OCR": "off",
            "STORAGE_ROOT": str(work / "originals"), "EXPORT_DIR": str(work / "exported"), "API_KEYS": "bench",
+           "PGVECTOR_INDEX": "none",
            "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
     return env
@@ -67,8 +68,10 @@ def fill(work: Path, n_items: int) -> list[str]:
 
     cats = json.loads((SHARED / "datasets/coco128/annotations/instances_coco128_train2017.json").read_text())
     labels = [c["name"] for c in sorted(cats["categories"], key=lambda c: c["id"])]
+    # PGVECTOR_INDEX=none: pgvector's own HNSW index is not used by the API (FAISS serves); inserting a million
+    # vectors into it takes longer than the whole benchmark on 2 cores
     s = Settings(_env_file=None, pgdata_dir=work / "pgdata", faiss_dir=work / "faiss", spaces=["text"],
-                 database_url=None, export_dir=work / "exported")
+                 database_url=None, export_dir=work / "exported", pgvector_index="none")
     store = Store.open(s)
     try:
         text = create_embedder("text", s).load()
@@ -92,9 +95,7 @@ def fill(work: Path, n_items: int) -> list[str]:
             c.execute("SET LOCAL maintenance_work_mem = '1GB'")
             for ix in ("items_lexical", "items_label", "items_image_id"):  # bulk load, then index once
                 c.execute(f"DROP INDEX IF EXISTS {ix}")
-            # pgvector's own HNSW index is not used by the API (FAISS serves); inserting a million vectors into it
-            # takes longer than the whole benchmark on 2 cores, so it is left out here (see benchmarks/README.md)
-            c.execute("DROP INDEX IF EXISTS vectors_text_hnsw")
+
             c.execute("INSERT INTO images (id, sha256, path, storage, file_name, width, height, description, "
                       "detector_sha256, ocr_text) SELECT j, lpad(to_hex(j), 64, '0'), '/synthetic/' || j || '.jpg', "
                       "'file', j || '.jpg', 640, 480, (%s::text[])[((j - 1) %% %s) + 1], 'synthetic', '' "

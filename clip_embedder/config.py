@@ -26,6 +26,10 @@ class Settings(BaseSettings):
         None, description="PostgreSQL URL with pgvector; empty = embedded server in PGDATA_DIR")
     pgdata_dir: Path = Field(Path("data/pgdata"), description="data folder of the embedded PostgreSQL")
     faiss_dir: Path = Field(Path("data/faiss"), description="folder of the derived FAISS indexes")
+    pgvector_index: Literal["hnsw", "none"] = Field(
+        "hnsw", description="pgvector's HNSW index on each vectors table: hnsw (SQL similarity queries in the "
+                            "database) or none (the service searches FAISS; every write is cheaper at millions of "
+                            "vectors)")
     faiss_gpu: bool = Field(False, description="search FAISS on a GPU when faiss-gpu and a GPU exist")
     faiss_index: str = Field("auto", description="FAISS factory string inside the IndexIDMap2: auto (Flat up to "
                                                  "FAISS_APPROX_ABOVE vectors, FAISS_LARGE_INDEX above), Flat "

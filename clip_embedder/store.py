@@ -458,8 +458,11 @@ LEFT JOIN images im ON im.sha256 = t.sha256
 class Store:
     """Typed access to the database. Build with `Store.open(settings)`; close with `close()`."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, pgdata: str | None = None):
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, pgdata: str | None = None,
+                 pgvector_index: str = "hnsw"):
         self.url = url
+        #: "hnsw": each vectors table carries pgvector's HNSW index (SQL similarity queries); "none": it is dropped
+        self.pgvector_index = pgvector_index
         self._pgdata = pgdata  # the embedded server's folder, when this Store started or shares it
         # The extension and the schema must exist before a pooled connection registers the vector type.
         migrate(url)
@@ -482,7 +485,8 @@ class Store:
             with _servers_lock:
                 _server_users[pgdata] = _server_users.get(pgdata, 0) + 1
         try:
-            return cls(url, max_size=max_size, pgdata=pgdata)
+            return cls(url, max_size=max_size, pgdata=pgdata,
+                       pgvector_index=getattr(settings, "pgvector_index", "hnsw"))
         except psycopg.OperationalError as e:
             raise psycopg.OperationalError(f"cannot connect to PostgreSQL at {url!r} (DATABASE_URL): {e}") from e
 
@@ -518,6 +522,8 @@ class Store:
     def ensure_space(self, identity: SpaceIdentity, *, recreate: bool = False) -> None:
         """Create the space (row, vector table, HNSW index) or check that it was built by the same model.
 
+        The table gets (or loses) pgvector's HNSW index as PGVECTOR_INDEX says, for a new or an existing space.
+
         Args:
             recreate: drop the space's vectors when its stored identity differs, instead of raising.
 
@@ -538,12 +544,24 @@ class Store:
             with self.conn() as c:
                 c.execute(f"CREATE TABLE IF NOT EXISTS {table} (item_id BIGINT PRIMARY KEY "
                           f"REFERENCES items(id) ON DELETE CASCADE, embedding vector({int(identity.dim)}) NOT NULL)")
-                if identity.dim <= 2000:  # pgvector's HNSW limit for `vector`
-                    c.execute(f"CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} "
-                              "USING hnsw (embedding vector_cosine_ops)")
                 c.execute("INSERT INTO spaces (name, model, weights, dim) VALUES (%s, %s, %s, %s) "
                           "ON CONFLICT (name) DO NOTHING",
                           (identity.name, identity.model, identity.weights, identity.dim))
+        self._apply_pgvector_index(table, identity.dim)
+
+    def _apply_pgvector_index(self, table: str, dim: int) -> None:
+        """Create or drop pgvector's HNSW index of a vectors table as PGVECTOR_INDEX says (creating it over
+        existing rows takes a while at scale: logged)."""
+        with self.conn() as c:
+            exists = _one(c.execute("SELECT count(*) AS n FROM pg_indexes WHERE tablename = %s AND indexname = %s",
+                                    (table, f"{table}_hnsw")))["n"] > 0
+            if self.pgvector_index == "none" and exists:
+                log.info("dropping pgvector's HNSW index of %s (PGVECTOR_INDEX=none)", table)
+                c.execute(f"DROP INDEX IF EXISTS {table}_hnsw")
+            elif self.pgvector_index == "hnsw" and not exists and dim <= 2000:  # pgvector's HNSW limit for `vector`
+                log.info("building pgvector's HNSW index of %s (PGVECTOR_INDEX=hnsw)", table)
+                c.execute(f"CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} "
+                          "USING hnsw (embedding vector_cosine_ops)")
 
     def drop_space(self, name: str) -> None:
         """Drop a space's vectors table and identity (items and images stay)."""

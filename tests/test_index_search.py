@@ -246,6 +246,36 @@ def test_background_build_serves_exact_search_meanwhile(service, store, settings
     assert again.rebuilt == "" and again.hnsw and again.upgrade is None
 
 
+def test_pgvector_index_follows_the_setting(settings, tmp_path):
+    """PGVECTOR_INDEX=none: a vectors table without pgvector's HNSW index (cheaper writes at scale); hnsw (the
+    default) builds it over the rows already there; none again drops it. The vectors stay either way."""
+    import numpy as np
+
+    from clip_embedder.embedders import SpaceIdentity
+    from clip_embedder.store import ImageRow, ItemRow, Store
+
+    identity = SpaceIdentity("text", "test-model", "w", 8)
+
+    def has_index(kind: str) -> bool:
+        store = Store.open(settings.model_copy(update={"pgdata_dir": tmp_path / "pg", "pgvector_index": kind}))
+        try:
+            store.ensure_space(identity)
+            if not store.space_watermark("text")[0]:
+                vec = {"text": np.eye(8, dtype=np.float32)[0]}
+                store.write_batch([ImageRow("e" * 64, "/x.jpg", 10, 10, None, "x", None,
+                                            [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x", vec)])])
+            assert store.space_watermark("text")[0] == 1
+            with store.conn() as c:
+                return c.execute("SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'vectors_text_hnsw'"
+                                 ).fetchone()["n"] == 1
+        finally:
+            store.close()
+
+    assert not has_index("none")
+    assert has_index("hnsw")
+    assert not has_index("none")
+
+
 def test_ivf_index_type_and_copy_streaming(service, store, settings, tmp_path):
     """FAISS_INDEX=IVF…: trained on the space's vectors, searched with FAISS_NPROBE lists, filters work; a space
     too small to train falls back to exact Flat. Vectors streamed by COPY BINARY equal the stored ones."""
