@@ -65,35 +65,23 @@ class StaleWhileRevalidate:
 
 
 class DatabaseProbe:
-    """Health's `SELECT 1` on a connection of its own (asynchronous, on the event loop): under load every
-    pooled connection can be busy with searches, and a probe waiting for one made health as slow as them."""
+    """Health's database check, on the event loop: a new connection and `SELECT 1` each time, as `pg_isready`
+    connects anew. Not a pooled connection (under load every pooled one can be busy with searches), and not a kept
+    one (its backend can outlive a killed postmaster for a moment and still answer)."""
 
     def __init__(self, url: str):
         self.url = url
-        self._conn: psycopg.AsyncConnection | None = None
-        self._lock: asyncio.Lock | None = None
 
     async def check(self, timeout: float = 1.0) -> None:
-        """Raises psycopg.Error / TimeoutError / OSError when the database does not answer within `timeout`
-        seconds (the connection is dropped and made again on the next call)."""
-        self._lock = self._lock or asyncio.Lock()
-        async with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(self.url, autocommit=True),
-                                                        timeout)
-                await asyncio.wait_for(self._conn.execute("SELECT 1"), timeout)
-            except BaseException:
-                await self.close()
-                raise
+        """Raises psycopg.Error / TimeoutError / OSError when the database does not answer within `timeout`."""
+        async def probe() -> None:
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                await conn.execute("SELECT 1")
+
+        await asyncio.wait_for(probe(), timeout)
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.close()
-            except Exception:
-                pass
+        """Nothing is kept open (kept for the lifespan's symmetry)."""
 
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
