@@ -126,7 +126,9 @@ def run_on_ray(settings: Settings, sources: list[SourceFile], *, database_url: s
         rows = [{"path": s.path, "file_name": s.file_name, "split": s.split or "", "storage": s.storage}
                 for s in sources]
         log.info("Ray: %d files in batches of %d over %d actors (%s GPU each)", len(rows), size, n_actors, gpus)
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), n_actors * 4)))
+        # one block per batch, in file order: each actor gets exactly the batches the sequential runner makes, so
+        # batch-dependent computation (the detector's shared letterbox shape, say) gives the same rows
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // size)))
         out = ds.map_batches(IndexActor, fn_constructor_kwargs={"settings": shipped, "redetect": redetect},
                              batch_size=size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
                              num_cpus=0 if gpus else cpus_per_actor, num_gpus=gpus)
