@@ -366,6 +366,9 @@ class BatchOutcome:
     objects: int = 0
     errors: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # (path, sha256, not stored when planned) of every file read: lets a runner that commits batches out of order
+    # settle which path a photo with several copies is recorded under
+    hashes: list[tuple[str, str, bool]] = field(default_factory=list)
 
     @classmethod
     def of(cls, batch: Batch) -> "BatchOutcome":
@@ -373,7 +376,8 @@ class BatchOutcome:
         return cls(seen=len(batch.sources), indexed=len(batch.inserted), skipped=batch.skipped,
                    updated=len(batch.backfill), redetected=sum(1 for d in batch.new if d.replace_id is not None),
                    reenriched=len(batch.reenrich_images), objects=batch.objects,
-                   errors=[why for _, why in batch.failed], timings=dict(batch.timings))
+                   errors=[why for _, why in batch.failed], timings=dict(batch.timings),
+                   hashes=[(r.source.path, r.sha256, r.sha256 not in batch.known) for r in batch.raw])
 
 
 @dataclass

@@ -5,7 +5,9 @@ The driver lists the files; Ray Data splits them into batches and hands each bat
 when the cluster has them). Each actor runs the same stage functions as the sequential runner
 (`Indexer.index_batch`: read → … → embed → write) and writes its batch in one transaction to the same
 PostgreSQL; only a small `BatchOutcome` comes back to the driver, which prints the run's totals. Images are
-unique by sha256 in the database, so two actors meeting the same file write it once.
+unique by sha256 in the database, so two actors meeting the same file write it once; the copies' hashes come
+back too, and the driver then records each photo under its first path in file order, as the sequential runner
+does (whichever actor committed first, the same rows).
 
 Every machine of the cluster needs: this project installed (the same version), the database reachable at
 DATABASE_URL (the embedded server is reachable only on the driver's machine), the image files at the same
@@ -133,9 +135,11 @@ def run_on_ray(settings: Settings, sources: list[SourceFile], *, database_url: s
                              batch_size=size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
                              num_cpus=0 if gpus else cpus_per_actor, num_gpus=gpus)
         bar = tqdm(total=len(rows), unit="img", desc=f"indexing on Ray ({n_actors} actors)", disable=not progress)
+        copies = Copies(sources)
         try:
             for outcome in _outcomes(out.iter_rows()):
                 stats.add(outcome)
+                copies.add(outcome.hashes)
                 bar.update(outcome.seen)
                 bar.set_postfix(objects=stats.objects, failed=stats.images_failed)
         except ray.exceptions.RayError as e:  # the batches written so far stay; a re-run skips them
@@ -147,10 +151,57 @@ def run_on_ray(settings: Settings, sources: list[SourceFile], *, database_url: s
     finally:
         if started:
             ray.shutdown()
+    moves = copies.moves()
+    if moves:
+        from clip_embedder.store import Store  # noqa: PLC0415
+
+        store = Store.open(portable_settings(settings, database_url), max_size=1)
+        try:
+            log.info("%d photos found at several paths: recorded under the first", store.repoint_images(moves))
+        finally:
+            store.close()
     stats.seconds = time.perf_counter() - t0
     return stats
 
 
+class Copies:
+    """The paths each sha256 was read from during one run, to settle which path a photo with several copies is
+    recorded under: the first in file order (the sequential runner's choice), whichever batch committed first.
+    Photos stored before the run are left under the path they have (the sequential runner skips them)."""
+
+    def __init__(self, sources: list[SourceFile]):
+        self.order = {s.path: i for i, s in enumerate(sources)}
+        self.sources = sources
+        self.first: dict[str, str] = {}               # sha256 → its first path read so far (in file order)
+        self.paths: dict[str, list[str]] = {}         # sha256 → every path, only for those with several
+        self.new: set[str] = set()                    # sha256 not stored when some batch planned it
+
+    def add(self, hashes: Iterable[tuple[str, str, bool] | list[Any]]) -> None:
+        """Note the (path, sha256, new) triples of the files one batch read."""
+        for path, sha, new in hashes:
+            if new:
+                self.new.add(sha)
+            seen = self.first.get(sha)
+            if seen is None:
+                self.first[sha] = path
+                continue
+            self.paths.setdefault(sha, [seen]).append(path)
+            if self.order[path] < self.order[seen]:
+                self.first[sha] = path
+
+    def moves(self) -> list[tuple[str, str, str, str, list[str]]]:
+        """`Store.repoint_images` moves: each photo first stored in this run and read at several paths, to its
+        first path."""
+        out = []
+        for sha, paths in self.paths.items():
+            if sha in self.new:
+                src = self.sources[self.order[self.first[sha]]]
+                out.append((sha, src.path, src.file_name, src.storage, paths))
+        return out
+
+
 def _outcomes(rows: Iterable[dict[str, Any]]) -> Iterator[BatchOutcome]:
     for row in rows:
-        yield BatchOutcome(**json.loads(str(row["outcome"])))
+        outcome = BatchOutcome(**json.loads(str(row["outcome"])))
+        outcome.hashes = [(str(p), str(s), bool(n)) for p, s, n in outcome.hashes]  # JSON gave lists
+        yield outcome

@@ -719,6 +719,19 @@ class Store:
             return {r["sha256"]: r["id"] for r in c.execute("SELECT id, sha256 FROM images WHERE sha256 = ANY(%s)",
                                                              (shas,))}
 
+    def repoint_images(self, moves: list[tuple[str, str, str, str, list[str]]]) -> int:
+        """Record stored images under another of their paths: each move is (sha256, path, file_name, storage,
+        paths it may replace); an image whose stored path is not among those is left as it is (it was stored from
+        elsewhere). Returns how many images were repointed. Used by runners that index a photo's copies out of
+        file order, to keep the one the sequential runner keeps (the first in file order)."""
+        n = 0
+        with self.conn() as c:
+            for sha, path, file_name, storage, replaceable in moves:
+                n += c.execute("UPDATE images SET path=%s, file_name=%s, storage=%s "
+                               "WHERE sha256=%s AND path = ANY(%s) AND path <> %s",
+                               (path, file_name, storage, sha, replaceable, path)).rowcount
+        return n
+
     def detected_by_other(self, image_ids: list[int], detector_sha256: str) -> set[int]:
         """Those of `image_ids` whose objects were detected by another detector (or an unknown one)."""
         if not image_ids:

@@ -102,3 +102,35 @@ def test_ray_runner_writes_the_same_rows_as_the_sequential_runner(tmp_path, monk
     assert vec_ray.keys() == vec_seq.keys()
     for key, v in vec_seq.items():  # thread counts differ between runners: float noise only
         assert np.allclose(vec_ray[key], v, atol=1e-3), key
+
+
+def test_copies_of_a_photo_settle_on_the_first_path_whichever_batch_committed_first(store):
+    """The race the Ray runner can lose: the batch holding a photo's later copy commits first, and the batch holding
+    the first copy then skips it as stored. The driver moves the record to the first path; a photo stored before
+    the run (no batch saw it new) keeps its path, as with the sequential runner."""
+    from clip_embedder.pipeline import SourceFile
+    from clip_embedder.ray_runner import Copies
+    from clip_embedder.store import ImageRow, ItemRow
+
+    sources = [SourceFile(f"/photos/{n}.jpg", f"{n}.jpg", None, "file") for n in ("a", "b", "c", "d", "e")]
+    raced, old = "1" * 64, "2" * 64
+    ids = store.write_batch([ImageRow(sha, path, 10, 10, None, "x", None,
+                                      [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x")],
+                                      file_name=path.rsplit("/", 1)[1], storage="file")
+                             for sha, path in ((raced, "/photos/d.jpg"), (old, "/photos/e.jpg"))])
+    try:
+        copies = Copies(sources)
+        copies.add([("/photos/c.jpg", "3" * 64, True), ("/photos/d.jpg", raced, True)])  # committed first
+        copies.add([("/photos/a.jpg", raced, False), ("/photos/b.jpg", old, False)])      # found both stored
+        copies.add([("/photos/e.jpg", old, False)])
+        moves = copies.moves()
+        assert [(m[0], m[1], m[2]) for m in moves] == [(raced, "/photos/a.jpg", "a.jpg")]
+        assert store.repoint_images(moves) == 1
+        assert store.repoint_images(moves) == 0  # already there
+        with store.conn() as c:
+            rows = {r["sha256"]: (r["path"], r["file_name"]) for r in
+                    c.execute("SELECT sha256, path, file_name FROM images WHERE id = ANY(%s)", (ids,))}
+        assert rows == {raced: ("/photos/a.jpg", "a.jpg"), old: ("/photos/e.jpg", "e.jpg")}
+    finally:
+        with store.conn() as c:
+            c.execute("DELETE FROM images WHERE id = ANY(%s)", (ids,))
