@@ -118,7 +118,7 @@ def main() -> None:
     stats = Indexer.from_settings(s, store, detector, embedders).run(
         [SourceFile.from_folder(f) for f in files], batch_size=bs, progress=False)
     store.close()
-    rate = stats.images_indexed / stats.seconds
+    rate = stats.indexed / stats.seconds
     print(f"indexer: {stats.summary()}")
     print(f"indexer {rate:.2f} images/s = {rate / (n / limit_s):.2f}x the model-forward limit "
           f"({n / limit_s:.2f} images/s)")
@@ -134,15 +134,15 @@ def main() -> None:
                                actors=args.ray_actors, batch_size=bs, progress=False)
         wall = time.perf_counter() - t
         store.close()
-        load, start = ray_stats.stage_seconds.get("actor_load", 0.0), ray_stats.stage_seconds["ray_start"]
+        load, start = ray_stats.timings.get("actor_load", 0.0), ray_stats.timings["ray_start"]
         actors = args.ray_actors or os.cpu_count() or 1
         net = wall - start - load / actors  # the actors load in parallel
         print(f"ray runner: {ray_stats.summary()} | ray_start={start:.2f}s actors_load={load:.2f}s (summed over "
               f"{actors} actors)")
-        print(f"ray runner {ray_stats.images_indexed / wall:.2f} images/s over the whole call ({wall:.1f}s) = "
-              f"{ray_stats.images_indexed / wall / rate:.2f}x the sequential runner; without the cluster start and "
-              f"model loading {ray_stats.images_indexed / net:.2f} images/s = "
-              f"{ray_stats.images_indexed / net / rate:.2f}x")
+        print(f"ray runner {ray_stats.indexed / wall:.2f} images/s over the whole call ({wall:.1f}s) = "
+              f"{ray_stats.indexed / wall / rate:.2f}x the sequential runner; without the cluster start and "
+              f"model loading {ray_stats.indexed / net:.2f} images/s = "
+              f"{ray_stats.indexed / net / rate:.2f}x")
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 

@@ -37,16 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, SHARED, machine
+from common import ROOT, SHARED, http_load, machine, pct
 
 THEMES = 500
 PER_IMAGE = 10
 NOISE = 0.025  # per dimension: a noise vector of norm ~0.5 around each description's unit embedding
 ADJECTIVES = ["a", "a red", "two", "a small", "an old"]
-
-
-def pct(v: list[float], q: float) -> float:
-    return float(np.percentile(v, q))
 
 
 def api_env(work: Path) -> dict[str, str]:
@@ -178,33 +174,11 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 
 async def load(url: str, queries: list[str], clients: int, seconds: float) -> dict:
-    import httpx
+    """Text searches of random `queries` (top_k 10), health probed every 0.1 s."""
+    async def request(c, rnd: random.Random):
+        return "search_text", await c.get("/api/search_text", params={"query": rnd.choice(queries), "top_k": 10})
 
-    lat: list[float] = []
-    health: list[float] = []
-    codes: dict[int, int] = {}
-    stop = time.monotonic() + seconds
-
-    async def client(n: int) -> None:
-        rnd = random.Random(n)
-        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
-            while time.monotonic() < stop:
-                t = time.perf_counter()
-                r = await c.get("/api/search_text", params={"query": rnd.choice(queries), "top_k": 10})
-                lat.append((time.perf_counter() - t) * 1000)
-                codes[r.status_code] = codes.get(r.status_code, 0) + 1
-
-    async def prober() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
-            while time.monotonic() < stop:
-                t = time.perf_counter()
-                await c.get("/api/health")
-                health.append((time.perf_counter() - t) * 1000)
-                await asyncio.sleep(0.1)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(prober(), *(client(i) for i in range(clients)))
-    return {"lat": lat, "health": health, "codes": codes, "wall": time.perf_counter() - t0}
+    return await http_load(url, request, clients, seconds, health_every=0.1, timeout=60)
 
 
 def main() -> None:
@@ -250,9 +224,9 @@ def main() -> None:
         print(f"text search, one at a time, 200 distinct queries: p50 {pct(ms, 50):.1f} ms p99 {pct(ms, 99):.1f} ms "
               f"over HTTP (in the service: p50 {pct(took, 50):.1f} ms p99 {pct(took, 99):.1f} ms)")
         res = asyncio.run(load(url, queries, args.clients, args.seconds))
-        lat, h = res["lat"], res["health"]
+        lat, h = res["lat"]["search_text"], res["health"]
         print(f"{args.clients} concurrent clients, {args.seconds:.0f}s: {len(lat) / res['wall']:.1f} requests/s, "
-              f"p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms, answers {res['codes']}")
+              f"p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms, answers {dict(res['codes'])}")
         print(f"/api/health meanwhile: n={len(h)} p50 {statistics.median(h):.1f} ms p99 {pct(h, 99):.1f} ms "
               f"max {max(h):.1f} ms")
         rss, hwm = rss_mb(api.pid)

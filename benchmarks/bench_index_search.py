@@ -60,9 +60,9 @@ def main() -> None:
         SpaceIndex.load_or_build(store, e.identity, s.faiss_dir)
     faiss_s = time.perf_counter() - t
     print(f"indexing: {stats.summary()}")
-    print(f"indexing: {stats.images_indexed / stats.seconds:.2f} images/s, "
-          f"{(stats.images_indexed + stats.objects) / stats.seconds:.1f} items/s, FAISS build {faiss_s:.2f}s")
-    per_img = {k: 1000 * v / max(1, stats.images_indexed) for k, v in stats.stage_seconds.items()}
+    print(f"indexing: {stats.indexed / stats.seconds:.2f} images/s, "
+          f"{(stats.indexed + stats.objects) / stats.seconds:.1f} items/s, FAISS build {faiss_s:.2f}s")
+    per_img = {k: 1000 * v / max(1, stats.indexed) for k, v in stats.timings.items()}
     print("per image (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in per_img.items()))
     # pgvector's HNSW (approximate) against FAISS flat (exact): recall@10 over 100 queries per space
     for space, e in embedders.items():

@@ -108,7 +108,7 @@ def cli_rate(work: Path, spaces: str, files: list[Path]) -> float:
         [SourceFile.from_folder(f) for f in files], batch_size=16, progress=False)
     store.close()
     print(f"  CLI: {stats.summary()}")
-    return stats.images_indexed / stats.seconds
+    return stats.indexed / stats.seconds
 
 
 def queue_rate(work: Path, spaces: str, files: list[Path], workers: int) -> float:

@@ -20,17 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
-from common import ROOT, SHARED
+from common import ROOT, SHARED, http_load, pct
 
 QUERIES = ["car", "person", "handbag", "a red bus", "dog", "traffic light", "bicycle", "book", "a man on a bench"]
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))] if s else float("nan")
 
 
 def prepare(root: Path, work: Path) -> dict[str, str]:
@@ -54,43 +48,14 @@ def prepare(root: Path, work: Path) -> dict[str, str]:
 
 
 async def run_load(url: str, images: list[bytes], clients: int, seconds: float) -> dict:
-    import httpx
+    """70 % text searches (QUERIES), 30 % image searches (`images`), health probed every 0.2 s."""
+    async def request(c, rnd: random.Random):
+        if rnd.random() < 0.7:
+            return "search_text", await c.get("/api/search_text", params={"query": rnd.choice(QUERIES), "top_k": 10})
+        return "search_image", await c.post("/api/search_image", params={"top_k": 10},
+                                            files={"file": ("q.jpg", rnd.choice(images), "image/jpeg")})
 
-    lat: dict[str, list[float]] = defaultdict(list)
-    codes: Counter = Counter()
-    health: list[float] = []
-    stop = time.monotonic() + seconds
-
-    async def client(n: int) -> None:
-        rnd = random.Random(n)
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            while time.monotonic() < stop:
-                t = time.perf_counter()
-                try:
-                    if rnd.random() < 0.7:
-                        route = "search_text"
-                        r = await c.get("/api/search_text", params={"query": rnd.choice(QUERIES), "top_k": 10})
-                    else:
-                        route = "search_image"
-                        r = await c.post("/api/search_image", params={"top_k": 10},
-                                         files={"file": ("q.jpg", rnd.choice(images), "image/jpeg")})
-                    codes[(route, r.status_code)] += 1
-                except httpx.HTTPError as e:
-                    codes[(route, type(e).__name__)] += 1
-                    continue
-                lat[route].append((time.perf_counter() - t) * 1000)
-
-    async def prober() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            while time.monotonic() < stop:
-                t = time.perf_counter()
-                await c.get("/api/health")
-                health.append((time.perf_counter() - t) * 1000)
-                await asyncio.sleep(0.2)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(prober(), *(client(i) for i in range(clients)))
-    return {"lat": lat, "codes": codes, "health": health, "wall": time.perf_counter() - t0}
+    return await http_load(url, request, clients, seconds, health_every=0.2)
 
 
 def main() -> None:

@@ -70,3 +70,58 @@ def bench_settings(work: Path, spaces: str, clip_pretrained: str | None, clip_co
         kw["clip_model_config"] = clip_config
         kw["clip_model"] = Path(clip_config).stem
     return Settings(**kw)
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of `values`, by numpy's linear interpolation; nan when empty."""
+    import numpy as np  # noqa: PLC0415
+
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def http_load(url: str, request, clients: int, seconds: float, health_every: float = 0.1,
+                    timeout: float = 120.0) -> dict:
+    """`clients` concurrent HTTP clients calling `request(client, rnd)` for `seconds`, while a prober asks
+    `/api/health` every `health_every` seconds.
+
+    `request` is an async function of an `httpx.AsyncClient` and the client's own `random.Random` that makes one
+    request and returns (route name, response). Returns {"lat": route → [ms], "codes": Counter of (route, status
+    code or exception name), "health": [ms], "wall": seconds}.
+    """
+    import asyncio  # noqa: PLC0415
+    import random  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    from collections import Counter, defaultdict  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    lat: dict[str, list[float]] = defaultdict(list)
+    codes: Counter = Counter()
+    health: list[float] = []
+    stop = time.monotonic() + seconds
+
+    async def client(n: int) -> None:
+        rnd = random.Random(n)
+        async with httpx.AsyncClient(base_url=url, timeout=timeout) as c:
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                route = "?"
+                try:
+                    route, r = await request(c, rnd)
+                    codes[(route, r.status_code)] += 1
+                except httpx.HTTPError as e:
+                    codes[(route, type(e).__name__)] += 1
+                    continue
+                lat[route].append((time.perf_counter() - t) * 1000)
+
+    async def prober() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=timeout) as c:
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                await c.get("/api/health")
+                health.append((time.perf_counter() - t) * 1000)
+                await asyncio.sleep(health_every)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(prober(), *(client(i) for i in range(clients)))
+    return {"lat": lat, "codes": codes, "health": health, "wall": time.perf_counter() - t0}

@@ -212,10 +212,10 @@ def ocr_bench(work: Path, detector_weights: str) -> None:
         for i, w in enumerate(words):
             hits = svc.search_text(f'"{w}"', top_k=3).hits
             top1.append(bool(hits) and hits[0].file_name == f"sign_{lang}_{i}.jpg")
-        n = stats.images_seen
+        n = stats.seen
         print(f"  OCR {engine:<9} ({lang}) quoted-word hit@1 {np.mean(top1):.2f} ({sum(top1)}/{len(words)}; "
               f"missed: {[w for w, ok in zip(words, top1) if not ok] or 'none'}), "
-              f"{1000 * stats.stage_seconds['ocr'] / n:.0f} ms per image over {n} images")
+              f"{1000 * stats.timings['ocr'] / n:.0f} ms per image over {n} images")
         run.store.close()
 
 
@@ -282,11 +282,11 @@ def run(args) -> None:
     for mode in ("off", "imagenet") * 3:
         r = Run(work, f"cost_{mode}_{time.monotonic_ns()}", weights, tagger=mode, ocr="off")
         st = r.index(folder)
-        costs.setdefault(mode, []).append((st.seconds, sum(st.stage_seconds.get(x, 0.0) for x in touched)))
+        costs.setdefault(mode, []).append((st.seconds, sum(st.timings.get(x, 0.0) for x in touched)))
         r.store.close()
     wall = {m: float(np.median([w for w, _ in v])) for m, v in costs.items()}
     part = {m: float(np.median([t for _, t in v])) for m, v in costs.items()}
-    n = s_after.images_seen
+    n = s_after.seen
     print(f"indexing cost of the tagger ({n} images, median of 3 alternating runs): wall off {wall['off']:.2f}s, "
           f"imagenet {wall['imagenet']:.2f}s → {100 * (wall['imagenet'] - wall['off']) / wall['off']:+.1f}%; "
           f"stages it touches ({'+'.join(touched)}) {part['off']:.2f}s → {part['imagenet']:.2f}s = "

@@ -20,8 +20,6 @@ its `val.py --rect`), not padded to a square, and a batch is run as one forward 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import warnings
 from collections import defaultdict
@@ -35,6 +33,7 @@ from PIL import Image
 
 from clip_embedder import offline  # must precede the yolov5 import
 from clip_embedder.images import file_sha256  # noqa: F401  (re-exported: weights identities)
+from clip_embedder.runtimes import export_once, ort_session, torch_to_onnx
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +113,7 @@ class Detector:
         Returns:
             The `.onnx` path under `export_dir`.
         """
-        path = Path(export_dir) / f"yolov5_{self.weights_sha256[:16]}.onnx"
-        if path.is_file():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-        os.close(fd)
-        try:
+        def write(tmp: str) -> None:
             import copy  # noqa: PLC0415
 
             model = copy.deepcopy(self.model).float().cpu().eval()
@@ -130,16 +123,11 @@ class Detector:
                     setattr(m, "dynamic", True)  # noqa: B010
             with self._lock, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings of yolov5's Python-side branches (sizes are dynamic)
-                torch.onnx.export(model, (torch.zeros(1, 3, self.imgsz, self.imgsz),), tmp, opset_version=17,
-                                  do_constant_folding=True, input_names=["images"], output_names=["output0"],
-                                  dynamo=False, dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
-                                                              "output0": {0: "batch", 1: "anchors"}})
-            os.replace(tmp, path)
-            log.info("detector exported to ONNX: %s", path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+                torch_to_onnx(model, (torch.zeros(1, 3, self.imgsz, self.imgsz),), tmp, input_names=["images"],
+                              output_names=["output0"], dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
+                                                                      "output0": {0: "batch", 1: "anchors"}})
+
+        return export_once(Path(export_dir) / f"yolov5_{self.weights_sha256[:16]}.onnx", write)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw predictions (n, anchors, 5 + classes) for a letterboxed float batch (n, 3, h, w) in 0..1."""
@@ -292,11 +280,7 @@ def _open_session(runtime: str, onnx_path: Path) -> Any:
         RuntimeError: the runtime's package is not installed (the message names it).
     """
     if runtime == "onnx":
-        import onnxruntime as ort  # noqa: PLC0415
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        return ort_session(onnx_path)
     try:
         import openvino as ov  # noqa: PLC0415
     except ImportError as e:

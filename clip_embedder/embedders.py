@@ -17,14 +17,12 @@ equals cosine similarity.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 from PIL import Image
@@ -32,6 +30,7 @@ from PIL import Image
 from clip_embedder import offline  # noqa: F401
 from clip_embedder.config import Settings
 from clip_embedder.detector import file_sha256, resolve_device
+from clip_embedder.runtimes import export_once, onnx_or_fallback, ort_session, torch_to_onnx
 
 log = logging.getLogger(__name__)
 
@@ -196,23 +195,20 @@ class ClipEmbedder(Embedder):
         self._preprocess = preprocess
         self._tokenizer = open_clip.get_tokenizer(self.model_name)
         if self.runtime == "onnx" or (self.runtime == "auto" and str(self.device) == "cpu"):
-            try:
-                self._image_session, self._text_session = self._onnx_sessions()
-            except Exception as e:
-                if self.runtime == "onnx":
-                    raise RuntimeError(f"CLIP_RUNTIME=onnx: cannot export or open {self.model_name} as ONNX "
-                                       f"({type(e).__name__}: {e}); use CLIP_RUNTIME=torch") from e
-                log.warning("CLIP runs on torch: the ONNX export failed (%s: %s)", type(e).__name__, e)
+            sessions = onnx_or_fallback(self._onnx_sessions, required=self.runtime == "onnx", setting="CLIP_RUNTIME",
+                                        what=f"CLIP {self.model_name}", fallback="torch")
+            if sessions is not None:
+                self._image_session, self._text_session = sessions
         self.runtime = "onnx" if self._image_session is not None else "torch"
 
-    def _onnx_sessions(self):
-        """ONNX Runtime sessions of the image and the text tower, each exported once (dynamic batch) with torch's
-        TorchScript-based exporter, written atomically and cached in `export_dir` by the space identity's hash."""
+    def _onnx_sessions(self) -> tuple[Any, Any]:
+        """ONNX Runtime sessions of the image and the text tower, each exported once (dynamic batch), cached in
+        `export_dir` by the space identity's hash."""
         import hashlib  # noqa: PLC0415
 
-        import onnxruntime as ort  # noqa: PLC0415
+        import torch  # noqa: PLC0415
 
-        torch, model = self._torch, self._model
+        model = self._model
         key = hashlib.sha256(f"{self.identity.model}|{self.identity.weights}".encode()).hexdigest()[:16]
         size = self._preprocess(Image.new("RGB", (8, 8))).shape  # (3, H, W)
 
@@ -227,23 +223,12 @@ class ClipEmbedder(Embedder):
         sessions = []
         for name, encode, probe in (("image", model.encode_image, torch.zeros((2, *size))),
                                     ("text", model.encode_text, self._tokenizer(["a photo of a dog", "a cat"]))):
-            path = self.export_dir / f"clip_{name}_{key}.onnx"
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-                os.close(fd)
-                try:
-                    torch.onnx.export(Tower(encode).eval(), (probe,), tmp, input_names=["x"],
-                                      output_names=["embedding"],
-                                      dynamic_axes={"x": {0: "batch"}, "embedding": {0: "batch"}},
-                                      opset_version=17, dynamo=False)
-                    os.replace(tmp, path)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.num_threads
-            sessions.append(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
+            def write(tmp: str, encode=encode, probe=probe) -> None:
+                torch_to_onnx(Tower(encode), (probe,), tmp, input_names=["x"], output_names=["embedding"],
+                              dynamic_axes={"x": {0: "batch"}, "embedding": {0: "batch"}})
+
+            path = export_once(self.export_dir / f"clip_{name}_{key}.onnx", write)
+            sessions.append(ort_session(path, self.num_threads))
         return sessions[0], sessions[1]
 
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
@@ -315,32 +300,20 @@ class MobileNetEmbedder(Embedder):
         self._h, self._w = int(self._in["shape"][1]), int(self._in["shape"][2])
         self._run_lock = threading.Lock()
         if self.runtime in ("auto", "onnx"):
-            try:
-                self._session = self._onnx_session()
-            except Exception as e:
-                if self.runtime == "onnx":
-                    raise RuntimeError(f"MOBILENET_RUNTIME=onnx: cannot convert or open {self.weights.name} as ONNX "
-                                       f"({type(e).__name__}: {e}); use MOBILENET_RUNTIME=tflite") from e
-                log.warning("MobileNet runs on TFLite: the ONNX conversion failed (%s: %s)", type(e).__name__, e)
+            self._session = onnx_or_fallback(self._onnx_session, required=self.runtime == "onnx",
+                                             setting="MOBILENET_RUNTIME", what=f"MobileNet {self.weights.name}",
+                                             fallback="tflite")
         self.runtime = "onnx" if self._session is not None else "tflite"
 
-    def _onnx_session(self):
-        """The ONNX Runtime session of the converted model (converted once, atomically, cached by sha256)."""
-        import onnxruntime as ort  # noqa: PLC0415
-
-        path = self.export_dir / f"mobilenet_{self.identity.weights[:16]}.onnx"
-        if not path.is_file():
-            import tempfile  # noqa: PLC0415
-
+    def _onnx_session(self) -> Any:
+        """The ONNX Runtime session of the model converted once by `tflite2onnx` (cached by sha256)."""
+        def write(tmp: str) -> None:
             import tflite2onnx  # noqa: PLC0415
 
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # converted beside, then moved in whole
-                tflite2onnx.convert(str(self.weights), os.path.join(tmp, path.name))
-                os.replace(os.path.join(tmp, path.name), path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.num_threads
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            tflite2onnx.convert(str(self.weights), tmp)
+
+        session = ort_session(export_once(self.export_dir / f"mobilenet_{self.identity.weights[:16]}.onnx", write),
+                              self.num_threads)
         self._onnx_input = session.get_inputs()[0].name
         return session
 
@@ -453,51 +426,35 @@ class TextEmbedder(Embedder):
             raise RuntimeError(f"cannot load the text model {self.model_path!r}: {e}. Set TEXT_MODEL to a local "
                                "sentence-transformers folder, or leave it empty for the bundled MiniLM.") from e
         if self.runtime == "onnx" or (self.runtime == "auto" and self.device == "cpu"):
-            try:
-                self._session = self._onnx_session()
-            except Exception as e:
-                if self.runtime == "onnx":
-                    raise RuntimeError(f"TEXT_RUNTIME=onnx: cannot export or open {self.model_path!r} as ONNX "
-                                       f"({type(e).__name__}: {e}); use TEXT_RUNTIME=torch") from e
-                log.warning("the text model runs on torch: the ONNX export failed (%s: %s)", type(e).__name__, e)
+            self._session = onnx_or_fallback(self._onnx_session, required=self.runtime == "onnx",
+                                             setting="TEXT_RUNTIME", what=f"the text model {self.model_path!r}",
+                                             fallback="torch")
         self.runtime = "onnx" if self._session is not None else "torch"
 
-    def _onnx_session(self):
+    def _onnx_session(self) -> Any:
         """The ONNX Runtime session of the whole sentence-transformers pipeline (transformer, pooling, normalize),
-        exported once with torch's TorchScript-based exporter (dynamic batch and sequence length), written
-        atomically and cached in EXPORT_DIR by the weights' sha256."""
-        import onnxruntime as ort  # noqa: PLC0415
+        exported once (dynamic batch and sequence length), cached in EXPORT_DIR by the weights' sha256."""
         import torch  # noqa: PLC0415
 
-        path = self.export_dir / f"text_{self.identity.weights[:16]}.onnx"
-        if not path.is_file():
-            model = self._model
+        model = self._model
 
-            class Encoder(torch.nn.Module):  # the pipeline as one module taking token ids and their mask
-                def __init__(self) -> None:
-                    super().__init__()
-                    self.st = model
+        class Encoder(torch.nn.Module):  # the pipeline as one module taking token ids and their mask
+            def __init__(self) -> None:
+                super().__init__()
+                self.st = model
 
-                def forward(self, input_ids, attention_mask):
-                    return self.st({"input_ids": input_ids, "attention_mask": attention_mask})["sentence_embedding"]
+            def forward(self, input_ids, attention_mask):
+                return self.st({"input_ids": input_ids, "attention_mask": attention_mask})["sentence_embedding"]
 
+        def write(tmp: str) -> None:
             probe = self._tokenize(["a photo of a dog", "two cats on a bench"], "pt")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-            os.close(fd)
-            try:
-                torch.onnx.export(Encoder().eval(), (probe["input_ids"], probe["attention_mask"]), tmp,
-                                  input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-                                  dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
-                                                "attention_mask": {0: "batch", 1: "seq"}, "embedding": {0: "batch"}},
-                                  opset_version=17, dynamo=False)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.num_threads
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            torch_to_onnx(Encoder(), (probe["input_ids"], probe["attention_mask"]), tmp,
+                          input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                                        "embedding": {0: "batch"}})
+
+        return ort_session(export_once(self.export_dir / f"text_{self.identity.weights[:16]}.onnx", write),
+                           self.num_threads)
 
     def _tokenize(self, texts: list[str], tensors: str):
         # one at a time: a fast tokenizer called from several threads at once can fail ("Already borrowed")

@@ -85,10 +85,14 @@ def ivf_of(index: Any) -> Any | None:
 def min_train_size(index_type: str, dim: int) -> int:
     """Vectors a FAISS factory string needs before it can be trained: 39 per IVF list (FAISS warns below
     that), 256 for a product quantiser's codebooks, 0 for an index without training (Flat, HNSW)."""
-    probe = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
-    if probe.is_trained:
+    return _train_size(faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT))
+
+
+def _train_size(index: Any) -> int:
+    """`min_train_size` of a built (untrained or trained) FAISS index."""
+    if index.is_trained:
         return 0
-    ivf = ivf_of(probe)
+    ivf = ivf_of(index)
     return max(39 * ivf.nlist if ivf is not None else 0, 256)
 
 
@@ -99,8 +103,7 @@ def train_untrained(index: Any, vectors: np.ndarray, seed: int = 0) -> None:
     Raises:
         ValueError: fewer vectors than the index needs (`min_train_size`).
     """
-    ivf = ivf_of(faiss.downcast_index(index.index))
-    need = max(39 * ivf.nlist if ivf is not None else 0, 256)
+    need = _train_size(faiss.downcast_index(index.index))
     if len(vectors) < need:
         raise ValueError(f"{len(vectors)} vectors are too few to train this FAISS index (it needs {need}); "
                          "use FAISS_INDEX=Flat or auto until the space is larger")

@@ -26,7 +26,6 @@ import logging
 import queue
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -370,6 +369,11 @@ class BatchOutcome:
     # settle which path a photo with several copies is recorded under
     hashes: list[tuple[str, str, bool]] = field(default_factory=list)
 
+    @property
+    def failed(self) -> int:
+        """Files that could not be indexed (one error each)."""
+        return len(self.errors)
+
     @classmethod
     def of(cls, batch: Batch) -> "BatchOutcome":
         """The outcome of a batch that went through every stage, the write included."""
@@ -380,46 +384,35 @@ class BatchOutcome:
                    hashes=[(r.source.path, r.sha256, r.sha256 not in batch.known) for r in batch.raw])
 
 
-@dataclass
-class IndexStats:
-    """What one indexing run did. `stage_seconds` maps each stage of `STAGES` to wall seconds."""
+#: the counters of a `BatchOutcome` that a run sums
+COUNTS = ("seen", "indexed", "skipped", "updated", "redetected", "reenriched", "objects")
 
-    images_seen: int = 0
-    images_indexed: int = 0
-    images_skipped: int = 0
-    images_updated: int = 0
-    images_failed: int = 0
-    images_redetected: int = 0
-    images_reenriched: int = 0
-    objects: int = 0
+
+@dataclass
+class IndexStats(BatchOutcome):
+    """What one indexing run did: its batches' outcomes summed (`timings`: each stage of `STAGES` to wall seconds
+    summed over the batches, plus the runner's own entries), and the run's wall `seconds`."""
+
     seconds: float = 0.0
-    stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    errors: list[str] = field(default_factory=list)
 
     def add(self, batch: Batch | BatchOutcome) -> None:
-        """Count one batch's outcome."""
+        """Count one batch's outcome (its hashes are not kept)."""
         o = batch if isinstance(batch, BatchOutcome) else BatchOutcome.of(batch)
-        self.images_seen += o.seen
-        self.images_indexed += o.indexed
-        self.images_skipped += o.skipped
-        self.images_updated += o.updated
-        self.images_failed += len(o.errors)
-        self.images_redetected += o.redetected
-        self.images_reenriched += o.reenriched
-        self.objects += o.objects
+        for name in COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(o, name))
         self.errors += o.errors
         for stage, s in o.timings.items():
-            self.stage_seconds[stage] += s
+            self.timings[stage] = self.timings.get(stage, 0.0) + s
 
     def summary(self) -> str:
         """One line: images, objects, seconds, images/s, seconds per stage, and the share of wall time the model
         stages (detect, tag, ocr, embed) kept a model busy (above 100 % when several actors ran at once)."""
-        rate = self.images_seen / self.seconds if self.seconds else 0.0
-        stages = " ".join(f"{s}={self.stage_seconds.get(s, 0.0):.2f}s" for s in STAGES)
-        busy = sum(self.stage_seconds.get(s, 0.0) for s in MODEL_STAGES) / self.seconds if self.seconds else 0.0
-        return (f"images={self.images_seen} indexed={self.images_indexed} skipped={self.images_skipped} "
-                f"updated={self.images_updated} redetected={self.images_redetected} "
-                f"reenriched={self.images_reenriched} failed={self.images_failed} "
+        rate = self.seen / self.seconds if self.seconds else 0.0
+        stages = " ".join(f"{s}={self.timings.get(s, 0.0):.2f}s" for s in STAGES)
+        busy = sum(self.timings.get(s, 0.0) for s in MODEL_STAGES) / self.seconds if self.seconds else 0.0
+        return (f"images={self.seen} indexed={self.indexed} skipped={self.skipped} "
+                f"updated={self.updated} redetected={self.redetected} "
+                f"reenriched={self.reenriched} failed={self.failed} "
                 f"objects={self.objects} "
                 f"seconds={self.seconds:.2f} images/s={rate:.2f} | {stages} | models busy {busy:.0%} of the wall time")
 
@@ -483,7 +476,7 @@ class Indexer:
         Each batch is written (one transaction) by a writer thread while the next batch is read, detected,
         tagged and embedded; at most one write is in flight, and a failed write stops the run with its error.
         `files` are `SourceFile`s or `(path, split)` pairs. A file that is not a readable image is counted
-        in `images_failed` and named in `errors`; the run goes on.
+        in `failed` and named in `errors`; the run goes on.
         """
         stats = IndexStats()
         t0 = time.perf_counter()
@@ -494,7 +487,7 @@ class Indexer:
             write.result()  # re-raises the write's error
             stats.add(batch)
             bar.update(len(batch.sources))
-            bar.set_postfix(objects=stats.objects, failed=stats.images_failed)
+            bar.set_postfix(objects=stats.objects, failed=stats.failed)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer") as writer:
             pending: tuple[Batch, Future[Batch]] | None = None

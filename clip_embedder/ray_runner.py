@@ -116,7 +116,7 @@ def run_on_ray(settings: Settings, sources: list[SourceFile], *, database_url: s
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     stats = IndexStats()
-    stats.stage_seconds["ray_start"] = time.perf_counter() - t0
+    stats.timings["ray_start"] = time.perf_counter() - t0
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -141,7 +141,7 @@ def run_on_ray(settings: Settings, sources: list[SourceFile], *, database_url: s
                 stats.add(outcome)
                 copies.add(outcome.hashes)
                 bar.update(outcome.seen)
-                bar.set_postfix(objects=stats.objects, failed=stats.images_failed)
+                bar.set_postfix(objects=stats.objects, failed=stats.failed)
         except ray.exceptions.RayError as e:  # the batches written so far stay; a re-run skips them
             cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             raise RuntimeError(f"a Ray actor failed: {cause} (batches written before it are kept; run again to "

@@ -22,19 +22,19 @@ def image_id_of(store, path) -> int:
 
 
 def test_index_counts(indexed, store):
-    assert indexed.images_indexed == 74 and indexed.images_failed == 0
+    assert indexed.indexed == 74 and indexed.failed == 0
     counts = store.counts()
     assert counts["images"] == 74 and counts["objects"] == indexed.objects > 74
     for space in ("mobilenet", "text", "clip"):
         assert counts[f"vectors_{space}"] == 74 + indexed.objects  # one whole image + each crop
-    assert set(indexed.stage_seconds) == set(STAGES)
+    assert set(indexed.timings) == set(STAGES)
 
 
 def test_rerun_indexes_nothing_twice(indexed, store, detector, embedders, settings, subset):
     before = store.counts()
     idx = Indexer.from_settings(settings, store, detector, embedders)
     stats = idx.run(subset_files(subset), progress=False)
-    assert (stats.images_indexed, stats.images_skipped, stats.images_updated, stats.objects) == (0, 74, 0, 0)
+    assert (stats.indexed, stats.skipped, stats.updated, stats.objects) == (0, 74, 0, 0)
     assert store.counts() == before
 
 
@@ -176,7 +176,7 @@ def test_new_space_fills_images_indexed_before(settings, store, detector, subset
         both = {**text, "mobilenet": create_embedder("mobilenet", s).load()}
         st.ensure_space(both["mobilenet"].identity)
         stats = Indexer(st, detector, both, CropPolicy(), max_bytes=10**7, max_pixels=10**8).run(files, progress=False)
-        assert stats.images_updated == 4 and stats.images_indexed == 0
+        assert stats.updated == 4 and stats.indexed == 0
         c = st.counts()
         assert c["vectors_mobilenet"] == c["vectors_text"] == c["objects"] + 4
     finally:
@@ -225,7 +225,7 @@ def test_indexing_refuses_files_over_the_caps(settings, store, detector, embedde
                                                                   "index_max_pixels": 10**8}), store,
                                 detector, embedders)
     stats = idx.run([(big, None), (bomb, None)], progress=False)
-    assert stats.images_failed == 2 and stats.images_indexed == 0
+    assert stats.failed == 2 and stats.indexed == 0
     assert "INDEX_MAX_BYTES" in stats.errors[0] and "INDEX_MAX_PIXELS" in stats.errors[1]
 
 
@@ -384,7 +384,7 @@ def test_write_behind_writes_a_photo_once_across_batches(settings, store, detect
     sha = hashlib.sha256(a.read_bytes()).hexdigest()
     image = store.image_by_sha(sha)
     try:
-        assert stats.images_indexed == 1 and stats.images_failed == 0 and stats.images_seen == 2
+        assert stats.indexed == 1 and stats.failed == 0 and stats.seen == 2
         with store.conn() as c:
             n_images = c.execute("SELECT count(*) AS n FROM images WHERE sha256 = %s", (sha,)).fetchone()["n"]
             r = c.execute("SELECT count(*) AS n, count(DISTINCT (kind, label, x1, y1, x2, y2)) AS d, "

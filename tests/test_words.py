@@ -77,7 +77,7 @@ class Words:
 def words(tmp_path_factory):
     w = Words(tmp_path_factory.mktemp("words"))
     stats = w.index()
-    assert stats.images_indexed == len(list(w.folder.iterdir())) and stats.images_failed == 0
+    assert stats.indexed == len(list(w.folder.iterdir())) and stats.failed == 0
     yield w
     w.store.close()
 
@@ -150,7 +150,7 @@ def test_reenrichment_reads_text_and_reembeds_only_what_changed(words):
         n_items = c.execute("SELECT count(*) AS n FROM items").fetchone()["n"]
 
     stats = words.index(ocr="rapidocr")
-    assert (stats.images_indexed, stats.images_reenriched, stats.objects) == (0, stats.images_seen, 0)
+    assert (stats.indexed, stats.reenriched, stats.objects) == (0, stats.seen, 0)
     after = {s: vectors(s) for s in ("mobilenet", "text")}
     with words.store.conn() as c:
         assert c.execute("SELECT count(*) AS n FROM items").fetchone()["n"] == n_items  # not re-detected
@@ -165,10 +165,10 @@ def test_reenrichment_reads_text_and_reembeds_only_what_changed(words):
     assert words.files(hits)[:1] == ["sign_en.jpg"]
     detail = words.store.get_image(hits[0].image_id)
     assert any("PHARMACY" in line.text for line in detail.ocr) and "PHARMACY" in detail.image.description
-    assert words.index(ocr="rapidocr").images_skipped == stats.images_seen  # nothing changed: nothing to do
+    assert words.index(ocr="rapidocr").skipped == stats.seen  # nothing changed: nothing to do
 
     stats = words.index(ocr="tesseract")
-    assert stats.images_reenriched == stats.images_seen
+    assert stats.reenriched == stats.seen
     svc = words.service()
     for query in ('"김치찌개"', "김치찌개"):
         r = svc.search_text(query)

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for err in stats.errors[:20]:
         print(f"skipped: {err}", file=sys.stderr)
-    actors = f" actors_load={stats.stage_seconds['actor_load']:.2f}s" if "actor_load" in stats.stage_seconds else ""
+    actors = f" actors_load={stats.timings['actor_load']:.2f}s" if "actor_load" in stats.timings else ""
     print(f"{stats.summary()} | models_load={load_s:.2f}s{actors} faiss={faiss_s:.2f}s spaces={','.join(embedders)} "
           f"runner={args.runner}")
     return 0

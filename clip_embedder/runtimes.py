@@ -1,0 +1,90 @@
+"""Exported models: export once to EXPORT_DIR, atomically, then run them with ONNX Runtime.
+
+Every model the project runs outside torch (the detector, the CLIP towers, MiniLM, MobileNet) goes through the
+same three steps, kept here once:
+
+1. `export_once(path, write)`: `write(tmp)` writes the model to a temporary file beside `path`, which is then
+   renamed into place, so a crash or a kill mid-export never leaves a half file that a later start would load;
+   a file already at `path` (keyed by the weights' hash in its name) is reused.
+2. `torch_to_onnx(module, args, tmp, ...)`: torch's TorchScript-based exporter with the settings every export
+   here shares (opset 17, constant folding, dynamic axes). `dynamo=False`: torch >= 2.9 defaults to the
+   torch.export exporter, which needs `onnxscript`.
+3. `ort_session(path, threads)`: an ONNX Runtime session on the CPU provider, all graph optimisations on.
+
+`onnx_or_fallback` is the `RUNTIME=auto|onnx` policy each model's loader shares: with `onnx` a failed export is
+an error that says which setting to change; with `auto` it is a warning and the model runs on its own runtime.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def export_once(path: Path, write: Callable[[str], None]) -> Path:
+    """`path`, written by `write(tmp_path)` unless it already exists; atomic (temporary file, then rename).
+
+    Raises:
+        whatever `write` raises; the temporary file is removed and `path` is left absent.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # the temporary name keeps the suffix: some writers pick the format by it (onnx.save does)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+        log.info("exported %s", path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def torch_to_onnx(module: Any, args: tuple, out: str, *, input_names: Sequence[str], output_names: Sequence[str],
+                  dynamic_axes: dict[str, dict[int, str]]) -> None:
+    """Export a torch module to ONNX at `out` (opset 17, constant folding, TorchScript-based exporter)."""
+    import torch  # noqa: PLC0415
+
+    torch.onnx.export(module.eval(), args, out, opset_version=17, do_constant_folding=True,
+                      input_names=list(input_names), output_names=list(output_names), dynamic_axes=dynamic_axes,
+                      dynamo=False)
+
+
+def ort_session(path: Path | str, threads: int | None = None) -> Any:
+    """An ONNX Runtime `InferenceSession` of `path` on the CPU provider; `threads` intra-op threads (None: ONNX
+    Runtime's default, one per core)."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_or_fallback(open_onnx: Callable[[], T], *, required: bool, setting: str, what: str,
+                     fallback: str) -> T | None:
+    """`open_onnx()`, or None when it fails and ONNX was not `required` (a warning names the runtime used instead).
+
+    Raises:
+        RuntimeError: it failed and `required` (`setting`=onnx): the message names the setting's other value.
+    """
+    try:
+        return open_onnx()
+    except Exception as e:
+        if required:
+            raise RuntimeError(f"{setting}=onnx: cannot export or open {what} as ONNX ({type(e).__name__}: {e}); "
+                               f"use {setting}={fallback}") from e
+        log.warning("%s runs on %s: the ONNX export failed (%s: %s)", what, fallback, type(e).__name__, e)
+        return None
