@@ -32,6 +32,8 @@ def prepare(root: Path, work: Path) -> dict[str, str]:
     env = {**os.environ, "PGDATA_DIR": str(work / "pgdata"), "FAISS_DIR": str(work / "faiss"),
            "SPACES": "mobilenet,text", "DETECTOR_WEIGHTS": str(SHARED / "models/yolov5/yolov5n.pt"),
            "MOBILENET_WEIGHTS": str(SHARED / "models/mobilenet/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
+           "TAGGER_WEIGHTS": str(SHARED / "models/mobilenet/mobilenet_quant_v1_224_head_layers.tflite"),
+           "TAGGER_LABELS": str(SHARED / "models/mobilenet/imagenet_labels.txt"), "OCR": "off",
            "STORAGE_ROOT": str(work / "originals"), "API_KEYS": "bench", "PYTHONPATH": str(root)}
     env.pop("DATABASE_URL", None)
     out = subprocess.run([sys.executable, "scripts/extract_coco_subset.py", "--annotations",
