@@ -777,24 +777,45 @@ class Store:
             yield from copy_vectors(cur, f"SELECT item_id, embedding FROM {_vec_table(space)} "
                                          f"WHERE item_id > {int(after_id)} ORDER BY item_id", batch)
 
-    def item_meta(self, space: str, after_id: int = 0) -> dict[str, np.ndarray]:
+    def item_meta(self, space: str, after_id: int = 0, chunk: int = 2_000_000) -> dict[str, np.ndarray]:
         """Per-vector metadata of a space for search-time filters, item id > after_id, in id order:
-        "ids" int64 (n,), "kind" object (n,) of 'image'/'object', "label" object (n,) ('' for images)."""
-        # one COPY in text, split in bulk: a million rows in ~1 s where building a dict per row took ~4 s
-        with self.pool.connection() as c, c.cursor() as cur, cur.copy(
-                f"COPY (SELECT v.item_id, i.kind, coalesce(i.label, '') FROM {_vec_table(space)} v "
-                f"JOIN items i ON i.id = v.item_id WHERE v.item_id > {int(after_id)} ORDER BY v.item_id) TO STDOUT") \
-                as copy:
-            data = b"".join(bytes(chunk) for chunk in copy)
-        lines = data.decode("utf-8").split("\n")[:-1] if data else []
-        fields = [line.split("\t") for line in lines]
-        labels = [f[2] for f in fields]
-        if any("\\" in x for x in labels):  # COPY's text escapes (a backslash, tab or newline in a label)
-            labels = [x.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\" in x else x
-                      for x in labels]
-        return {"ids": np.array([int(f[0]) for f in fields], np.int64),
-                "kind": np.array([f[1] for f in fields], dtype=object),
-                "label": np.array(labels, dtype=object)}
+        "ids" int64 (n,), "kind" object (n,) of 'image'/'object', "label" object (n,) ('' for images).
+
+        PostgreSQL packs each run of up to `chunk` rows into one bytea (id int8, kind int2, label code int4 per row,
+        big-endian: `int8send` / `int2send` / `int4send`) that numpy reads whole: one message per chunk instead of
+        one per row (a million rows in ~1 s; row by row, even as COPY text, took ~3.5 s).
+        """
+        table = _vec_table(space)
+        row = np.dtype([("id", ">i8"), ("kind", ">i2"), ("label", ">i4")])
+        parts: list[np.ndarray] = []
+        kinds, labels = np.array(["image", "object"], dtype=object), []
+        with self.pool.connection() as c, c.cursor(binary=True) as cur:  # binary: the bytea comes as is, not in hex
+            last = int(after_id)
+            while True:
+                got = cur.execute(
+                    f"SELECT max(item_id) AS upto FROM (SELECT item_id FROM {table} WHERE item_id > %s "
+                    "ORDER BY item_id LIMIT %s) s", (last, chunk)).fetchone()
+                if got is None or got["upto"] is None:
+                    break
+                upto = int(got["upto"])
+                # the label list and the codes come from one statement: one snapshot, so every label has a code
+                packed = cur.execute(
+                    "WITH l AS (SELECT coalesce(array_agg(DISTINCT label), '{}') AS labels FROM items "
+                    "WHERE label IS NOT NULL) "
+                    "SELECT (SELECT labels FROM l) AS labels, string_agg(int8send(v.item_id) "
+                    "|| int2send((i.kind = 'object')::int::int2) "
+                    "|| int4send(coalesce(array_position((SELECT labels FROM l), i.label), 0)), ''::bytea) AS rows "
+                    f"FROM {table} v JOIN items i ON i.id = v.item_id WHERE v.item_id > %s AND v.item_id <= %s",
+                    (last, upto)).fetchone()
+                if packed and packed["rows"]:
+                    part = np.frombuffer(packed["rows"], row)
+                    labels.append(np.array(["", *packed["labels"]], dtype=object)[part["label"]])
+                    parts.append(part)
+                last = upto
+        rows = np.concatenate(parts) if parts else np.zeros(0, row)
+        label = np.concatenate(labels) if labels else np.zeros(0, dtype=object)
+        order = np.argsort(rows["id"], kind="stable")  # the aggregate's input comes in the join's order
+        return {"ids": rows["id"][order].astype(np.int64), "kind": kinds[rows["kind"][order]], "label": label[order]}
 
     def item_images(self, item_ids: list[int]) -> dict[int, tuple[int, float | None]]:
         """item id → (its image id, its detection score or None), for ranking hundreds of candidates per query

@@ -393,3 +393,30 @@ def test_write_behind_writes_a_photo_once_across_batches(settings, store, detect
         assert n_images == 1 and r["whole"] == 1 and r["n"] == r["d"]  # no item written twice
     finally:
         store.delete_image(image.id)
+
+
+def test_item_meta_matches_the_rows_in_chunks_and_after_an_id(indexed, store):
+    """`item_meta` (packed by PostgreSQL, read by numpy) gives each vector's id, kind and label in id order, whatever
+    the chunk size, from any id on, labels with a tab, a backslash or a newline included."""
+    odd = ["tab\there", "back\\slash", "new\nline", "ünïcødé"]
+    ids = store.write_batch([ImageRow("f" * 64, "/odd.jpg", 10, 10, None, "x", None,
+                                      [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x",
+                                               vectors={"text": np.ones(384, np.float32) / np.sqrt(384)})]
+                                      + [ItemRow("object", lab, 0.9, (0, 0, 5, 5), (0, 0, 5, 5), lab,
+                                                 vectors={"text": np.ones(384, np.float32) / np.sqrt(384)})
+                                         for lab in odd])])
+    try:
+        with store.conn() as c:
+            want = [(r["id"], r["kind"], r["label"] or "") for r in c.execute(
+                "SELECT i.id, i.kind, i.label FROM vectors_text v JOIN items i ON i.id = v.item_id ORDER BY i.id")]
+        assert len(want) > 100
+        for chunk in (2_000_000, 37):
+            meta = store.item_meta("text", chunk=chunk)
+            assert list(zip(meta["ids"].tolist(), meta["kind"], meta["label"])) == want
+        after = want[-3][0]
+        meta = store.item_meta("text", after_id=after, chunk=1)
+        assert list(zip(meta["ids"].tolist(), meta["kind"], meta["label"])) == [w for w in want if w[0] > after]
+        assert meta["ids"].dtype == np.int64 and list(meta["label"][-2:]) == odd[-2:]
+    finally:
+        with store.conn() as c:
+            c.execute("DELETE FROM images WHERE id = ANY(%s)", (ids,))
