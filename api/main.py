@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from contextlib import asynccontextmanager
 
@@ -94,6 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not s.api_keys:
             log.warning("API_KEYS is empty: uploads, scans, deletes and reloads are refused until it is set")
         log.info("search service ready in %.1fs", time.perf_counter() - t0)
+        # the first detection pays for deferred imports and ONNX Runtime's first-run set-up: done here, behind the
+        # first answers, not by the first image query
+        threading.Thread(target=detector.warm_up, name="detector-warm-up", daemon=True).start()
         yield
         follower.stop()
         await app.state.db_probe.close()

@@ -19,6 +19,7 @@ its `val.py --rect`), not padded to a square, and a batch is run as one forward 
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import warnings
@@ -34,6 +35,7 @@ from PIL import Image
 from clip_embedder import offline  # must precede the yolov5 import
 from clip_embedder.images import file_sha256  # noqa: F401  (re-exported: weights identities)
 from clip_embedder.runtimes import export_once, ort_session, torch_to_onnx
+from clip_embedder.yolo_ops import letterbox, non_max_suppression, scale_boxes
 
 log = logging.getLogger(__name__)
 
@@ -80,40 +82,57 @@ class Detector:
     #: where the weights came from (a local file, or the MLflow run / registered version), for /api/health
     source: dict
 
-    def __init__(self, model: torch.nn.Module, names: list[str], *, weights_path: Path, weights_sha256: str,
+    def __init__(self, model: torch.nn.Module | None, names: list[str], *, weights_path: Path, weights_sha256: str,
                  imgsz: int = 640, conf: float = 0.25, iou: float = 0.45, max_det: int = 100,
-                 device: torch.device | None = None, runtime: str = "torch", export_dir: Path | None = None):
+                 device: torch.device | None = None, runtime: str = "torch", export_dir: Path | None = None,
+                 stride: int | None = None, weights_format: str = "pickle"):
+        """`model` None: only the export in `export_dir` runs (it must exist; `Detector.load` checks), with
+        `stride` and `names` from its sidecar."""
         self.model = model
         self.names = names
         self.weights_path = weights_path
         self.weights_sha256 = weights_sha256
-        self.stride = int(max(getattr(model, "stride", torch.tensor([32])).max().item(), 32))
+        self.weights_format = weights_format
+        self.stride = int(stride or max(getattr(model, "stride", torch.tensor([32])).max().item(), 32))
         self.imgsz = int(np.ceil(imgsz / self.stride) * self.stride)
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.device = device or torch.device("cpu")
         self._lock = threading.Lock()
-        if runtime == "auto":
-            runtime = "torch" if self.device.type != "cpu" else "onnx"
-        if runtime not in RUNTIMES:
-            raise ValueError(f"unknown DETECTOR_RUNTIME {runtime!r}; choose from auto, {', '.join(RUNTIMES)}")
+        runtime = _resolve_runtime(runtime, self.device)
+        if runtime == "torch" and model is None:
+            raise ValueError("the torch runtime needs the model itself; load it with Detector.load")
         self.runtime = runtime
         self._session: Any = None
         if runtime != "torch":
             onnx_path = self.export_onnx(Path(export_dir or Path("models") / "exported"))
             self._session = _open_session(runtime, onnx_path)
 
+    @staticmethod
+    def export_paths(export_dir: Path, weights_sha256: str) -> tuple[Path, Path]:
+        """(the ONNX file, its JSON sidecar: class names, stride, the weights' format) for these weights."""
+        stem = Path(export_dir) / f"yolov5_{weights_sha256[:16]}"
+        return stem.with_suffix(".onnx"), stem.with_suffix(".json")
+
     def export_onnx(self, export_dir: Path) -> Path:
-        """The model as ONNX (dynamic batch, height and width; opset 17), exported once per weights sha256.
+        """The model as ONNX (dynamic batch, height and width; opset 17), exported once per weights sha256, with a
+        JSON sidecar of what a later start needs to run it without loading the weights (names, stride, format).
 
         The arguments are those of yolov5's own exporter (`yolov5/export.py: export_onnx`: input "images",
-        output "output0", constant folding); it is called through torch's TorchScript-based exporter
-        (`dynamo=False`) because torch >= 2.9 defaults to the torch.export one, which needs `onnxscript`.
-        Written atomically: a crash leaves no half file.
+        output "output0", constant folding, the stride and names as metadata); it is called through torch's
+        TorchScript-based exporter (`dynamo=False`) because torch >= 2.9 defaults to the torch.export one, which
+        needs `onnxscript`. Both files are written atomically: a crash leaves no half file.
 
         Returns:
             The `.onnx` path under `export_dir`.
+
+        Raises:
+            RuntimeError: there is no export yet and this detector has no model to export (loaded from one).
         """
+        onnx_path, meta_path = self.export_paths(export_dir, self.weights_sha256)
+
         def write(tmp: str) -> None:
+            if self.model is None:
+                raise RuntimeError(f"{onnx_path} is gone; load the detector from its weights to export it again")
             import copy  # noqa: PLC0415
 
             model = copy.deepcopy(self.model).float().cpu().eval()
@@ -127,11 +146,15 @@ class Detector:
                               output_names=["output0"], dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
                                                                       "output0": {0: "batch", 1: "anchors"}})
 
-        return export_once(Path(export_dir) / f"yolov5_{self.weights_sha256[:16]}.onnx", write)
+        export_once(onnx_path, write)
+        meta = {"names": self.names, "stride": self.stride, "weights_format": self.weights_format}
+        export_once(meta_path, lambda tmp: _write_text(tmp, json.dumps(meta)))
+        return onnx_path
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw predictions (n, anchors, 5 + classes) for a letterboxed float batch (n, 3, h, w) in 0..1."""
         if self.runtime == "torch":
+            assert self.model is not None  # __init__ refuses torch without a model
             with self._lock:
                 pred = self.model(x)
             return pred[0] if isinstance(pred, (list, tuple)) else pred
@@ -170,10 +193,15 @@ class Detector:
             raise FileNotFoundError(
                 f"YOLOv5 weights not found at {path}. Set DETECTOR_WEIGHTS to a local .pt file, MODEL_URI to an "
                 "MLflow model, or fetch the release weights with `python -m clip_embedder.scripts.fetch_assets`.")
+        dev = resolve_device(device)
+        exported = cls._from_export(path, allow_pickle=allow_pickle, imgsz=imgsz, conf=conf, iou=iou,
+                                    max_det=max_det, device=dev, runtime=runtime, export_dir=export_dir)
+        if exported is not None:
+            return exported
         offline.import_yolov5()
         from yolov5.models.yolo import DetectionModel  # noqa: PLC0415
 
-        dev = resolve_device(device)
+        weights_format = "state_dict"
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
@@ -185,6 +213,7 @@ class Detector:
                     "local file you trust.") from e
             # Release/training checkpoints are pickles of yolov5 classes (see the module docstring).
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            weights_format = "pickle"
         if isinstance(ckpt, dict) and "state_dict" in ckpt and "yaml" in ckpt:
             model = DetectionModel(cfg=ckpt["yaml"], ch=3, nc=len(ckpt["names"]))
             model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
@@ -205,7 +234,32 @@ class Detector:
                 m.inplace = True
         model.to(dev)
         return cls(model, names, weights_path=path, weights_sha256=file_sha256(path), imgsz=imgsz, conf=conf,
-                   iou=iou, max_det=max_det, device=dev, runtime=runtime, export_dir=export_dir)
+                   iou=iou, max_det=max_det, device=dev, runtime=runtime, export_dir=export_dir,
+                   weights_format=weights_format)
+
+    @classmethod
+    def _from_export(cls, path: Path, *, allow_pickle: bool, device: torch.device, runtime: str,
+                     export_dir: Path | None, **kw: Any) -> "Detector | None":
+        """The detector run from its existing export (ONNX Runtime / OpenVINO) without loading the weights or
+        importing yolov5 (~4 s of every start); None when the runtime is torch, there is no export of these
+        weights yet (or no sidecar: an export older than the sidecars), or the weights are a pickle that
+        `allow_pickle` refuses (the export must not let through what loading would refuse)."""
+        if _resolve_runtime(runtime, device) == "torch":
+            return None
+        sha = file_sha256(path)
+        onnx_path, meta_path = cls.export_paths(Path(export_dir or Path("models") / "exported"), sha)
+        if not (onnx_path.is_file() and meta_path.is_file()):
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            names, stride, fmt = list(meta["names"]), int(meta["stride"]), str(meta["weights_format"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring the unreadable %s (%s): loading the weights", meta_path, e)
+            return None
+        if fmt != "state_dict" and not allow_pickle:
+            return None
+        return cls(None, names, weights_path=path, weights_sha256=sha, device=device, runtime=runtime,
+                   export_dir=export_dir, stride=stride, weights_format=fmt, **kw)
 
     @staticmethod
     def save_state_dict(checkpoint: str | Path, out: str | Path) -> Path:
@@ -235,6 +289,13 @@ class Detector:
         torch.save(d, out)
         return out
 
+    def warm_up(self) -> None:
+        """One detection on a blank image (first-run set-up, deferred imports), logging instead of raising."""
+        try:
+            self.detect([Image.new("RGB", (self.stride * 2, self.stride * 2))])
+        except Exception as e:  # the first real query will report it
+            log.warning("detector warm-up failed: %s", e)
+
     @torch.inference_mode()
     def detect(self, images: list[Image.Image]) -> list[list[Detection]]:
         """Detect objects in a batch of RGB images.
@@ -248,11 +309,8 @@ class Detector:
         """
         if not images:
             return []
-        from yolov5.utils.augmentations import letterbox  # noqa: PLC0415
-        from yolov5.utils.general import non_max_suppression, scale_boxes  # noqa: PLC0415
-
         arrays = [np.asarray(im.convert("RGB")) for im in images]
-        boxed = [letterbox(a, self.imgsz, stride=self.stride, auto=True)[0] for a in arrays]
+        boxed = [letterbox(a, self.imgsz, stride=self.stride) for a in arrays]
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, b in enumerate(boxed):  # one forward per letterboxed shape (most photos share one or two)
             groups[b.shape].append(i)
@@ -271,6 +329,23 @@ class Detector:
                     for x1, y1, x2, y2, s, c in det.tolist()
                 ]
         return results
+
+
+def _write_text(path: str, text: str) -> None:
+    Path(path).write_text(text)
+
+
+def _resolve_runtime(runtime: str, device: torch.device) -> str:
+    """DETECTOR_RUNTIME with auto resolved: ONNX Runtime on the CPU, torch elsewhere.
+
+    Raises:
+        ValueError: an unknown runtime.
+    """
+    if runtime == "auto":
+        runtime = "torch" if device.type != "cpu" else "onnx"
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown DETECTOR_RUNTIME {runtime!r}; choose from auto, {', '.join(RUNTIMES)}")
+    return runtime
 
 
 def _open_session(runtime: str, onnx_path: Path) -> Any:

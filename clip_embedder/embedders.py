@@ -417,7 +417,23 @@ class TextEmbedder(Embedder):
                         return int(d[key])
         return 384
 
+    def _export_paths(self) -> tuple[Path, Path]:
+        """(the ONNX file, the tokenizer it was exported with: a `tokenizers` JSON with truncation and padding set)."""
+        stem = f"text_{self.identity.weights[:16]}"
+        return self.export_dir / f"{stem}.onnx", self.export_dir / f"{stem}.tokenizer.json"
+
     def _load(self) -> None:
+        wants_onnx = self.runtime == "onnx" or (self.runtime == "auto" and self.device == "cpu")
+        onnx_path, tokenizer_path = self._export_paths()
+        if wants_onnx and onnx_path.is_file() and tokenizer_path.is_file():
+            # the export and its tokenizer are all a query needs: no sentence-transformers / transformers import
+            # and no torch model (~4 s of every start on 2 cores)
+            from tokenizers import Tokenizer  # noqa: PLC0415
+
+            self._fast_tokenizer = Tokenizer.from_file(str(tokenizer_path))
+            self._session = ort_session(onnx_path, self.num_threads)
+            self.runtime = "onnx"
+            return
         from sentence_transformers import SentenceTransformer  # noqa: PLC0415
 
         try:
@@ -425,7 +441,7 @@ class TextEmbedder(Embedder):
         except Exception as e:
             raise RuntimeError(f"cannot load the text model {self.model_path!r}: {e}. Set TEXT_MODEL to a local "
                                "sentence-transformers folder, or leave it empty for the bundled MiniLM.") from e
-        if self.runtime == "onnx" or (self.runtime == "auto" and self.device == "cpu"):
+        if wants_onnx:
             self._session = onnx_or_fallback(self._onnx_session, required=self.runtime == "onnx",
                                              setting="TEXT_RUNTIME", what=f"the text model {self.model_path!r}",
                                              fallback="torch")
@@ -433,10 +449,13 @@ class TextEmbedder(Embedder):
 
     def _onnx_session(self) -> Any:
         """The ONNX Runtime session of the whole sentence-transformers pipeline (transformer, pooling, normalize),
-        exported once (dynamic batch and sequence length), cached in EXPORT_DIR by the weights' sha256."""
+        exported once (dynamic batch and sequence length), cached in EXPORT_DIR by the weights' sha256, beside the
+        model's fast tokenizer set up as `_tokenize` calls it (truncation at max_seq_length, padding to the
+        longest), so later starts load neither sentence-transformers nor the torch model."""
         import torch  # noqa: PLC0415
 
         model = self._model
+        onnx_path, tokenizer_path = self._export_paths()
 
         class Encoder(torch.nn.Module):  # the pipeline as one module taking token ids and their mask
             def __init__(self) -> None:
@@ -453,12 +472,34 @@ class TextEmbedder(Embedder):
                           dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                                         "embedding": {0: "batch"}})
 
-        return ort_session(export_once(self.export_dir / f"text_{self.identity.weights[:16]}.onnx", write),
-                           self.num_threads)
+        def write_tokenizer(tmp: str) -> None:
+            from tokenizers import Tokenizer  # noqa: PLC0415
+
+            hf = model.tokenizer
+            if not getattr(hf, "is_fast", False):
+                raise RuntimeError("the text model has no fast tokenizer (tokenizer.json)")
+            tok = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+            tok.enable_truncation(max_length=model.max_seq_length)
+            tok.enable_padding(pad_id=hf.pad_token_id, pad_token=hf.pad_token, pad_type_id=hf.pad_token_type_id)
+            tok.save(tmp)
+
+        session = ort_session(export_once(onnx_path, write), self.num_threads)
+        try:
+            export_once(tokenizer_path, write_tokenizer)
+        except Exception as e:  # the export still runs, with the transformers tokenizer, in this process
+            log.warning("the text model's tokenizer was not saved beside its export (%s); starts load the model", e)
+        return session
 
     def _tokenize(self, texts: list[str], tensors: str):
+        """Token ids and attention masks of `texts`, truncated at the model's max_seq_length and padded to the
+        longest: {"input_ids", "attention_mask"}, (n, seq) int64 numpy arrays (`tensors` "np") or torch ("pt")."""
         # one at a time: a fast tokenizer called from several threads at once can fail ("Already borrowed")
         with self._tokenizer_lock:
+            fast = getattr(self, "_fast_tokenizer", None)
+            if fast is not None:
+                enc = fast.encode_batch(texts)
+                return {"input_ids": np.array([e.ids for e in enc], np.int64),
+                        "attention_mask": np.array([e.attention_mask for e in enc], np.int64)}
             return self._model.tokenizer(texts, padding=True, truncation=True, max_length=self._model.max_seq_length,
                                          return_tensors=tensors)
 

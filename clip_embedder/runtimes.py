@@ -43,6 +43,7 @@ def export_once(path: Path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp made it 0600; other users of EXPORT_DIR (an API container, say) read it
         os.replace(tmp, path)
         log.info("exported %s", path)
     finally:

@@ -106,3 +106,59 @@ def test_auto_runtime_is_onnx_on_the_cpu(tmp_path):
     assert Detector.load(YOLO_WEIGHTS, runtime="auto", export_dir=tmp_path).runtime == "onnx"
     with pytest.raises(ValueError, match="unknown DETECTOR_RUNTIME"):
         Detector.load(YOLO_WEIGHTS, runtime="tensorrt")
+
+
+def test_yolo_ops_equal_yolov5s_own_functions(detector):
+    """letterbox, NMS and box scaling (clip_embedder/yolo_ops.py, ported so the exported runtimes start without
+    importing yolov5) give exactly what yolov5's functions give, on COCO128 images of several shapes and on the
+    model's real raw predictions."""
+    import numpy as np
+    import torch
+    from yolov5.utils.augmentations import letterbox as y_letterbox
+    from yolov5.utils.general import non_max_suppression as y_nms
+    from yolov5.utils.general import scale_boxes as y_scale
+
+    from clip_embedder import yolo_ops
+
+    files = sorted(IMAGES.glob("*.jpg"))[:24]
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in files]
+    arrays.append(np.zeros((37, 1000, 3), np.uint8))  # a strip: padding on both sides, odd sizes
+    assert len({a.shape for a in arrays}) > 3
+    checked = 0
+    for a in arrays:
+        ours = yolo_ops.letterbox(a, 640, stride=32)
+        assert np.array_equal(ours, y_letterbox(a, 640, stride=32, auto=True)[0]), a.shape
+        x = torch.from_numpy(ours[None]).permute(0, 3, 1, 2).float().div(255)
+        with torch.inference_mode():
+            pred = detector.model(x)[0]
+        for conf, iou in ((0.15, 0.45), (0.5, 0.3)):
+            got = yolo_ops.non_max_suppression(pred.clone(), conf, iou, max_det=100)[0]
+            want = y_nms(pred.clone(), conf, iou, max_det=100)[0]
+            assert torch.equal(got, want)
+            assert torch.equal(yolo_ops.scale_boxes(x.shape[2:], got[:, :4].clone(), a.shape),
+                               y_scale(x.shape[2:], want[:, :4].clone(), a.shape))
+            checked += len(got)
+    assert checked > 100
+
+
+def test_a_start_from_the_export_skips_the_weights_and_refuses_what_loading_refuses(tmp_path):
+    """With the export and its sidecar in EXPORT_DIR, the detector runs from them without loading the weights (the
+    same detections); a pickled checkpoint stays refused where pickles are (weights from a tracking server); an
+    export without its sidecar (made before sidecars) is completed by one full load."""
+    ims = [Image.open(p).convert("RGB") for p in sorted(IMAGES.glob("*.jpg"))[:6]]
+    first = Detector.load(YOLO_STATE_DICT, conf=0.15, runtime="onnx", export_dir=tmp_path, allow_pickle=False)
+    assert first.model is not None and len(list(tmp_path.glob("yolov5_*.json"))) == 1
+    fast = Detector.load(YOLO_STATE_DICT, conf=0.15, runtime="onnx", export_dir=tmp_path, allow_pickle=False)
+    assert fast.model is None and fast.names == first.names and fast.stride == first.stride == 32
+    assert fast.detect(ims) == first.detect(ims)
+    assert Detector.load(YOLO_STATE_DICT, runtime="torch", export_dir=tmp_path).model is not None
+    # the release pickle: exported once where pickles are allowed, still refused where they are not
+    Detector.load(YOLO_WEIGHTS, runtime="onnx", export_dir=tmp_path)
+    assert Detector.load(YOLO_WEIGHTS, runtime="onnx", export_dir=tmp_path).model is None
+    with pytest.raises(ValueError, match="pickled checkpoint"):
+        Detector.load(YOLO_WEIGHTS, runtime="onnx", export_dir=tmp_path, allow_pickle=False)
+    for sidecar in tmp_path.glob("yolov5_*.json"):
+        sidecar.unlink()
+    again = Detector.load(YOLO_STATE_DICT, conf=0.15, runtime="onnx", export_dir=tmp_path)
+    assert again.model is not None and len(list(tmp_path.glob("yolov5_*.json"))) == 1
+    assert Detector.load(YOLO_STATE_DICT, conf=0.15, runtime="onnx", export_dir=tmp_path).model is None

@@ -112,6 +112,14 @@ def test_text_space_on_onnx_runtime_matches_torch(embedders, tmp_path):
     assert len(list(tmp_path.glob("text_*.onnx"))) == 1
     again = TextEmbedder(embedders["text"].model_path, runtime="auto", export_dir=tmp_path).load()
     assert again.runtime == "onnx" and np.allclose(again.embed_texts(texts), b, atol=1e-6)  # the cached export
+    # a start from the export loads neither sentence-transformers' model nor transformers' tokenizer: the saved fast
+    # tokenizer gives exactly the token ids and masks the model's own tokenizer gives
+    assert not hasattr(again, "_model") and len(list(tmp_path.glob("text_*.tokenizer.json"))) == 1
+    for batch in (texts, texts[:1], texts[2:4]):
+        got, want = again._tokenize(batch, "np"), onnx._tokenize(batch, "np")
+        assert np.array_equal(got["input_ids"], want["input_ids"])
+        assert np.array_equal(got["attention_mask"], want["attention_mask"])
+    assert again._tokenize(texts[-1:], "np")["input_ids"].shape[1] == torch_._model.max_seq_length  # truncated
 
 
 def test_clip_towers_on_onnx_runtime_match_torch(tiny_clip, tmp_path):
