@@ -34,7 +34,8 @@ def prepare(root: Path, work: Path) -> dict[str, str]:
            "MOBILENET_WEIGHTS": str(SHARED / "models/mobilenet/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
            "TAGGER_WEIGHTS": str(SHARED / "models/mobilenet/mobilenet_quant_v1_224_head_layers.tflite"),
            "TAGGER_LABELS": str(SHARED / "models/mobilenet/imagenet_labels.txt"), "OCR": "off",
-           "STORAGE_ROOT": str(work / "originals"), "EXPORT_DIR": str(work / "exported"), "API_KEYS": "bench", "PYTHONPATH": str(root)}
+           "STORAGE_ROOT": str(work / "originals"), "EXPORT_DIR": str(work / "exported"), "API_KEYS": "bench",
+           "PYTHONPATH": str(root)}
     env.pop("DATABASE_URL", None)
     out = subprocess.run([sys.executable, "scripts/extract_coco_subset.py", "--annotations",
                           str(coco / "annotations/instances_coco128_train2017.json"), "--images", str(coco / "images"),
