@@ -112,6 +112,10 @@ def train_untrained(index: Any, vectors: np.ndarray, seed: int = 0) -> None:
     index.train(np.ascontiguousarray(sample, np.float32))
 
 
+#: searches of at most this many queries run on the calling thread alone (no OpenMP team)
+SINGLE_THREAD_QUERIES = 4
+
+
 class RWLock:
     """Many readers or one writer (writers wait for readers to leave; new readers wait for a waiting
     writer). Searches read a FAISS index concurrently; live updates write it."""
@@ -164,6 +168,7 @@ class SpaceIndex:
     def __init__(self, identity: SpaceIdentity, index: _faiss.Index, meta: dict[str, np.ndarray], rebuilt: str = "",
                  ef_search: int = 128, index_type: str = "Flat", nprobe: int = 16):
         self.identity, self.meta, self.rebuilt = identity, meta, rebuilt
+        self._order_cache: tuple[dict[str, np.ndarray], np.ndarray | None] | None = None
         self.index: Any = index
         self.ef_search, self.index_type, self.nprobe = ef_search, index_type, nprobe
         inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
@@ -373,7 +378,20 @@ class SpaceIndex:
                     params.sel = sel
             else:
                 params = faiss.SearchParameters(sel=sel) if sel is not None else None
-            D, ids = self.index.search(np.ascontiguousarray(queries, np.float32), min(k, self.ntotal), params=params)
+            # a few queries: one thread. FAISS parallelises over queries anyway, and the OpenMP team's threads
+            # spinning after each search took the CPU from the query's other work (1M items: 15.5 → 11.4 ms p50
+            # per text query in the service, 2 cores). OpenMP's thread count is per calling thread: builds elsewhere
+            # keep theirs.
+            few = len(queries) <= SINGLE_THREAD_QUERIES
+            threads = faiss.omp_get_max_threads()
+            if few:
+                faiss.omp_set_num_threads(1)
+            try:
+                D, ids = self.index.search(np.ascontiguousarray(queries, np.float32), min(k, self.ntotal),
+                                           params=params)
+            finally:
+                if few:
+                    faiss.omp_set_num_threads(threads)
         return D, ids
 
     # --- live updates --------------------------------------------------------------------------
@@ -444,15 +462,47 @@ class SpaceIndex:
 
     def _add_ids(self, store: Store, ids: np.ndarray) -> int:
         with store.conn() as c, c.cursor(binary=True) as cur:
-            rows = cur.execute(f"SELECT v.item_id, v.embedding, i.kind, coalesce(i.label, '') AS label "
-                               f"FROM vectors_{self.identity.name} v JOIN items i ON i.id = v.item_id "
+            rows = cur.execute(f"SELECT v.item_id, v.embedding, i.kind, coalesce(i.label, '') AS label, i.image_id, "
+                               f"i.score FROM vectors_{self.identity.name} v JOIN items i ON i.id = v.item_id "
                                "WHERE v.item_id = ANY(%s) ORDER BY v.item_id", (ids.tolist(),)).fetchall()
         if not rows:
             return 0
         got = np.array([r["item_id"] for r in rows], np.int64)
         vecs = np.stack([np.asarray(r["embedding"].to_numpy(), np.float32) for r in rows])
-        return self._append(got, vecs, {"ids": got, "kind": np.array([r["kind"] for r in rows], dtype=object),
-                                        "label": np.array([r["label"] for r in rows], dtype=object)})
+        return self._append(got, vecs, {
+            "ids": got, "kind": np.array([r["kind"] for r in rows], dtype=object),
+            "label": np.array([r["label"] for r in rows], dtype=object),
+            "image_id": np.array([r["image_id"] for r in rows], np.int64),
+            "score": np.array([np.nan if r["score"] is None else r["score"] for r in rows], np.float32)})
+
+    def item_images(self, item_ids: list[int]) -> dict[int, tuple[int, float | None]]:
+        """item id → (its image id, its detection score or None) for those of `item_ids` in this index: what a
+        search ranks its candidates by, from memory (the SQL lookup it replaces cost ~3 ms per query at 1M items).
+        """
+        if not item_ids:
+            return {}
+        with self.lock.read():
+            meta = self.meta
+            ids, order = meta["ids"], self._id_order(meta)
+            keys = ids if order is None else ids[order]
+            q = np.asarray(item_ids, np.int64)
+            pos = np.minimum(np.searchsorted(keys, q), max(len(keys) - 1, 0))
+            found = keys[pos] == q if len(keys) else np.zeros(len(q), bool)
+            at = pos if order is None else order[pos]
+            image, score = meta["image_id"][at], meta["score"][at]
+        return {int(i): (int(im), None if np.isnan(sc) else float(sc))
+                for i, im, sc, f in zip(q, image, score, found) if f}
+
+    def _id_order(self, meta: dict[str, np.ndarray]) -> np.ndarray | None:
+        """None when `meta["ids"]` is sorted (as loaded, and as appends in id order keep it), else the argsort;
+        cached per metadata dict (every change makes a new one)."""
+        cached = self._order_cache
+        if cached is not None and cached[0] is meta:
+            return cached[1]
+        ids = meta["ids"]
+        order = None if bool(np.all(ids[1:] > ids[:-1])) else np.argsort(ids, kind="stable")
+        self._order_cache = (meta, order)
+        return order
 
     def save(self, store: Store, faiss_dir: Path) -> None:
         """Write the in-memory index and its watermark (as `build` does), atomically. Not while a background

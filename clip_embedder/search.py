@@ -347,11 +347,11 @@ class SearchService:
         confident: set[int] = set()
         lexical_item: dict[int, int] = {}  # image id → its best lexically matched item
 
-        def per_image(valid: list[tuple[int, float]], space: str, floor: float,
-                      strong: set[int] | frozenset[int] = frozenset()) -> list[tuple[int, float]]:
+        def per_image(valid: list[tuple[int, float]], rows: dict[int, tuple[int, float | None]], space: str,
+                      floor: float, strong: set[int] | frozenset[int] = frozenset()) -> list[tuple[int, float]]:
             """One (image, similarity) per image, best first; marks the images with a confident item (its
-            similarity at or above `floor`, or one of the `strong` items)."""
-            rows = self.store.item_images([i for i, _ in valid])  # item id → (image id, detection score)
+            similarity at or above `floor`, or one of the `strong` items). `rows`: item id → (image id, detection
+            score); an item missing there (deleted meanwhile) is skipped."""
             # many crops share one description (same label): among equal similarities, surer detections first
             valid.sort(key=lambda t: (-round(t[1], 4), -((rows.get(t[0]) or (0, None))[1] or 0.0)))
             out: list[tuple[int, float]] = []
@@ -379,15 +379,17 @@ class SearchService:
                                                                 label) if self.lexical else None)
             for s in names:
                 q = self.embedders[s].embed_texts([rest])
-                D, ids = self.indexes[s].search(q, fetch, labels=labels)
-                ranked[s] = per_image([(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0], s,
-                                      self.min_similarity(s))
+                index = self.indexes[s]
+                D, ids = index.search(q, fetch, labels=labels)
+                valid = [(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0]
+                ranked[s] = per_image(valid, index.item_images([i for i, _ in valid]), s, self.min_similarity(s))
             lexical = pending.result() if pending is not None else []
             if lexical:
                 # a match on a label, a sure tag or OCR text is confident; on a less sure tag it only ranks
-                strong_items = {i for i, _, strong in lexical if strong}
-                ranked[LEXICAL] = per_image([(i, rank) for i, rank, _ in lexical], LEXICAL, float("inf"),
-                                            strong_items)
+                strong_items = {h.item_id for h in lexical if h.strong}
+                ranked[LEXICAL] = per_image([(h.item_id, h.rank) for h in lexical],
+                                            {h.item_id: (h.image_id, h.score) for h in lexical}, LEXICAL,
+                                            float("inf"), strong_items)
                 for image_id, item_id in lexical_item.items():
                     best_item.setdefault(image_id, (-2.0, item_id))
         if allowed is not None:

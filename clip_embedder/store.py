@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import psycopg
@@ -77,6 +78,16 @@ class ItemRow:
     @property
     def description_changed(self) -> bool:
         return self.item_id is None or self.description != self.old_description
+
+
+class LexicalHit(NamedTuple):
+    """One item matched by full-text search (`Store.lexical_search`)."""
+
+    item_id: int
+    rank: float       # ts_rank_cd
+    strong: bool      # a term matched its confident keywords (weight A: label, sure tags, OCR), not only weak tags
+    image_id: int
+    score: float | None  # its detection score (None for a whole image)
 
 
 @dataclass
@@ -778,15 +789,17 @@ class Store:
                                          f"WHERE item_id > {int(after_id)} ORDER BY item_id", batch)
 
     def item_meta(self, space: str, after_id: int = 0, chunk: int = 2_000_000) -> dict[str, np.ndarray]:
-        """Per-vector metadata of a space for search-time filters, item id > after_id, in id order:
-        "ids" int64 (n,), "kind" object (n,) of 'image'/'object', "label" object (n,) ('' for images).
+        """Per-vector metadata of a space for search-time filters and ranking, item id > after_id, in id order:
+        "ids" int64 (n,), "kind" object (n,) of 'image'/'object', "label" object (n,) ('' for images),
+        "image_id" int64 (n,) (the item's image), "score" float32 (n,) (its detection score; NaN for images).
 
-        PostgreSQL packs each run of up to `chunk` rows into one bytea (id int8, kind int2, label code int4 per row,
-        big-endian: `int8send` / `int2send` / `int4send`) that numpy reads whole: one message per chunk instead of
-        one per row (a million rows in ~1 s; row by row, even as COPY text, took ~3.5 s).
+        PostgreSQL packs each run of up to `chunk` rows into one bytea (id int8, kind int2, label code int4, image id
+        int8, score float4 per row, big-endian: `int8send` / `int2send` / `int4send` / `float4send`) that numpy reads
+        whole: one message per chunk instead of one per row (a million rows in ~1 s; row by row, even as COPY text,
+        took ~3.5 s).
         """
         table = _vec_table(space)
-        row = np.dtype([("id", ">i8"), ("kind", ">i2"), ("label", ">i4")])
+        row = np.dtype([("id", ">i8"), ("kind", ">i2"), ("label", ">i4"), ("image_id", ">i8"), ("score", ">f4")])
         parts: list[np.ndarray] = []
         kinds, labels = np.array(["image", "object"], dtype=object), []
         with self.pool.connection() as c, c.cursor(binary=True) as cur:  # binary: the bytea comes as is, not in hex
@@ -804,7 +817,8 @@ class Store:
                     "WHERE label IS NOT NULL) "
                     "SELECT (SELECT labels FROM l) AS labels, string_agg(int8send(v.item_id) "
                     "|| int2send((i.kind = 'object')::int::int2) "
-                    "|| int4send(coalesce(array_position((SELECT labels FROM l), i.label), 0)), ''::bytea) AS rows "
+                    "|| int4send(coalesce(array_position((SELECT labels FROM l), i.label), 0)) "
+                    "|| int8send(i.image_id) || float4send(coalesce(i.score, 'NaN')::float4), ''::bytea) AS rows "
                     f"FROM {table} v JOIN items i ON i.id = v.item_id WHERE v.item_id > %s AND v.item_id <= %s",
                     (last, upto)).fetchone()
                 if packed and packed["rows"]:
@@ -815,16 +829,9 @@ class Store:
         rows = np.concatenate(parts) if parts else np.zeros(0, row)
         label = np.concatenate(labels) if labels else np.zeros(0, dtype=object)
         order = np.argsort(rows["id"], kind="stable")  # the aggregate's input comes in the join's order
-        return {"ids": rows["id"][order].astype(np.int64), "kind": kinds[rows["kind"][order]], "label": label[order]}
-
-    def item_images(self, item_ids: list[int]) -> dict[int, tuple[int, float | None]]:
-        """item id → (its image id, its detection score or None), for ranking hundreds of candidates per query
-        (`get_items` builds full records: ~8 ms for 200 items on 2 cores, this ~1.5 ms)."""
-        if not item_ids:
-            return {}
-        with self.pool.connection() as c, c.cursor(row_factory=tuple_row) as cur:
-            return {int(i): (int(im), sc) for i, im, sc in cur.execute(
-                "SELECT id, image_id, score FROM items WHERE id = ANY(%s)", (list(map(int, item_ids)),))}
+        rows = rows[order]
+        return {"ids": rows["id"].astype(np.int64), "kind": kinds[rows["kind"]], "label": label[order],
+                "image_id": rows["image_id"].astype(np.int64), "score": rows["score"].astype(np.float32)}
 
     def get_items(self, item_ids: list[int]) -> dict[int, ItemRecord]:
         """Items joined with their image (size, location, file name), keyed by item id."""
@@ -891,7 +898,7 @@ class Store:
                                                "FROM %s", (image_ids, enrichment))}
 
     def lexical_search(self, terms: list[str], limit: int, label: str | None = None
-                       ) -> list[tuple[int, float, bool]]:
+                       ) -> list[LexicalHit]:
         """Items whose keywords contain any of `terms` (full-text, 'simple' configuration), best first.
 
         Args:
@@ -899,8 +906,8 @@ class Store:
             label: only items with this detected label.
 
         Returns:
-            [(item id, ts_rank_cd, strong)] by descending rank (more matched terms and denser matches rank
-            higher); `strong`: a term matched its confident keywords (weight A), not only weak tags.
+            `LexicalHit`s by descending rank (ts_rank_cd: more matched terms and denser matches rank higher), each
+            with its image id and detection score (what ranking needs, without another lookup).
         """
         terms = [t for t in dict.fromkeys(terms) if t]
         if not terms:
@@ -911,14 +918,15 @@ class Store:
         # any index size. No ORDER BY inside: ordering the matches by id made PostgreSQL walk the primary key
         # backwards filtering row by row (80-130 ms at 1M items for a rare word, against 5-10 ms this way)
         where = "lexical @@ to_tsquery('simple', %s)" + (" AND label = %s" if label else "")
-        sql = (f"SELECT id, ts_rank_cd(lexical, q) AS rank, lexical @@ qa AS strong FROM "
-               f"(SELECT id, lexical FROM items WHERE {where} LIMIT %s) m, "
+        sql = (f"SELECT id, ts_rank_cd(lexical, q) AS rank, lexical @@ qa AS strong, image_id, score FROM "
+               f"(SELECT id, lexical, image_id, score FROM items WHERE {where} LIMIT %s) m, "
                "to_tsquery('simple', %s) q, to_tsquery('simple', %s) qa")
         query = " | ".join(lexemes)
         args: list = [query, *([label] if label else []), LEXICAL_CANDIDATES, query,
                       " | ".join(x + ":A" for x in lexemes)]
         with self.conn() as c:
-            return [(int(r["id"]), float(r["rank"]), bool(r["strong"])) for r in c.execute(
+            return [LexicalHit(int(r["id"]), float(r["rank"]), bool(r["strong"]), int(r["image_id"]),
+                               None if r["score"] is None else float(r["score"])) for r in c.execute(
                 sql + " ORDER BY strong DESC, rank DESC, id LIMIT %s", (*args, limit))]
 
     def ocr_match(self, phrases: list[str], limit: int = 1000) -> list[int]:

@@ -395,28 +395,41 @@ def test_write_behind_writes_a_photo_once_across_batches(settings, store, detect
         store.delete_image(image.id)
 
 
-def test_item_meta_matches_the_rows_in_chunks_and_after_an_id(indexed, store):
-    """`item_meta` (packed by PostgreSQL, read by numpy) gives each vector's id, kind and label in id order, whatever
-    the chunk size, from any id on, labels with a tab, a backslash or a newline included."""
+def test_item_meta_matches_the_rows_in_chunks_and_after_an_id(indexed, store, service):
+    """`item_meta` (packed by PostgreSQL, read by numpy) gives each vector's id, kind, label, image id and detection
+    score in id order, whatever the chunk size, from any id on, labels with a tab, a backslash or a newline
+    included; the served index answers item → (image, score) from it as the database does."""
+    import math
+
     odd = ["tab\there", "back\\slash", "new\nline", "ünïcødé"]
+    unit = np.ones(384, np.float32) / np.sqrt(384)
     ids = store.write_batch([ImageRow("f" * 64, "/odd.jpg", 10, 10, None, "x", None,
                                       [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x",
-                                               vectors={"text": np.ones(384, np.float32) / np.sqrt(384)})]
-                                      + [ItemRow("object", lab, 0.9, (0, 0, 5, 5), (0, 0, 5, 5), lab,
-                                                 vectors={"text": np.ones(384, np.float32) / np.sqrt(384)})
-                                         for lab in odd])])
+                                               vectors={"text": unit})]
+                                      + [ItemRow("object", lab, 0.5 + k / 10, (0, 0, 5, 5), (0, 0, 5, 5), lab,
+                                                 vectors={"text": unit}) for k, lab in enumerate(odd)])])
     try:
         with store.conn() as c:
-            want = [(r["id"], r["kind"], r["label"] or "") for r in c.execute(
-                "SELECT i.id, i.kind, i.label FROM vectors_text v JOIN items i ON i.id = v.item_id ORDER BY i.id")]
-        assert len(want) > 100
+            want = [(r["id"], r["kind"], r["label"] or "", r["image_id"], r["score"]) for r in c.execute(
+                "SELECT i.id, i.kind, i.label, i.image_id, i.score FROM vectors_text v JOIN items i "
+                "ON i.id = v.item_id ORDER BY i.id")]
+        assert len(want) > 100 and want[-1][3] == ids[0]
+
+        def rows(meta):
+            return [(i, k, lab, im, None if math.isnan(sc) else pytest.approx(sc, abs=1e-6))
+                    for i, k, lab, im, sc in zip(meta["ids"].tolist(), meta["kind"], meta["label"],
+                                                 meta["image_id"].tolist(), meta["score"].tolist())]
         for chunk in (2_000_000, 37):
-            meta = store.item_meta("text", chunk=chunk)
-            assert list(zip(meta["ids"].tolist(), meta["kind"], meta["label"])) == want
+            assert rows(store.item_meta("text", chunk=chunk)) == want
         after = want[-3][0]
         meta = store.item_meta("text", after_id=after, chunk=1)
-        assert list(zip(meta["ids"].tolist(), meta["kind"], meta["label"])) == [w for w in want if w[0] > after]
-        assert meta["ids"].dtype == np.int64 and list(meta["label"][-2:]) == odd[-2:]
+        assert rows(meta) == [w for w in want if w[0] > after]
+        assert meta["ids"].dtype == meta["image_id"].dtype == np.int64 and list(meta["label"][-2:]) == odd[-2:]
+        ix = service.indexes["text"]
+        ix.sync(store, [])
+        got = ix.item_images([w[0] for w in want] + [10**12])
+        assert got == {w[0]: (w[3], None if w[4] is None else pytest.approx(w[4], abs=1e-6)) for w in want}
     finally:
         with store.conn() as c:
             c.execute("DELETE FROM images WHERE id = ANY(%s)", (ids,))
+        service.indexes["text"].sync(store, [])
