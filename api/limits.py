@@ -68,3 +68,26 @@ async def _send_413(send: Send, detail: str) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+class OptionsMiddleware:
+    """Answers OPTIONS with every method of the path (`Allow`), where Starlette would answer 405 with the first
+    route's only; 404 for an unknown path. `methods_for(path)` gives the path's methods.
+
+    Pure ASGI: other requests pass straight through (Starlette's `@app.middleware("http")` wraps every request in
+    a task and memory streams, a cost on each search).
+    """
+
+    def __init__(self, app: ASGIApp, methods_for: Callable[[str], set[str]]):
+        self.app, self.methods_for = app, methods_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        from starlette.responses import JSONResponse, Response  # noqa: PLC0415
+
+        methods = self.methods_for(scope["path"])
+        response = (Response(status_code=204, headers={"Allow": ", ".join(sorted(methods | {"OPTIONS"}))})
+                    if methods else JSONResponse({"detail": f"no route {scope['path']}"}, status_code=404))
+        await response(scope, receive, send)

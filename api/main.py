@@ -15,11 +15,11 @@ from contextlib import asynccontextmanager
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse
 from psycopg_pool import PoolTimeout
 
 from api.deps import ReadKey, make_limits
-from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyLimitMiddleware
+from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyLimitMiddleware, OptionsMiddleware
 from api.metrics import instrument
 from api.routes import collections, images, search, service, tasks
 from api.routes.service import DatabaseProbe, StaleWhileRevalidate
@@ -128,24 +128,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, cap_for=cap_for)
 
-    @app.middleware("http")
-    async def _options(request: Request, call_next):
-        # OPTIONS names every method of the path (Starlette would answer 405 with the first route's only)
-        if request.method != "OPTIONS":
-            return await call_next(request)
+    def methods_for(path: str) -> set[str]:
         if not hasattr(app.state, "path_methods"):  # path template regex → methods, from the OpenAPI schema
             app.state.path_methods = [
-                (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"),
-                 {m.upper() for m in ops})
-                for path, ops in app.openapi()["paths"].items()]
-        methods: set[str] = set()
-        for regex, ops in app.state.path_methods:
-            if regex.match(request.url.path):
-                methods |= ops
-        if not methods:
-            return JSONResponse({"detail": f"no route {request.url.path}"}, status_code=404)
-        allow = ", ".join(sorted(methods | {"OPTIONS"}))
-        return Response(status_code=204, headers={"Allow": allow})
+                (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(p)) + "$"), {m.upper() for m in ops})
+                for p, ops in app.openapi()["paths"].items()]
+        return {m for regex, ops in app.state.path_methods if regex.match(path) for m in ops}
+
+    app.add_middleware(OptionsMiddleware, methods_for=methods_for)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError):
