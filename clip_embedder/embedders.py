@@ -17,6 +17,7 @@ equals cosine similarity.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -310,6 +311,7 @@ class MobileNetEmbedder(Embedder):
         def write(tmp: str) -> None:
             import tflite2onnx  # noqa: PLC0415
 
+            os.unlink(tmp)  # tflite2onnx warns about (and overwrites) an existing file
             tflite2onnx.convert(str(self.weights), tmp)
 
         session = ort_session(export_once(self.export_dir / f"mobilenet_{self.identity.weights[:16]}.onnx", write),

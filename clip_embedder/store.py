@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg.rows import DictRow, class_row, dict_row, tuple_row
+from psycopg.rows import DictRow, class_row, dict_row
 from psycopg_pool import ConnectionPool
 
 from clip_embedder.embedders import SpaceIdentity, SpaceMismatchError
