@@ -484,10 +484,12 @@ class SpaceIndex:
         with self.lock.read():
             meta = self.meta
             ids, order = meta["ids"], self._id_order(meta)
+            if not len(ids):  # emptied since the search that found the candidates
+                return {}
             keys = ids if order is None else ids[order]
             q = np.asarray(item_ids, np.int64)
-            pos = np.minimum(np.searchsorted(keys, q), max(len(keys) - 1, 0))
-            found = keys[pos] == q if len(keys) else np.zeros(len(q), bool)
+            pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+            found = keys[pos] == q
             at = pos if order is None else order[pos]
             image, score = meta["image_id"][at], meta["score"][at]
         return {int(i): (int(im), None if np.isnan(sc) else float(sc))
