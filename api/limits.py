@@ -5,6 +5,7 @@ import json
 from collections.abc import Callable
 
 from fastapi import HTTPException
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MULTIPART_ALLOWANCE = 64 * 1024  # bytes of multipart framing allowed above the file caps
@@ -85,8 +86,6 @@ class OptionsMiddleware:
         if scope["type"] != "http" or scope["method"] != "OPTIONS":
             await self.app(scope, receive, send)
             return
-        from starlette.responses import JSONResponse, Response  # noqa: PLC0415
-
         methods = self.methods_for(scope["path"])
         response = (Response(status_code=204, headers={"Allow": ", ".join(sorted(methods | {"OPTIONS"}))})
                     if methods else JSONResponse({"detail": f"no route {scope['path']}"}, status_code=404))

@@ -100,7 +100,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threading.Thread(target=detector.warm_up, name="detector-warm-up", daemon=True).start()
         yield
         follower.stop()
-        await app.state.db_probe.close()
         app.state.service = app.state.ingest = None
         try:
             svc.save_indexes()

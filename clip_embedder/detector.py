@@ -36,7 +36,7 @@ from PIL import Image
 
 from clip_embedder import offline  # must precede the yolov5 import
 from clip_embedder.images import file_sha256  # noqa: F401  (re-exported: weights identities)
-from clip_embedder.runtimes import export_once, ort_session, torch_to_onnx
+from clip_embedder.runtimes import DEFAULT_EXPORT_DIR, export_once, ort_session, torch_to_onnx
 from clip_embedder.yolo_ops import letterbox, non_max_suppression, scale_boxes
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Detector:
         self.runtime = runtime
         self._session: Any = None
         if runtime != "torch":
-            onnx_path = self.export_onnx(Path(export_dir or Path("models") / "exported"))
+            onnx_path = self.export_onnx(Path(export_dir or DEFAULT_EXPORT_DIR))
             self._session = _open_session(runtime, onnx_path)
 
     @staticmethod
@@ -120,9 +120,10 @@ class Detector:
         JSON sidecar of what a later start needs to run it without loading the weights (names, stride, format).
 
         The arguments are those of yolov5's own exporter (`yolov5/export.py: export_onnx`: input "images",
-        output "output0", constant folding, the stride and names as metadata); it is called through torch's
-        TorchScript-based exporter (`dynamo=False`) because torch >= 2.9 defaults to the torch.export one, which
-        needs `onnxscript`. Both files are written atomically: a crash leaves no half file.
+        output "output0", constant folding; the stride and names it writes as ONNX metadata go to the sidecar here);
+        it is called through torch's TorchScript-based exporter (`dynamo=False`) because torch >= 2.9 defaults to
+        the torch.export one, which needs `onnxscript`. Both files are written atomically: a crash leaves no half
+        file.
 
         Returns:
             The `.onnx` path under `export_dir`.
@@ -150,7 +151,7 @@ class Detector:
 
         export_once(onnx_path, write)
         meta = {"names": self.names, "stride": self.stride, "weights_format": self.weights_format}
-        export_once(meta_path, lambda tmp: _write_text(tmp, json.dumps(meta)))
+        export_once(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
         return onnx_path
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -249,7 +250,7 @@ class Detector:
         if _resolve_runtime(runtime, device) == "torch":
             return None
         sha = file_sha256(path)
-        onnx_path, meta_path = cls.export_paths(Path(export_dir or Path("models") / "exported"), sha)
+        onnx_path, meta_path = cls.export_paths(Path(export_dir or DEFAULT_EXPORT_DIR), sha)
         if not (onnx_path.is_file() and meta_path.is_file()):
             return None
         try:
@@ -331,10 +332,6 @@ class Detector:
                     for x1, y1, x2, y2, s, c in det.tolist()
                 ]
         return results
-
-
-def _write_text(path: str, text: str) -> None:
-    Path(path).write_text(text)
 
 
 def _resolve_runtime(runtime: str, device: torch.device) -> str:

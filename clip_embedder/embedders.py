@@ -31,7 +31,7 @@ from PIL import Image
 from clip_embedder import offline  # noqa: F401
 from clip_embedder.config import Settings
 from clip_embedder.detector import file_sha256, resolve_device
-from clip_embedder.runtimes import export_once, onnx_or_fallback, ort_session, torch_to_onnx
+from clip_embedder.runtimes import DEFAULT_EXPORT_DIR, export_once, onnx_or_fallback, ort_session, torch_to_onnx
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class ClipEmbedder(Embedder):
         self.device = resolve_device(device)
         self._identity: SpaceIdentity | None = None
         self.runtime = runtime
-        self.export_dir = Path(export_dir or Path("models") / "exported")
+        self.export_dir = Path(export_dir or DEFAULT_EXPORT_DIR)
         self.num_threads = num_threads
         self._image_session = self._text_session = None
 
@@ -276,7 +276,7 @@ class MobileNetEmbedder(Embedder):
         self.weights = Path(weights)
         self.num_threads = num_threads
         self.runtime = runtime
-        self.export_dir = Path(export_dir or Path("models") / "exported")
+        self.export_dir = Path(export_dir or DEFAULT_EXPORT_DIR)
         self._batch = 0
         self._session = None
 
@@ -386,7 +386,7 @@ class TextEmbedder(Embedder):
         self.model_path = model
         self.device = str(resolve_device(device))
         self.runtime = runtime
-        self.export_dir = Path(export_dir or Path("models") / "exported")
+        self.export_dir = Path(export_dir or DEFAULT_EXPORT_DIR)
         self.num_threads = num_threads
         self._session = None
         self._tokenizer_lock = threading.Lock()

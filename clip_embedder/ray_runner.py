@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from clip_embedder.config import Settings
 from clip_embedder.pipeline import BatchOutcome, IndexStats, SourceFile
+from clip_embedder.store import ImageMove, Store
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,6 @@ def run_on_ray(settings: Settings, sources: list[SourceFile], *, database_url: s
             ray.shutdown()
     moves = copies.moves()
     if moves:
-        from clip_embedder.store import Store  # noqa: PLC0415
-
         store = Store.open(portable_settings(settings, database_url), max_size=1)
         try:
             log.info("%d photos found at several paths: recorded under the first", store.repoint_images(moves))
@@ -189,14 +188,14 @@ class Copies:
             if self.order[path] < self.order[seen]:
                 self.first[sha] = path
 
-    def moves(self) -> list[tuple[str, str, str, str, list[str]]]:
+    def moves(self) -> list[ImageMove]:
         """`Store.repoint_images` moves: each photo first stored in this run and read at several paths, to its
         first path."""
         out = []
         for sha, paths in self.paths.items():
             if sha in self.new:
                 src = self.sources[self.order[self.first[sha]]]
-                out.append((sha, src.path, src.file_name, src.storage, paths))
+                out.append(ImageMove(sha, src.path, src.file_name, src.storage, paths))
         return out
 
 

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: where exports go when no EXPORT_DIR is given (relative to the working directory; Settings.export_dir overrides)
+DEFAULT_EXPORT_DIR = Path("models") / "exported"
 
-def export_once(path: Path, write: Callable[[str], None]) -> Path:
+
+def export_once(path: Path, write: Callable[[str], object]) -> Path:
     """`path`, written by `write(tmp_path)` unless it already exists; atomic (temporary file, then rename).
 
     Raises:

@@ -90,6 +90,16 @@ class LexicalHit(NamedTuple):
     score: float | None  # its detection score (None for a whole image)
 
 
+class ImageMove(NamedTuple):
+    """`Store.repoint_images`: record the image with this sha256 under `path` instead of one of `replaceable`."""
+
+    sha256: str
+    path: str
+    file_name: str
+    storage: str
+    replaceable: list[str]
+
+
 @dataclass
 class ImageRow:
     """An image to insert, with its items.
@@ -730,17 +740,17 @@ class Store:
             return {r["sha256"]: r["id"] for r in c.execute("SELECT id, sha256 FROM images WHERE sha256 = ANY(%s)",
                                                              (shas,))}
 
-    def repoint_images(self, moves: list[tuple[str, str, str, str, list[str]]]) -> int:
-        """Record stored images under another of their paths: each move is (sha256, path, file_name, storage,
-        paths it may replace); an image whose stored path is not among those is left as it is (it was stored from
-        elsewhere). Returns how many images were repointed. Used by runners that index a photo's copies out of
-        file order, to keep the one the sequential runner keeps (the first in file order)."""
+    def repoint_images(self, moves: list[ImageMove]) -> int:
+        """Record stored images under another of their paths; an image whose stored path is not among a move's
+        `replaceable` is left as it is (it was stored from elsewhere). Returns how many images were repointed. Used
+        by runners that index a photo's copies out of file order, to keep the one the sequential runner keeps (the
+        first in file order)."""
         n = 0
         with self.conn() as c:
-            for sha, path, file_name, storage, replaceable in moves:
+            for m in moves:
                 n += c.execute("UPDATE images SET path=%s, file_name=%s, storage=%s "
                                "WHERE sha256=%s AND path = ANY(%s) AND path <> %s",
-                               (path, file_name, storage, sha, replaceable, path)).rowcount
+                               (m.path, m.file_name, m.storage, m.sha256, m.replaceable, m.path)).rowcount
         return n
 
     def detected_by_other(self, image_ids: list[int], detector_sha256: str) -> set[int]:

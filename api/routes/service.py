@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -71,7 +70,6 @@ class DatabaseProbe:
     searches), and not a kept one (its backend can outlive a killed postmaster for a moment and still answer)."""
 
     def __init__(self, url: str):
-        self.url = url
         self._conninfo = url.encode()
 
     def _ping(self) -> None:
@@ -85,9 +83,6 @@ class DatabaseProbe:
         """Raises OSError / TimeoutError when the database does not accept connections within `timeout`."""
         await asyncio.wait_for(asyncio.to_thread(self._ping), timeout)
 
-    async def close(self) -> None:
-        """Nothing is kept open (kept for the lifespan's symmetry)."""
-
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
 async def health(request: Request):
@@ -100,13 +95,9 @@ async def health(request: Request):
         since, why = follower.db_down
         raise HTTPException(503, f"the database has been unavailable for {time.monotonic() - since:.0f}s ({why}); "
                                  "reconnecting", headers={"Retry-After": "5"})
-    probe = getattr(request.app.state, "db_probe", None)
     try:  # a one-second probe, so health answers fast even before the follower has noticed
-        if probe is not None:
-            await probe.check(1.0)
-        else:
-            await run_in_threadpool(_pooled_probe, service)
-    except (psycopg.Error, TimeoutError, OSError) as e:
+        await request.app.state.db_probe.check(1.0)
+    except (TimeoutError, OSError) as e:
         raise HTTPException(503, f"the database is unavailable ({type(e).__name__}); reconnecting",
                             headers={"Retry-After": "5"}) from None
 
@@ -116,15 +107,10 @@ async def health(request: Request):
         h["workers"] = service.store.active_workers(2 * service.settings.worker_stalled_after)
         return HealthResponse(status="ok" if service.indexes else "degraded", labels=service.store.labels(), **h)
 
-    cache: StaleWhileRevalidate | None = getattr(request.app.state, "health_cache", None)
-    if cache is not None and cache.ready:
+    cache: StaleWhileRevalidate = request.app.state.health_cache
+    if cache.ready:
         return cache.get(compute)  # from memory, on the event loop (a stale value starts a background refresh)
-    return await run_in_threadpool(cache.get if cache is not None else lambda f: f(), compute)
-
-
-def _pooled_probe(service) -> None:
-    with service.store.pool.connection(timeout=1.0) as conn:
-        conn.execute("SELECT 1")
+    return await run_in_threadpool(cache.get, compute)
 
 
 @router.post("/reload", responses=ERRORS, dependencies=[WriteKey])
