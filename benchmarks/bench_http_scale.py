@@ -12,7 +12,7 @@ under uvicorn (`SPACES=text`, `FAISS_INDEX=auto` → IVF1024,SQ8):
    approximate one built in the background): seconds to the first answer and to the approximate index, RSS;
 2. text-search latency over HTTP, one query at a time, 200 distinct queries (nothing memoised);
 3. `--clients` concurrent clients for `--seconds` (queries drawn from 400, repeats hit the query memo):
-   requests/s, p50/p99, and `/api/health` timed every 0.1 s meanwhile;
+   requests/s, p50/p99, and `/api/health` timed every 0.1 s meanwhile by a prober process of its own;
 4. warm start (the FAISS file the API saved at shutdown, loaded without a rebuild).
 
     python benchmarks/bench_http_scale.py [--items 1000000] [--clients 8] [--seconds 20] [--work DIR]

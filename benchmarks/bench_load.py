@@ -2,7 +2,7 @@
 
 Indexes the 7-class COCO128 subset with a checkout's own CLI, starts that checkout's API under uvicorn
 on 127.0.0.1, then for each client count runs closed-loop clients (70 % text, 30 % image searches)
-while a prober times /api/health every 0.2 s. Prints requests/s, p50/p99 per route, answers by status,
+while a prober process times /api/health every 0.2 s. Prints requests/s, p50/p99 per route, answers by status,
 health latency under load and the API's peak RSS. `--root` points at another checkout (e.g. a
 `git worktree` of an older commit) to compare before / after on the same machine in one run.
 

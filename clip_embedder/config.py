@@ -5,6 +5,7 @@ Every variable is documented once, in `.env.example`; the field names below are 
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,6 +15,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Embedding spaces this project knows how to build (see `clip_embedder.embedders`).
 KNOWN_SPACES = ("clip", "mobilenet", "text")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers' cpusets set), else `os.cpu_count()`."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -149,7 +158,10 @@ class Settings(BaseSettings):
 
     max_concurrent_image_requests: int = Field(4, ge=1, description="image searches, upload checks, thumbnails and "
                                                                      "crops decoded at once per API process")
-    max_concurrent_text_searches: int = Field(8, ge=1, description="text searches at once per API process")
+    max_concurrent_text_searches: int = Field(
+        default_factory=usable_cpus, ge=1,
+        description="text searches at once per API process (empty: the CPUs it may use; more at once only queue for "
+                    "the GIL, and slow /api/health)")
     health_max_age: float = Field(2.0, ge=0, description="/api/health's counts, labels and queue depth are at most "
                                                         "this old (refreshed in the background; 0 = every call)")
     busy_wait_seconds: float = Field(2.0, ge=0, description="how long a request waits for a free slot before "

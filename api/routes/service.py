@@ -5,6 +5,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -63,25 +64,101 @@ class StaleWhileRevalidate:
             self._refreshing = False
 
 
-class DatabaseProbe:
-    """Health's database check: libpq's `PQping`, what `pg_isready` runs, in a thread (one C call: no Python round
-    trips waiting for the GIL on a busy event loop, unlike a connection and `SELECT 1`, which cost ~10 awaits).
-    A new connection attempt each time: not a pooled connection (under load every pooled one can be busy with
-    searches), and not a kept one (its backend can outlive a killed postmaster for a moment and still answer)."""
+def libpq_ping() -> Callable[[bytes], int]:
+    """libpq's `PQping(conninfo) -> PGPing` (0 = accepting connections), called through ctypes, which releases the
+    GIL for the call: a connection attempt takes 3-40 ms on a busy 2-core machine (PostgreSQL forks a backend), and
+    psycopg's compiled `pq.PGconn.ping` holds the GIL all along, stalling every search thread and the event loop.
 
-    def __init__(self, url: str):
-        self._conninfo = url.encode()
+    The libpq is the one psycopg's binary wheel bundles (already loaded: dlopen returns the same copy), else the
+    system's; without either, psycopg's own ping (GIL held) is returned."""
+    import ctypes  # noqa: PLC0415
+    import ctypes.util  # noqa: PLC0415
+
+    candidates: list[str] = []
+    try:
+        import psycopg_binary  # noqa: PLC0415
+
+        bundled = Path(psycopg_binary.__file__).resolve().parent.parent / "psycopg_binary.libs"
+        candidates += [str(p) for p in sorted(bundled.glob("libpq-*.so*"))]
+    except ImportError:
+        pass
+    if (system := ctypes.util.find_library("pq")) is not None:
+        candidates.append(system)
+    for name in candidates:
+        try:
+            fn = ctypes.CDLL(name).PQping
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_char_p], ctypes.c_int
+        return fn
+    from psycopg import pq  # noqa: PLC0415
+
+    return pq.PGconn.ping
+
+
+#: the age, in seconds, of the database ping that /api/health reports at most (a new ping starts in the background
+#: when the last is older; the caller never waits for one after the first)
+DB_PROBE_MAX_AGE = 0.5
+
+
+class DatabaseProbe:
+    """Health's database check: libpq's `PQping`, what `pg_isready` runs (a new connection attempt each time: not a
+    pooled connection, which can all be busy with searches, nor a kept one, whose backend can outlive a killed
+    postmaster for a moment and still answer).
+
+    A ping costs a PostgreSQL backend fork (3-40 ms on a busy 2-core machine) and, from a thread, a wait for the GIL
+    when it ends (each such wait behind searching threads costs up to the interpreter's 5 ms switch interval, and
+    more under a convoy). So `check` answers from the latest ping when it is at most `max_age` seconds old; an older
+    one starts one ping in a background thread (GIL released during the call: `libpq_ping`) and the caller gets
+    the latest result at once, as the row counts are served (`StaleWhileRevalidate`). The first check waits for its
+    ping. An outage is reported by the first check after the ping that saw it: at most `max_age` plus one ping
+    late; a ping with no answer within `timeout` is reported as one.
+    """
+
+    def __init__(self, url: str, max_age: float = DB_PROBE_MAX_AGE):
+        from psycopg.conninfo import make_conninfo  # noqa: PLC0415
+
+        # libpq's smallest connect_timeout is 2 s: a host that drops packets ends the background ping by then
+        self._conninfo = make_conninfo(url, connect_timeout=2).encode()
+        self._ping_fn = libpq_ping()
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._checked_at: float | None = None  # monotonic time the latest ping ended
+        self._error: str | None = None  # what the latest ping saw, None when PostgreSQL accepted connections
+        self._started_at: float | None = None  # monotonic start of the ping in flight
+        self._done = threading.Event()
 
     def _ping(self) -> None:
         from psycopg import pq  # noqa: PLC0415
 
-        got = pq.PGconn.ping(self._conninfo)
-        if got != pq.Ping.OK:
-            raise OSError(f"PostgreSQL answers {pq.Ping(got).name} to a ping")
+        try:
+            got = self._ping_fn(self._conninfo)
+            error = None if got == pq.Ping.OK else f"PostgreSQL answers {pq.Ping(got).name} to a ping"
+        except Exception as e:  # noqa: BLE001 (reported by the next check)
+            error = f"the ping failed: {e}"
+        with self._lock:
+            self._error, self._checked_at, self._started_at = error, time.monotonic(), None
+            self._done.set()
 
     async def check(self, timeout: float = 1.0) -> None:
-        """Raises OSError / TimeoutError when the database does not accept connections within `timeout`."""
-        await asyncio.wait_for(asyncio.to_thread(self._ping), timeout)
+        """Raises OSError when the latest ping saw no PostgreSQL accepting connections, TimeoutError when a ping has
+        had no answer for `timeout` seconds (the first check waits up to `timeout` for its own)."""
+        now = time.monotonic()
+        with self._lock:
+            stale = self._checked_at is None or now - self._checked_at > self.max_age
+            if stale and self._started_at is None:
+                self._started_at = now
+                self._done.clear()
+                threading.Thread(target=self._ping, name="health-db-ping", daemon=True).start()
+            first, started = self._checked_at is None, self._started_at
+        if first:
+            await asyncio.wait_for(asyncio.to_thread(self._done.wait), timeout)
+        elif started is not None and now - started > timeout:
+            raise TimeoutError(f"no answer to a ping for {now - started:.1f}s")
+        with self._lock:
+            error = self._error
+        if error is not None:
+            raise OSError(error)
 
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
@@ -95,7 +172,7 @@ async def health(request: Request):
         since, why = follower.db_down
         raise HTTPException(503, f"the database has been unavailable for {time.monotonic() - since:.0f}s ({why}); "
                                  "reconnecting", headers={"Retry-After": "5"})
-    try:  # a one-second probe, so health answers fast even before the follower has noticed
+    try:  # the latest ping (at most DB_PROBE_MAX_AGE old), so health answers fast even before the follower notices
         await request.app.state.db_probe.check(1.0)
     except (TimeoutError, OSError) as e:
         raise HTTPException(503, f"the database is unavailable ({type(e).__name__}); reconnecting",
