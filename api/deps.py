@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -64,26 +65,32 @@ def require_read_key(request: Request, key: Annotated[str | None, Security(api_k
     _check_key(get_app_settings(request), key)
 
 
+@asynccontextmanager
+async def slot(request: Request, kind: str) -> AsyncIterator[None]:
+    """Hold one of the `kind` ("image" or "text") slots; waits up to BUSY_WAIT_SECONDS (in the event loop, not in
+    one of the threads that sync routes, health among them, run in), then 503 + Retry-After."""
+    limits = getattr(request.app.state, "limits", None)
+    if limits is None:
+        raise HTTPException(503, "the service is still starting", headers={"Retry-After": "5"})
+    sem: asyncio.Semaphore = limits[kind]
+    settings: Settings = request.app.state.settings
+    try:
+        await asyncio.wait_for(sem.acquire(), timeout=settings.busy_wait_seconds or 0.001)
+    except TimeoutError:
+        setting = "MAX_CONCURRENT_IMAGE_REQUESTS" if kind == "image" else "MAX_CONCURRENT_TEXT_SEARCHES"
+        raise HTTPException(503, f"the service is busy with other {kind} requests ({setting}); retry shortly",
+                            headers={"Retry-After": "2"}) from None
+    try:
+        yield
+    finally:
+        sem.release()
+
+
 def _slot(kind: str):
-    # async: a request waiting for a slot waits in the event loop, not in one of the threads that sync
-    # routes (health among them) run in
-    async def slot(request: Request) -> AsyncIterator[None]:
-        limits = getattr(request.app.state, "limits", None)
-        if limits is None:
-            raise HTTPException(503, "the service is still starting", headers={"Retry-After": "5"})
-        sem: asyncio.Semaphore = limits[kind]
-        settings: Settings = request.app.state.settings
-        try:
-            await asyncio.wait_for(sem.acquire(), timeout=settings.busy_wait_seconds or 0.001)
-        except TimeoutError:
-            setting = "MAX_CONCURRENT_IMAGE_REQUESTS" if kind == "image" else "MAX_CONCURRENT_TEXT_SEARCHES"
-            raise HTTPException(503, f"the service is busy with other {kind} requests ({setting}); retry shortly",
-                                headers={"Retry-After": "2"}) from None
-        try:
+    async def hold(request: Request) -> AsyncIterator[None]:
+        async with slot(request, kind):
             yield
-        finally:
-            sem.release()
-    return slot
+    return hold
 
 
 def make_limits(settings: Settings) -> dict[str, asyncio.Semaphore]:
