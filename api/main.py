@@ -6,7 +6,6 @@ caps), error handlers and one router per resource (`api/routes/`).
 """
 from __future__ import annotations
 
-import gc
 import logging
 import re
 import threading
@@ -33,6 +32,7 @@ from clip_embedder.ingest import Ingest, QueueFullError, ScanRefusedError
 from clip_embedder.live import IndexFollower
 from clip_embedder.originals import open_originals
 from clip_embedder.queue import sync_app
+from clip_embedder.runtimes import freeze_heap
 from clip_embedder.search import QueryError, SearchService, load_detector
 from clip_embedder.store import Store
 
@@ -66,19 +66,6 @@ def _reads_need_key(settings: Settings | None) -> bool:
         return Settings().require_key_for_reads
     except ValueError:
         return False
-
-
-def freeze_heap() -> None:
-    """Move every object alive now into the garbage collector's permanent generation (`gc.freeze`).
-
-    The API holds ~430,000 long-lived objects after start-up (torch and sympy alone bring ~50,000 functions);
-    each full collection walked them all: ~150 ms with the GIL held, every ~2.5 s under 8 searching clients
-    (objects of in-flight requests survive into the old generation and trigger it), so health and searches
-    queued behind it. Frozen objects are never scanned again; those freed by reference counting are still freed.
-    The pattern CPython's documentation gives for `gc.freeze` (collect, then freeze once the process is set up);
-    Instagram's "Dismissing Python Garbage Collection at Instagram" measured the same pauses."""
-    gc.collect()
-    gc.freeze()
 
 
 def _warm_up_then_freeze(warm_up: Callable[[], None]) -> None:

@@ -15,9 +15,11 @@ under uvicorn (`SPACES=text`, `FAISS_INDEX=auto` → IVF1024,SQ8):
    requests/s, p50/p99, and `/api/health` timed every 0.1 s meanwhile by a prober process of its own;
 4. warm start (the FAISS file the API saved at shutdown, loaded without a rebuild).
 
-    python benchmarks/bench_http_scale.py [--items 1000000] [--clients 8] [--seconds 20] [--work DIR]
+    python benchmarks/bench_http_scale.py [--items 1000000] [--clients 8] [--seconds 20] [--work DIR] [--root DIR]
 
 `--work DIR` keeps the database between runs (filling a million items takes minutes; a second run reuses it).
+`--root DIR` serves another checkout's API (e.g. a `git worktree` of an older commit) under this script's own load
+generator, so before / after compare on the same machine, database and measurement.
 """
 from __future__ import annotations
 
@@ -45,12 +47,12 @@ NOISE = 0.025  # per dimension: a noise vector of norm ~0.5 around each descript
 ADJECTIVES = ["a", "a red", "two", "a small", "an old"]
 
 
-def api_env(work: Path) -> dict[str, str]:
+def api_env(work: Path, root: Path = ROOT) -> dict[str, str]:
     env = {**os.environ, "PGDATA_DIR": str(work / "pgdata"), "FAISS_DIR": str(work / "faiss"), "SPACES": "text",
            "DETECTOR_WEIGHTS": str(SHARED / "models/yolov5/yolov5n.pt"), "TAGGER": "off", "OCR": "off",
            "STORAGE_ROOT": str(work / "originals"), "EXPORT_DIR": str(work / "exported"), "API_KEYS": "bench",
            "PGVECTOR_INDEX": "none",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(root)}
     env.pop("DATABASE_URL", None)
     return env
 
@@ -139,13 +141,14 @@ def fill(work: Path, n_items: int) -> list[str]:
         store.close()
 
 
-def start_api(env: dict[str, str], port: int, timeout: float = 1200) -> tuple[subprocess.Popen, float]:
+def start_api(env: dict[str, str], port: int, timeout: float = 1200, root: Path = ROOT
+              ) -> tuple[subprocess.Popen, float]:
     """Start uvicorn; return it and the seconds until /api/health answered 200."""
     import httpx
 
     t = time.perf_counter()
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port), "--log-level",
-                            "warning", "--no-access-log"], cwd=ROOT, env=env)
+                            "warning", "--no-access-log"], cwd=root, env=env)
     while time.perf_counter() - t < timeout:
         if api.poll() is not None:
             raise SystemExit(f"the API exited with {api.returncode} during start-up")
@@ -187,20 +190,24 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--work", type=Path, default=None, help="keep the database here (reused when it is full)")
+    p.add_argument("--root", type=Path, default=ROOT, help="the checkout whose API is served (default: this one)")
     args = p.parse_args()
     import httpx
 
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench_http_scale_"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}\nitems: {args.items:,} in the project's tables ({work})")
+    root = args.root.resolve()
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    print(f"API served from {root} ({git.stdout.strip() or 'not a git checkout'})")
     labels = fill(work, args.items)
-    env = api_env(work)
+    env = api_env(work, root)
     queries = [f"{adj} {label}" for label in labels for adj in ADJECTIVES]
     random.Random(0).shuffle(queries)
     port = 18000 + random.randrange(1000)
     url = f"http://127.0.0.1:{port}"
     shutil.rmtree(work / "faiss", ignore_errors=True)
-    api, cold = start_api(env, port)
+    api, cold = start_api(env, port, root=root)
     try:
         rss, _ = rss_mb(api.pid)
         space = httpx.get(f"{url}/api/health", timeout=30).json()["spaces"]["text"]
@@ -233,7 +240,7 @@ def main() -> None:
         print(f"API RSS after the load: {rss:.0f} MB (peak {hwm:.0f} MB)")
     finally:
         stop_api(api)
-    api, warm = start_api(env, port)
+    api, warm = start_api(env, port, root=root)
     try:
         rss, _ = rss_mb(api.pid)
         print(f"warm start (the saved FAISS file): {warm:.1f}s; API RSS {rss:.0f} MB")

@@ -30,6 +30,7 @@ class IndexWorker:
         from clip_embedder.embedders import create_embedder  # noqa: PLC0415
         from clip_embedder.originals import open_originals  # noqa: PLC0415
         from clip_embedder.pipeline import Indexer, MicroBatcher  # noqa: PLC0415
+        from clip_embedder.runtimes import freeze_heap  # noqa: PLC0415
         from clip_embedder.search import load_detector  # noqa: PLC0415
         from clip_embedder.store import Store  # noqa: PLC0415
 
@@ -44,6 +45,7 @@ class IndexWorker:
         self.originals = open_originals(settings.storage_root)
         self.indexer = Indexer.from_settings(settings, self.store, detector, embedders)
         self.batcher = MicroBatcher(self.indexer, max_batch=settings.worker_concurrency, on_batch=self._observe)
+        freeze_heap()  # the models' objects stay out of every full collection (see runtimes.freeze_heap)
         log.info("worker ready in %.1fs: spaces %s, detector %s", time.perf_counter() - t0, ",".join(embedders),
                  detector.weights_sha256[:12])
         self.jobs = Counter("clip_embedder_worker_jobs", "indexing jobs finished by this worker", ["outcome"])
