@@ -223,21 +223,29 @@ class SearchService:
         return [f"space {s} not used: {why}" for s, why in self.refused.items()]
 
     def _hits(self, fused: list[tuple[int, float, dict]], top_k: int) -> list[Hit]:
-        fused = fused[:top_k]
-        rows = self.store.get_items([key for key, _, _ in fused])
+        return self._hits_of_lists([fused], top_k)[0]
+
+    def _hits_of_lists(self, lists: list[list[tuple[int, float, dict]]], top_k: int) -> list[list[Hit]]:
+        """The hits of several fused lists (the first `top_k` of each), with one item lookup and one tag lookup
+        for all of them (an image query has a list per object: two round trips per list before)."""
+        lists = [fused[:top_k] for fused in lists]
+        rows = self.store.get_items(list(dict.fromkeys(key for fused in lists for key, _, _ in fused)))
         tags = self.store.tags_of(list(rows))
-        hits = []
-        for key, score, per in fused:
-            r = rows.get(key)
-            if r is None:  # deleted from Postgres after the FAISS index was loaded
-                continue
-            dense = [v["similarity"] for s, v in per.items() if s not in (LEXICAL, OCR_PHRASE)]
-            hits.append(Hit(item_id=key, image_id=r.image_id, kind=r.kind, label=r.label,
-                            detection_score=r.score, bbox=r.bbox,
-                            score=round(score, 6), similarity=max(dense) if dense else 1.0,
-                            spaces=per, image_size=(r.width, r.height), file_name=r.file_name,
-                            tags=tags.get(key, [])))
-        return hits
+        out = []
+        for fused in lists:
+            hits = []
+            for key, score, per in fused:
+                r = rows.get(key)
+                if r is None:  # deleted from Postgres after the FAISS index was loaded
+                    continue
+                dense = [v["similarity"] for s, v in per.items() if s not in (LEXICAL, OCR_PHRASE)]
+                hits.append(Hit(item_id=key, image_id=r.image_id, kind=r.kind, label=r.label,
+                                detection_score=r.score, bbox=r.bbox,
+                                score=round(score, 6), similarity=max(dense) if dense else 1.0,
+                                spaces=per, image_size=(r.width, r.height), file_name=r.file_name,
+                                tags=tags.get(key, [])))
+            out.append(hits)
+        return out
 
     def min_similarity(self, space: str) -> float:
         """The relevance floor of a space's text queries (cosine; TEXT_MIN_SIMILARITY, CLIP_MIN_SIMILARITY)."""
@@ -281,22 +289,24 @@ class SearchService:
         timings["embed"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         k = max(top_k, 1)
-        whole = {}
+        whole: dict[str, list[tuple[int, float]]] = {}  # space → [(item id, similarity)]
+        per_object: list[dict[str, list[tuple[int, float]]]] = [{} for _ in crop_idx]  # the same, per object
         for s in names:
             D, ids = self.indexes[s].search(vectors[s][:1], k, kind="image")
             whole[s] = [(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0]
-        image_hits = self._hits(rrf_fuse(whole), top_k)
-        objects: list[ObjectResult] = []
-        per_obj: dict[int, list[Hit]] = {}
-        for row, i in enumerate(crop_idx, start=1):
-            ranked = {}
-            labels = (dets[i].label,) if same_class else None
-            for s in names:
-                D, ids = self.indexes[s].search(vectors[s][row:row + 1], k, kind="object", labels=labels)
-                ranked[s] = [(int(j), float(d)) for j, d in zip(ids[0], D[0]) if j >= 0]
-            per_obj[i] = self._hits(rrf_fuse(ranked), top_k)
-        for i, d in enumerate(dets):
-            objects.append(ObjectResult(d, per_obj.get(i, []), skipped.get(i)))
+            if not crop_idx:
+                continue
+            if same_class:  # a label filter per object: one search each
+                found = [self.indexes[s].search(vectors[s][row:row + 1], k, kind="object", labels=(dets[i].label,))
+                         for row, i in enumerate(crop_idx, start=1)]
+                D, ids = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+            else:  # every object's neighbours in one batched search
+                D, ids = self.indexes[s].search(vectors[s][1:], k, kind="object")
+            for n in range(len(crop_idx)):
+                per_object[n][s] = [(int(j), float(d)) for j, d in zip(ids[n], D[n]) if j >= 0]
+        image_hits, *object_hits = self._hits_of_lists([rrf_fuse(whole)] + [rrf_fuse(r) for r in per_object], top_k)
+        per_obj = dict(zip(crop_idx, object_hits))
+        objects = [ObjectResult(d, per_obj.get(i, []), skipped.get(i)) for i, d in enumerate(dets)]
         timings["search"] = (time.perf_counter() - t) * 1000
         return ImageSearchResult(w, h, objects, image_hits, names, self._warnings(), timings)
 

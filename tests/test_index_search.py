@@ -59,6 +59,26 @@ def test_object_neighbours_and_same_class(service, subset):
         assert o.neighbours[0].similarity > 0.95
 
 
+def test_each_object_of_an_indexed_image_finds_its_own_crop_first(service, store, subset):
+    """Every object's neighbours come from one batched search per space and one lookup for all lists: each row
+    must stay with its object (an indexed image's objects each find their own crop first)."""
+    import numpy as np
+
+    for path, _ in subset_files(subset):
+        r = service.search_image(Image.open(path), top_k=3)
+        searched = [o for o in r.objects if not o.skipped]
+        if len(searched) >= 3:
+            break
+    else:
+        pytest.fail("no subset image with three cropped objects")
+    image_id = image_id_of(store, path)
+    for o in searched:
+        best = o.neighbours[0]
+        assert best.image_id == image_id and best.kind == "object" and best.label == o.detection.label
+        assert np.allclose(best.bbox, o.detection.bbox, atol=1.0), (best.bbox, o.detection.bbox)
+    assert len({o.neighbours[0].item_id for o in searched}) == len(searched)
+
+
 def test_text_search_handbag(service, store, subset):
     r = service.search_text("handbag", top_k=10)
     hits, spaces = r.hits, r.spaces
