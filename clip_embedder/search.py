@@ -229,8 +229,7 @@ class SearchService:
         """The hits of several fused lists (the first `top_k` of each), with one item lookup and one tag lookup
         for all of them (an image query has a list per object: two round trips per list before)."""
         lists = [fused[:top_k] for fused in lists]
-        rows = self.store.get_items(list(dict.fromkeys(key for fused in lists for key, _, _ in fused)))
-        tags = self.store.tags_of(list(rows))
+        rows, tags = self.store.get_items_and_tags(list(dict.fromkeys(key for fused in lists for key, _, _ in fused)))
         out = []
         for fused in lists:
             hits = []

@@ -476,6 +476,21 @@ LEFT JOIN images im ON im.sha256 = t.sha256
 """
 
 
+def _items_by_id(c: psycopg.Connection[DictRow], item_ids: list[int]) -> dict[int, ItemRecord]:
+    with c.cursor(row_factory=class_row(ItemRecord)) as cur:
+        return {r.id: r for r in cur.execute(_ITEM_SELECT + "WHERE i.id = ANY(%s)", (list(map(int, item_ids)),))}
+
+
+def _tags_of(c: psycopg.Connection[DictRow], item_ids: list[int]) -> dict[int, list[Tag]]:
+    out: dict[int, list[Tag]] = {}
+    if not item_ids:
+        return out
+    for r in c.execute("SELECT item_id, source, label, score FROM tags WHERE item_id = ANY(%s) "
+                       "ORDER BY item_id, score DESC, label", (list(map(int, item_ids)),)):
+        out.setdefault(r["item_id"], []).append(Tag(r["label"], round(float(r["score"]), 4), r["source"]))
+    return out
+
+
 class Store:
     """Typed access to the database. Build with `Store.open(settings)`; close with `close()`."""
 
@@ -847,11 +862,17 @@ class Store:
         """Items joined with their image (size, location, file name), keyed by item id."""
         if not item_ids:
             return {}
-        with self.conn() as c, c.cursor(row_factory=class_row(ItemRecord)) as cur:
-            rows = cur.execute(
-                _ITEM_SELECT + "WHERE i.id = ANY(%s)",
-                (list(map(int, item_ids)),)).fetchall()
-        return {r.id: r for r in rows}
+        with self.conn() as c:
+            return _items_by_id(c, item_ids)
+
+    def get_items_and_tags(self, item_ids: list[int]) -> tuple[dict[int, ItemRecord], dict[int, list[Tag]]]:
+        """`get_items` and `tags_of` of the items found, on one pooled connection in one transaction (a checkout
+        costs the pool's liveness check and a COMMIT: two round trips saved per search result list)."""
+        if not item_ids:
+            return {}, {}
+        with self.conn() as c:
+            items = _items_by_id(c, item_ids)
+            return items, _tags_of(c, list(items))
 
     def get_image(self, image_id: int) -> ImageDetail | None:
         """An image with its object items, or None."""
@@ -873,12 +894,8 @@ class Store:
         """item id → its tags, best first (items without tags are absent)."""
         if not item_ids:
             return {}
-        out: dict[int, list[Tag]] = {}
         with self.conn() as c:
-            for r in c.execute("SELECT item_id, source, label, score FROM tags WHERE item_id = ANY(%s) "
-                               "ORDER BY item_id, score DESC, label", (list(map(int, item_ids)),)):
-                out.setdefault(r["item_id"], []).append(Tag(r["label"], round(float(r["score"]), 4), r["source"]))
-        return out
+            return _tags_of(c, item_ids)
 
     def items_of(self, image_ids: list[int]) -> dict[int, list[ItemRecord]]:
         """image id → its items (whole image first, then objects by id)."""
