@@ -15,12 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import bench_parser, bench_settings, ensure_subset, machine, peak_rss_mb
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+from common import bench_parser, bench_settings, ensure_subset, machine, pct, peak_rss_mb
 
 
 def main() -> None:
@@ -91,7 +86,8 @@ def main() -> None:
     store.close()
 
     server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=8765, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
     while not server.started:
         time.sleep(0.1)
     words = ["handbag", "car", "person", "book", "laptop", "cell phone", "sports ball", "a dog", "umbrella", "bus"]
@@ -110,6 +106,7 @@ def main() -> None:
                    files={"file": (f.name, f.read_bytes(), "image/jpeg")}).raise_for_status()
             image_ms.append((time.perf_counter() - t) * 1000)
     server.should_exit = True
+    serving.join(120)  # the lifespan's shutdown (FAISS saved, the store closed) ends before the interpreter's exit
     for name, v in (("text ", text_ms), ("image", image_ms)):
         print(f"search_{name} over HTTP: n={len(v)} p50={pct(v, 50):.1f} ms p99={pct(v, 99):.1f} ms "
               f"mean={statistics.mean(v):.1f} ms")

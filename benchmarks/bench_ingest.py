@@ -21,14 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from common import ROOT, SHARED, bench_settings, machine
+from common import ROOT, SHARED, bench_settings, machine, pct
 
 COCO = SHARED / "datasets" / "coco128" / "images"
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
 class Service:

@@ -11,7 +11,8 @@ LINTED = ["clip_embedder", "api", "streamlit_app.py", "benchmarks/bench_ingest.p
           "tests/test_lint.py", "tests/test_words.py", "benchmarks/quality_words.py",
           "tests/test_ray_runner.py", "benchmarks/bench_http_scale.py",
           "benchmarks/bench_clip.py", "tests/test_embedders.py", "benchmarks/bench_clip_retrieval.py",
-          "benchmarks/common.py", "benchmarks/bench_load.py", "benchmarks/bench_forward.py"]
+          "benchmarks/common.py", "benchmarks/bench_load.py", "benchmarks/bench_forward.py",
+          "benchmarks/bench_index_search.py"]
 
 
 def test_ruff():
