@@ -461,19 +461,8 @@ class SpaceIndex:
         return {"added": n_added, "removed": n_removed}
 
     def _add_ids(self, store: Store, ids: np.ndarray) -> int:
-        with store.conn() as c, c.cursor(binary=True) as cur:
-            rows = cur.execute(f"SELECT v.item_id, v.embedding, i.kind, coalesce(i.label, '') AS label, i.image_id, "
-                               f"i.score FROM vectors_{self.identity.name} v JOIN items i ON i.id = v.item_id "
-                               "WHERE v.item_id = ANY(%s) ORDER BY v.item_id", (ids.tolist(),)).fetchall()
-        if not rows:
-            return 0
-        got = np.array([r["item_id"] for r in rows], np.int64)
-        vecs = np.stack([np.asarray(r["embedding"].to_numpy(), np.float32) for r in rows])
-        return self._append(got, vecs, {
-            "ids": got, "kind": np.array([r["kind"] for r in rows], dtype=object),
-            "label": np.array([r["label"] for r in rows], dtype=object),
-            "image_id": np.array([r["image_id"] for r in rows], np.int64),
-            "score": np.array([np.nan if r["score"] is None else r["score"] for r in rows], np.float32)})
+        vecs, meta = store.vectors_by_id(self.identity.name, ids)
+        return self._append(meta["ids"], vecs, meta) if len(meta["ids"]) else 0
 
     def item_images(self, item_ids: list[int]) -> dict[int, tuple[int, float | None]]:
         """item id → (its image id, its detection score or None) for those of `item_ids` in this index: what a

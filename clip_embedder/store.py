@@ -858,6 +858,23 @@ class Store:
         return {"ids": rows["id"].astype(np.int64), "kind": kinds[rows["kind"]], "label": label[order],
                 "image_id": rows["image_id"].astype(np.int64), "score": rows["score"].astype(np.float32)}
 
+    def vectors_by_id(self, space: str, item_ids: list[int] | np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The vectors of a space's `item_ids` that exist, with the metadata `item_meta` gives, in id order:
+        ((n, dim) float32, {"ids", "kind", "label", "image_id", "score"} as in `item_meta`). For live updates (a
+        few rows by id); `item_meta` and `iter_vectors` read whole ranges."""
+        with self.conn() as c, c.cursor(binary=True) as cur:
+            rows = cur.execute(f"SELECT v.item_id, v.embedding, i.kind, coalesce(i.label, '') AS label, i.image_id, "
+                               f"i.score FROM {_vec_table(space)} v JOIN items i ON i.id = v.item_id "
+                               "WHERE v.item_id = ANY(%s) ORDER BY v.item_id", (np.asarray(item_ids).tolist(),)
+                               ).fetchall()
+        ids = np.array([r["item_id"] for r in rows], np.int64)
+        vecs = (np.stack([np.asarray(r["embedding"].to_numpy(), np.float32) for r in rows]) if rows
+                else np.zeros((0, 0), np.float32))
+        return vecs, {"ids": ids, "kind": np.array([r["kind"] for r in rows], dtype=object),
+                      "label": np.array([r["label"] for r in rows], dtype=object),
+                      "image_id": np.array([r["image_id"] for r in rows], np.int64),
+                      "score": np.array([np.nan if r["score"] is None else r["score"] for r in rows], np.float32)}
+
     def get_items(self, item_ids: list[int]) -> dict[int, ItemRecord]:
         """Items joined with their image (size, location, file name), keyed by item id."""
         if not item_ids:

@@ -445,6 +445,11 @@ def test_item_meta_matches_the_rows_in_chunks_and_after_an_id(indexed, store, se
         meta = store.item_meta("text", after_id=after, chunk=1)
         assert rows(meta) == [w for w in want if w[0] > after]
         assert meta["ids"].dtype == meta["image_id"].dtype == np.int64 and list(meta["label"][-2:]) == odd[-2:]
+        # the same fields by id (live updates), vectors included; ids without a vector are left out
+        vecs, by_id = store.vectors_by_id("text", [w[0] for w in want[-6:]] + [10**12])
+        assert rows(by_id) == want[-6:] and vecs.shape == (6, 384) and vecs.dtype == np.float32
+        assert np.allclose(vecs[-5:], unit, atol=1e-6)
+        assert {k: v.dtype for k, v in by_id.items()} == {k: v.dtype for k, v in meta.items()}
         ix = service.indexes["text"]
         ix.sync(store, [])
         got = ix.item_images([w[0] for w in want] + [10**12])
