@@ -50,6 +50,7 @@ def main() -> None:
     from clip_embedder.detector import Detector
     from clip_embedder.embedders import create_embedder, describe_image, describe_object
     from clip_embedder.pipeline import Indexer, SourceFile
+    from clip_embedder.runtimes import freeze_heap
     from clip_embedder.search import load_detector
     from clip_embedder.store import Store
     from clip_embedder.tagger import create_tagger
@@ -115,8 +116,9 @@ def main() -> None:
     store = Store.open(s)
     for e in embedders.values():
         store.ensure_space(e.identity)
-    stats = Indexer.from_settings(s, store, detector, embedders).run(
-        [SourceFile.from_folder(f) for f in files], batch_size=bs, progress=False)
+    indexer = Indexer.from_settings(s, store, detector, embedders)
+    freeze_heap()  # as the CLI does once its models are loaded
+    stats = indexer.run([SourceFile.from_folder(f) for f in files], batch_size=bs, progress=False)
     store.close()
     rate = stats.indexed / stats.seconds
     print(f"indexer: {stats.summary()}")

@@ -61,6 +61,7 @@ class IndexActor:
     def __init__(self, settings: Settings, redetect: bool = False):
         from clip_embedder.embedders import create_embedder  # noqa: PLC0415
         from clip_embedder.pipeline import Indexer  # noqa: PLC0415
+        from clip_embedder.runtimes import freeze_heap  # noqa: PLC0415
         from clip_embedder.search import load_detector  # noqa: PLC0415
         from clip_embedder.store import Store  # noqa: PLC0415
 
@@ -69,6 +70,7 @@ class IndexActor:
         detector = load_detector(settings)
         embedders = {s: create_embedder(s, settings).load() for s in settings.spaces}
         self.indexer = Indexer.from_settings(settings, self.store, detector, embedders, redetect=redetect)
+        freeze_heap()  # the models' objects stay out of every full collection, as in workers
         self.load_seconds = time.perf_counter() - t
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

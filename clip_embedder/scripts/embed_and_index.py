@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from clip_embedder.embedders import SpaceMismatchError, create_embedder  # noqa: PLC0415
     from clip_embedder.faiss_index import SpaceIndex, warn_if_no_faiss_gpu  # noqa: PLC0415
     from clip_embedder.pipeline import Indexer, SourceFile  # noqa: PLC0415
+    from clip_embedder.runtimes import freeze_heap  # noqa: PLC0415
     from clip_embedder.search import load_detector  # noqa: PLC0415
     from clip_embedder.store import Store  # noqa: PLC0415
 
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                                address=args.ray_address, actors=args.ray_actors, progress=not args.no_progress)
         else:
             indexer = Indexer.from_settings(settings, store, detector, embedders, redetect=args.redetect)
+            freeze_heap()  # the models' objects stay out of every full collection (runtimes.freeze_heap)
             load_s = time.perf_counter() - t0
             stats = indexer.run(sources, batch_size=settings.batch_size, progress=not args.no_progress)
         t = time.perf_counter()
