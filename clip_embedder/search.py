@@ -117,26 +117,49 @@ class ImageSearchResult:
     timings_ms: dict[str, float]
 
 
-def rrf_fuse(ranked: dict[str, list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float, dict]]:
-    """Reciprocal rank fusion of per-space ranked lists.
+def rrf_fuse(ranked: dict[str, list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of per-space ranked lists: each key scores sum over lists of 1 / (k + rank).
 
     Args:
         ranked: space → [(key, similarity)] best first (keys may repeat across spaces).
-        k: the RRF constant (60 in the original paper).
+        k: the RRF constant (60, from Cormack, Clarke & Büttcher, "Reciprocal Rank Fusion outperforms Condorcet
+            and individual Rank Learning Methods", SIGIR 2009).
 
     Returns:
-        [(key, fused score, {space: {"rank", "similarity"}})] by descending score; ties broken by
-        best similarity, then key.
+        [(key, fused score)] by descending score; ties broken by the best similarity (rounded to 6 places), then
+        key. `space_ranks` gives the per-space detail of the keys a caller keeps (building it for every key cost
+        more than the fusion itself: 0.67 against 0.29 ms for two lists of 200).
     """
     fused: dict[int, float] = {}
-    per: dict[int, dict] = {}
+    best: dict[int, float] = {}
+    for lst in ranked.values():
+        for rank, (key, sim) in enumerate(lst, start=1):
+            score = 1.0 / (k + rank)
+            if key in fused:
+                fused[key] += score
+                if sim > best[key]:
+                    best[key] = sim
+            else:
+                fused[key], best[key] = score, sim
+    return [(key, fused[key]) for key in sorted(fused, key=lambda key: (-fused[key], -round(best[key], 6), key))]
+
+
+def space_ranks(ranked: dict[str, list[tuple[int, float]]], keys: list[int]) -> dict[int, dict[str, dict]]:
+    """key → {space: {"rank": 1-based rank in that space's list, "similarity": rounded to 6 places}} for each of
+    `keys`, over the spaces whose list holds it (what a hit's `spaces` shows)."""
+    out: dict[int, dict[str, dict]] = {key: {} for key in keys}
     for space, lst in ranked.items():
         for rank, (key, sim) in enumerate(lst, start=1):
-            fused[key] = fused.get(key, 0.0) + 1.0 / (k + rank)
-            per.setdefault(key, {})[space] = {"rank": rank, "similarity": round(float(sim), 6)}
-    best = {key: max(v["similarity"] for v in per[key].values()) for key in per}
-    order = sorted(fused, key=lambda key: (-fused[key], -best[key], key))
-    return [(key, fused[key], per[key]) for key in order]
+            if key in out:
+                out[key][space] = {"rank": rank, "similarity": round(float(sim), 6)}
+    return out
+
+
+def fuse_top(ranked: dict[str, list[tuple[int, float]]], top_k: int) -> list[tuple[int, float, dict]]:
+    """The first `top_k` of `rrf_fuse(ranked)`, each with its `space_ranks`: [(key, fused score, per space)]."""
+    top = rrf_fuse(ranked)[:top_k]
+    per = space_ranks(ranked, [key for key, _ in top])
+    return [(key, score, per[key]) for key, score in top]
 
 
 class SearchService:
@@ -303,7 +326,8 @@ class SearchService:
                 D, ids = self.indexes[s].search(vectors[s][1:], k, kind="object")
             for n in range(len(crop_idx)):
                 per_object[n][s] = [(int(j), float(d)) for j, d in zip(ids[n], D[n]) if j >= 0]
-        image_hits, *object_hits = self._hits_of_lists([rrf_fuse(whole)] + [rrf_fuse(r) for r in per_object], top_k)
+        lists = [fuse_top(whole, top_k)] + [fuse_top(ranked, top_k) for ranked in per_object]
+        image_hits, *object_hits = self._hits_of_lists(lists, top_k)
         per_obj = dict(zip(crop_idx, object_hits))
         objects = [ObjectResult(d, per_obj.get(i, []), skipped.get(i)) for i, d in enumerate(dets)]
         timings["search"] = (time.perf_counter() - t) * 1000
@@ -408,10 +432,11 @@ class SearchService:
             for image_id, item_id in self.store.whole_items(sorted(allowed)).items():
                 best_item.setdefault(image_id, (-2.0, item_id))
         fused = rrf_fuse(ranked)
-        keep = [(img, sc, per) for img, sc, per in fused if img in confident]
-        weak = [(img, sc, per) for img, sc, per in fused if img not in confident]
-        chosen = keep + (weak if include_weak else [])
-        hits = self._hits([(best_item[img][1], sc, per) for img, sc, per in chosen[:top_k]], top_k)
+        keep = [(img, sc) for img, sc in fused if img in confident]
+        weak = [(img, sc) for img, sc in fused if img not in confident]
+        chosen = (keep + (weak if include_weak else []))[:top_k]
+        per = space_ranks(ranked, [img for img, _ in chosen])
+        hits = self._hits([(best_item[img][1], sc, per[img]) for img, sc in chosen], top_k)
         for h in hits:
             h.weak = h.image_id not in confident
         hidden = 0 if include_weak else min(len(weak), max(top_k - len(keep), 0))
@@ -494,4 +519,4 @@ def load_detector(settings: Settings) -> Detector:
 
 
 __all__ = ["Hit", "ImageSearchResult", "ObjectResult", "QueryError", "SearchService", "SpaceMismatchError",
-           "TextSearchResult", "load_detector", "query_terms", "rrf_fuse"]
+           "TextSearchResult", "fuse_top", "load_detector", "query_terms", "rrf_fuse", "space_ranks"]
