@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg.rows import DictRow, class_row, dict_row
+from psycopg.rows import DictRow, class_row, dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from clip_embedder.embedders import SpaceIdentity, SpaceMismatchError
@@ -968,10 +968,11 @@ class Store:
         query = " | ".join(lexemes)
         args: list = [query, *([label] if label else []), LEXICAL_CANDIDATES, query,
                       " | ".join(x + ":A" for x in lexemes)]
-        with self.conn() as c:
-            return [LexicalHit(int(r["id"]), float(r["rank"]), bool(r["strong"]), int(r["image_id"]),
-                               None if r["score"] is None else float(r["score"])) for r in c.execute(
-                sql + " ORDER BY strong DESC, rank DESC, id LIMIT %s", (*args, limit))]
+        # plain tuples straight into the NamedTuple (id int8, rank real, strong bool, image_id int8, score real or
+        # NULL come as int, float, bool, int, float | None): the rows are on a search's critical path
+        with self.conn() as c, c.cursor(row_factory=tuple_row) as cur:
+            return list(map(LexicalHit._make, cur.execute(sql + " ORDER BY strong DESC, rank DESC, id LIMIT %s",
+                                                          (*args, limit))))
 
     def ocr_match(self, phrases: list[str], limit: int = 1000) -> list[int]:
         """Ids of images whose OCR text contains every phrase (case-insensitive substring; white space is

@@ -203,6 +203,19 @@ def test_new_space_fills_images_indexed_before(settings, store, detector, subset
         st.close()
 
 
+def test_lexical_hits_are_typed_and_ordered(indexed, store):
+    """`lexical_search` maps its rows straight into `LexicalHit`: Python types as annotated (no Decimal, no numpy),
+    strong matches first, then by rank; each hit's image and detection score as stored."""
+    hits = store.lexical_search(["person", "car"], 50)
+    assert hits and len(hits) <= 50
+    for h in hits:
+        assert type(h.item_id) is int and type(h.rank) is float and type(h.strong) is bool
+        assert type(h.image_id) is int and (h.score is None or type(h.score) is float)
+    assert [(not h.strong, -h.rank) for h in hits] == sorted((not h.strong, -h.rank) for h in hits)
+    rows = store.get_items([h.item_id for h in hits])
+    assert all(rows[h.item_id].image_id == h.image_id and rows[h.item_id].score == h.score for h in hits)
+
+
 def test_rrf_fuse():
     fused = rrf_fuse({"a": [(1, 0.9), (2, 0.8)], "b": [(2, 0.7), (3, 0.6)]})
     assert [k for k, _ in fused] == [2, 1, 3]
