@@ -100,7 +100,7 @@ def onnx_or_fallback(open_onnx: Callable[[], T], *, required: bool, setting: str
 
 def freeze_heap() -> None:
     """Move every object alive now into the garbage collector's permanent generation (`gc.freeze`): called once a
-    process has loaded its models (the API, a worker).
+    process has loaded its models (the API, a worker, the CLI's sequential runner, a Ray actor).
 
     The API holds ~430,000 long-lived objects after start-up (torch and sympy alone bring ~50,000 functions);
     each full collection walked them all: ~150 ms with the GIL held, every ~2.5 s under 8 searching clients
