@@ -59,7 +59,9 @@ def search_image(service: ServiceDep, settings: SettingsDep,
 
 async def _text(request: Request, req: TextSearchRequest) -> Response:
     # lean on purpose (the hottest route): no dependencies to solve, the slot taken here, and the response model
-    # dumped once in the worker thread instead of validated again and serialised on the event loop
+    # dumped once in the worker thread instead of validated again and serialised on the event loop (1.2x requests/s
+    # at 1M items). The router's own dependencies (the read key with REQUIRE_KEY_FOR_READS) still apply; anything
+    # else this route needs is called here, not declared with Depends
     service, settings = get_service(request), get_app_settings(request)
 
     def run() -> bytes:
