@@ -102,9 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not s.api_keys:
             log.warning("API_KEYS is empty: uploads, scans, deletes and reloads are refused until it is set")
         log.info("search service ready in %.1fs", time.perf_counter() - t0)
+        freeze_heap()
         # the first detection pays for deferred imports and ONNX Runtime's first-run set-up: done here, behind the
         # first answers, not by the first image query
-        freeze_heap()
         threading.Thread(target=_warm_up_then_freeze, args=(detector.warm_up,), name="detector-warm-up",
                          daemon=True).start()
         yield

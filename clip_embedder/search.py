@@ -245,13 +245,9 @@ class SearchService:
     def _warnings(self) -> list[str]:
         return [f"space {s} not used: {why}" for s, why in self.refused.items()]
 
-    def _hits(self, fused: list[tuple[int, float, dict]], top_k: int) -> list[Hit]:
-        return self._hits_of_lists([fused], top_k)[0]
-
-    def _hits_of_lists(self, lists: list[list[tuple[int, float, dict]]], top_k: int) -> list[list[Hit]]:
-        """The hits of several fused lists (the first `top_k` of each), with one item lookup and one tag lookup
-        for all of them (an image query has a list per object: two round trips per list before)."""
-        lists = [fused[:top_k] for fused in lists]
+    def _hits_of_lists(self, lists: list[list[tuple[int, float, dict]]]) -> list[list[Hit]]:
+        """The hits of several fused lists, each already cut to its top_k ([(item id, fused score, space_ranks)]),
+        with one item lookup and one tag lookup for all of them (an image query has a list per object)."""
         rows, tags = self.store.get_items_and_tags(list(dict.fromkeys(key for fused in lists for key, _, _ in fused)))
         out = []
         for fused in lists:
@@ -327,7 +323,7 @@ class SearchService:
             for n in range(len(crop_idx)):
                 per_object[n][s] = [(int(j), float(d)) for j, d in zip(ids[n], D[n]) if j >= 0]
         lists = [fuse_top(whole, top_k)] + [fuse_top(ranked, top_k) for ranked in per_object]
-        image_hits, *object_hits = self._hits_of_lists(lists, top_k)
+        image_hits, *object_hits = self._hits_of_lists(lists)
         per_obj = dict(zip(crop_idx, object_hits))
         objects = [ObjectResult(d, per_obj.get(i, []), skipped.get(i)) for i, d in enumerate(dets)]
         timings["search"] = (time.perf_counter() - t) * 1000
@@ -436,7 +432,7 @@ class SearchService:
         weak = [(img, sc) for img, sc in fused if img not in confident]
         chosen = (keep + (weak if include_weak else []))[:top_k]
         per = space_ranks(ranked, [img for img, _ in chosen])
-        hits = self._hits([(best_item[img][1], sc, per[img]) for img, sc in chosen], top_k)
+        hits = self._hits_of_lists([[(best_item[img][1], sc, per[img]) for img, sc in chosen]])[0]
         for h in hits:
             h.weak = h.image_id not in confident
         hidden = 0 if include_weak else min(len(weak), max(top_k - len(keep), 0))
