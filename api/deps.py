@@ -12,8 +12,8 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
 from clip_embedder.config import Settings
-from clip_embedder.ingest import Ingest
-from clip_embedder.search import SearchService
+from clip_embedder.intake.ingest import Ingest
+from clip_embedder.search.service import SearchService
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="one of the keys in API_KEYS (writes; reads too when REQUIRE_KEY_FOR_READS)")

@@ -26,15 +26,17 @@ from api.routes import collections, images, search, service, tasks
 from api.routes.service import DatabaseProbe, StaleWhileRevalidate
 from clip_embedder import offline  # noqa: F401
 from clip_embedder.config import Settings, get_settings
-from clip_embedder.embedders import SpaceMismatchError
+from clip_embedder.db.store import Store
 from clip_embedder.images import ImageError
-from clip_embedder.ingest import Ingest, QueueFullError, ScanRefusedError
-from clip_embedder.live import IndexFollower
-from clip_embedder.originals import open_originals
-from clip_embedder.queue import sync_app
-from clip_embedder.runtimes import freeze_heap
-from clip_embedder.search import QueryError, SearchService, load_detector
-from clip_embedder.store import Store
+from clip_embedder.indexing.live import IndexFollower
+from clip_embedder.intake.ingest import Ingest, QueueFullError, ScanRefusedError
+from clip_embedder.intake.originals import open_originals
+from clip_embedder.intake.queue import sync_app
+from clip_embedder.models.detector import load_detector
+from clip_embedder.models.embedders import SpaceMismatchError
+from clip_embedder.models.runtimes import freeze_heap
+from clip_embedder.search.records import QueryError
+from clip_embedder.search.service import SearchService
 
 log = logging.getLogger("api")
 LOG_VALUE_MAX = 300  # characters of one logged value (a request path with its query string, say)

@@ -23,7 +23,7 @@ class IndexCollector:
         if service is None:
             return
         try:
-            depth = service.store.queue_depth()
+            depth = service.store.tasks.queue_depth()
             counts = service.store.counts()
         except Exception as e:  # a scrape must not fail because the database is away
             log.warning("metrics: %s", e)

@@ -25,7 +25,7 @@ class TagInfo(BaseModel):
 
 
 def tag_infos(tags) -> list[TagInfo]:
-    """The response models of an item's `clip_embedder.tagger.Tag`s, in their order."""
+    """The response models of an item's `clip_embedder.models.tagger.Tag`s, in their order."""
     return [TagInfo(label=t.label, score=t.score, source=t.source) for t in tags]
 
 

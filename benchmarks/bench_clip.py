@@ -28,7 +28,7 @@ def main() -> None:
     import open_clip
     import torch
 
-    from clip_embedder.embedders import ClipEmbedder
+    from clip_embedder.models.clip import ClipEmbedder
 
     work = Path(tempfile.mkdtemp(prefix="bench_clip_"))
     torch.manual_seed(0)

@@ -46,14 +46,15 @@ def main() -> None:
     p.add_argument("--ray-actors", type=int, default=None, help="actors of the Ray pool (default: one per CPU)")
     args = p.parse_args()
 
-    from clip_embedder.crops import CropPolicy
-    from clip_embedder.detector import Detector
-    from clip_embedder.embedders import create_embedder, describe_image, describe_object
-    from clip_embedder.pipeline import Indexer, SourceFile
-    from clip_embedder.runtimes import freeze_heap
-    from clip_embedder.search import load_detector
-    from clip_embedder.store import Store
-    from clip_embedder.tagger import create_tagger
+    from clip_embedder.db.store import Store
+    from clip_embedder.indexing.batch import SourceFile
+    from clip_embedder.indexing.crops import CropPolicy
+    from clip_embedder.indexing.describe import describe_image, describe_object
+    from clip_embedder.indexing.pipeline import Indexer
+    from clip_embedder.models.detector import Detector, load_detector
+    from clip_embedder.models.embedders import create_embedder
+    from clip_embedder.models.runtimes import freeze_heap
+    from clip_embedder.models.tagger import create_tagger
 
     work = Path(tempfile.mkdtemp(prefix="bench_forward_"))
     files = sorted((SHARED / "datasets" / "coco128" / "images").glob("*.jpg"))[: args.images]
@@ -115,7 +116,7 @@ def main() -> None:
 
     store = Store.open(s)
     for e in embedders.values():
-        store.ensure_space(e.identity)
+        store.spaces.ensure(e.identity)
     indexer = Indexer.from_settings(s, store, detector, embedders)
     freeze_heap()  # as the CLI does once its models are loaded
     stats = indexer.run([SourceFile.from_folder(f) for f in files], batch_size=bs, progress=False)
@@ -125,12 +126,12 @@ def main() -> None:
     print(f"indexer {rate:.2f} images/s = {rate / (n / limit_s):.2f}x the model-forward limit "
           f"({n / limit_s:.2f} images/s)")
     if args.ray:
-        from clip_embedder.ray_runner import run_on_ray
+        from clip_embedder.indexing.ray_runner import run_on_ray
 
         r = s.model_copy(update={"pgdata_dir": work / "pgdata_ray", "faiss_dir": work / "faiss_ray"})
         store = Store.open(r)
         for e in embedders.values():
-            store.ensure_space(e.identity)
+            store.spaces.ensure(e.identity)
         t = time.perf_counter()
         ray_stats = run_on_ray(r, [SourceFile.from_folder(f) for f in files], database_url=store.url,
                                actors=args.ray_actors, batch_size=bs, progress=False)

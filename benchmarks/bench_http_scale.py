@@ -60,9 +60,11 @@ def api_env(work: Path, root: Path = ROOT) -> dict[str, str]:
 def fill(work: Path, n_items: int) -> list[str]:
     """Fill the tables (unless they already hold `n_items`); returns the 80 labels."""
     from clip_embedder.config import Settings
-    from clip_embedder.embedders import create_embedder, describe_image, describe_object
-    from clip_embedder.store import PGCOPY_SIGNATURE, Store, encode_copy_rows
-    from clip_embedder.tagger import label_words
+    from clip_embedder.db.copy_codec import PGCOPY_SIGNATURE, encode_copy_rows
+    from clip_embedder.db.store import Store
+    from clip_embedder.indexing.describe import describe_image, describe_object
+    from clip_embedder.models.embedders import create_embedder
+    from clip_embedder.models.tagger import label_words
 
     cats = json.loads((SHARED / "datasets/coco128/annotations/instances_coco128_train2017.json").read_text())
     labels = [c["name"] for c in sorted(cats["categories"], key=lambda c: c["id"])]
@@ -73,8 +75,8 @@ def fill(work: Path, n_items: int) -> list[str]:
     store = Store.open(s)
     try:
         text = create_embedder("text", s).load()
-        store.ensure_space(text.identity)
-        count, _ = store.space_watermark("text")
+        store.spaces.ensure(text.identity)
+        count, _ = store.vectors.watermark("text")
         if count == n_items:
             print(f"tables already hold {count:,} items (reused)")
             return labels

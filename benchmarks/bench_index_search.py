@@ -28,11 +28,11 @@ def main() -> None:
     import uvicorn
 
     from api.main import create_app
-    from clip_embedder.embedders import create_embedder
-    from clip_embedder.faiss_index import SpaceIndex
-    from clip_embedder.pipeline import Indexer
-    from clip_embedder.search import load_detector
-    from clip_embedder.store import Store
+    from clip_embedder.db.store import Store
+    from clip_embedder.indexing.faiss_index import SpaceIndex
+    from clip_embedder.indexing.pipeline import Indexer
+    from clip_embedder.models.detector import load_detector
+    from clip_embedder.models.embedders import create_embedder
 
     work = Path(tempfile.mkdtemp(prefix="bench_"))
     dataset = ensure_subset(args.dataset, work)
@@ -46,7 +46,7 @@ def main() -> None:
     embedders = {name: create_embedder(name, s).load() for name in s.spaces}
     store = Store.open(s)
     for e in embedders.values():
-        store.ensure_space(e.identity)
+        store.spaces.ensure(e.identity)
     print(f"model load: {time.perf_counter() - t:.2f}s")
     stats = Indexer.from_settings(s, store, detector, embedders).run(files, batch_size=args.batch_size,
                                                                     progress=False)
@@ -62,7 +62,7 @@ def main() -> None:
     # pgvector's HNSW (approximate) against FAISS flat (exact): recall@10 over 100 queries per space
     for space, e in embedders.items():
         ix = SpaceIndex.load_or_build(store, e.identity, s.faiss_dir)
-        ids, vecs = next(store.iter_vectors(space, batch=100))
+        ids, vecs = next(store.vectors.stream(space, batch=100))
         exact_d, _ = ix.search(vecs, 10)
         hits, ms = 0, []
         with store.conn() as c:

@@ -88,17 +88,18 @@ class Service:
 
 
 def cli_rate(work: Path, spaces: str, files: list[Path]) -> float:
-    from clip_embedder.embedders import create_embedder
-    from clip_embedder.pipeline import Indexer, SourceFile
-    from clip_embedder.search import load_detector
-    from clip_embedder.store import Store
+    from clip_embedder.db.store import Store
+    from clip_embedder.indexing.batch import SourceFile
+    from clip_embedder.indexing.pipeline import Indexer
+    from clip_embedder.models.detector import load_detector
+    from clip_embedder.models.embedders import create_embedder
 
     s = bench_settings(work, spaces, None, None)
     detector = load_detector(s)
     embedders = {n: create_embedder(n, s).load() for n in s.spaces}
     store = Store.open(s)
     for e in embedders.values():
-        store.ensure_space(e.identity)
+        store.spaces.ensure(e.identity)
     stats = Indexer.from_settings(s, store, detector, embedders).run(
         [SourceFile.from_folder(f) for f in files], batch_size=16, progress=False)
     store.close()

@@ -56,12 +56,13 @@ def main() -> None:
 
     import faiss
 
-    from clip_embedder.crops import CropPolicy
-    from clip_embedder.embedders import create_embedder
-    from clip_embedder.faiss_index import SpaceIndex
-    from clip_embedder.pipeline import Indexer
-    from clip_embedder.search import SearchService, load_detector
-    from clip_embedder.store import Store
+    from clip_embedder.db.store import Store
+    from clip_embedder.indexing.crops import CropPolicy
+    from clip_embedder.indexing.faiss_index import SpaceIndex
+    from clip_embedder.indexing.pipeline import Indexer
+    from clip_embedder.models.detector import load_detector
+    from clip_embedder.models.embedders import create_embedder
+    from clip_embedder.search.service import SearchService
 
     work = Path(tempfile.mkdtemp(prefix="quality_"))
     dataset = ensure_subset(args.dataset, work)
@@ -97,7 +98,7 @@ def main() -> None:
     detector = load_detector(s)
     store = Store.open(s)
     for e in embedders.values():
-        store.ensure_space(e.identity)
+        store.spaces.ensure(e.identity)
     files = [(f, sp) for sp in ("train", "val", "test") for f in sorted((dataset / sp / "images").glob("*"))]
     Indexer.from_settings(s, store, detector, embedders).run(files, progress=False)
     for e in embedders.values():
@@ -116,7 +117,7 @@ def main() -> None:
     for c in all_classes:
         n_rel = sum(c in v for v in gt.values())
         hits = svc.search_text(c, top_k=args.k).hits
-        rel = [c in gt[Path(store.get_image(h.image_id).image.path).name] for h in hits]
+        rel = [c in gt[Path(store.images.get(h.image_id).image.path).name] for h in hits]
         hit_total += any(rel)
         prec_total += np.mean(rel) if rel else 0.0
         print(f"  {c!r:<14} hit@{args.k} = {int(any(rel))}  precision@{args.k} = {np.mean(rel):.2f} "

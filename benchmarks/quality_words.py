@@ -85,9 +85,9 @@ class Run:
 
     def __init__(self, work: Path, name: str, detector_weights: str, **overrides):
         from clip_embedder.config import Settings
-        from clip_embedder.embedders import create_embedder
-        from clip_embedder.search import load_detector
-        from clip_embedder.store import Store
+        from clip_embedder.db.store import Store
+        from clip_embedder.models.detector import load_detector
+        from clip_embedder.models.embedders import create_embedder
 
         m = MODELS / "mobilenet"
         self.settings = Settings(
@@ -100,10 +100,11 @@ class Run:
         self.detector = load_detector(self.settings)
         self.embedders = {s: create_embedder(s, self.settings).load() for s in self.settings.spaces}
         for e in self.embedders.values():
-            self.store.ensure_space(e.identity)
+            self.store.spaces.ensure(e.identity)
 
     def index(self, folder: Path):
-        from clip_embedder.pipeline import Indexer, SourceFile
+        from clip_embedder.indexing.batch import SourceFile
+        from clip_embedder.indexing.pipeline import Indexer
 
         indexer = Indexer.from_settings(self.settings, self.store, self.detector, self.embedders)
         files = [SourceFile.from_folder(p, folder) for p in sorted(folder.iterdir())]
@@ -112,8 +113,8 @@ class Run:
         return indexer.run(files, progress=False)
 
     def service(self):
-        from clip_embedder.faiss_index import SpaceIndex
-        from clip_embedder.search import SearchService
+        from clip_embedder.indexing.faiss_index import SpaceIndex
+        from clip_embedder.search.service import SearchService
 
         for e in self.embedders.values():
             SpaceIndex.load_or_build(self.store, e.identity, self.settings.faiss_dir)
@@ -230,7 +231,7 @@ def add_arguments(p) -> None:
 
 def detectors_on_photos(subset_weights: str) -> None:
     """What the demo's 7-class champion and the general 80-class detector find on the nine photos."""
-    from clip_embedder.detector import Detector
+    from clip_embedder.models.detector import Detector
 
     coco80 = Detector.load(str(MODELS / "yolov5" / "yolov5n.pt"), conf=0.15)
     subset7 = Detector.load(subset_weights, conf=0.15)

@@ -9,18 +9,31 @@ Public API (heavy modules load on first use, so `clip_embedder.config` stays lig
 - `SpaceIndex` — the derived FAISS index of a space.
 - `Indexer`, `IndexStats` — the indexing pipeline.
 - `SearchService`, `QueryError`, `rrf_fuse` — image and text search with rank fusion.
+
+Where a change goes (each folder's `__init__` says more):
+
+| folder      | what lives there                                                                         |
+|-------------|------------------------------------------------------------------------------------------|
+| `db/`       | the embedded server, migrations, the COPY codec, one repository per concern (`Store`)    |
+| `models/`   | detector, embedders (one module per space), tagger, OCR, runtimes; registries by kind    |
+| `indexing/` | pipeline records, stage functions and runners; crop policy; descriptions; FAISS; live    |
+| `intake/`   | uploads and scans, content-addressed originals, the queue and its workers                |
+| `search/`   | the search service; text search as steps; rank fusion; result records                    |
+| `scripts/`  | the CLIs (`embed_and_index`, `fetch_assets`)                                             |
 """
 from importlib import import_module
 
 from clip_embedder import offline as _offline  # noqa: F401  (before any third-party model import)
 from clip_embedder.config import Settings, get_settings
-from clip_embedder.crops import CropPolicy
+from clip_embedder.indexing.crops import CropPolicy
 
 _LAZY = {
-    "Detector": "detector", "Detection": "detector",
-    "create_embedder": "embedders", "SpaceIdentity": "embedders", "SpaceMismatchError": "embedders",
-    "Store": "store", "SpaceIndex": "faiss_index", "Indexer": "pipeline", "IndexStats": "pipeline",
-    "SearchService": "search", "QueryError": "search", "rrf_fuse": "search", "load_detector": "search",
+    "Detector": "models.detector", "Detection": "models.detector", "load_detector": "models.detector",
+    "create_embedder": "models.embedders", "SpaceIdentity": "models.embedders",
+    "SpaceMismatchError": "models.embedders",
+    "Store": "db.store", "SpaceIndex": "indexing.faiss_index", "Indexer": "indexing.pipeline",
+    "IndexStats": "indexing.pipeline", "SearchService": "search.service", "QueryError": "search.records",
+    "rrf_fuse": "search.fusion",
 }
 
 __all__ = ["Settings", "get_settings", "CropPolicy", *_LAZY]

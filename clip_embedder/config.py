@@ -13,8 +13,10 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: Embedding spaces this project knows how to build (see `clip_embedder.embedders`).
-KNOWN_SPACES = ("clip", "mobilenet", "text")
+from clip_embedder.models.registry import EMBEDDING_SPACES, OCR_ENGINES, TAGGERS
+
+#: Embedding spaces this project knows how to build (the registry `clip_embedder.models.registry.EMBEDDING_SPACES`).
+KNOWN_SPACES = EMBEDDING_SPACES.names()
 
 
 def usable_cpus() -> int:
@@ -108,7 +110,7 @@ class Settings(BaseSettings):
     allow_downloads: bool = Field(False, description="let hub loaders download weights at run time")
 
     # --- words: ImageNet tags, OCR, relevance floors ------------------------------------------------
-    tagger: Literal["imagenet", "off"] = Field("imagenet", description="tag every image and crop with its top "
+    tagger: str = Field("imagenet", description="tag every image and crop with its top "
                                                                        "ImageNet classes (MobileNet-v1 head)")
     tagger_weights: Path = Field(Path("models/mobilenet_quant_v1_224_head_layers.tflite"),
                                  description="MobileNet-v1 ImageNet classifier head (.tflite)")
@@ -118,7 +120,7 @@ class Settings(BaseSettings):
     tag_top_k: int = Field(3, ge=1, le=10, description="at most this many ImageNet tags per image or crop")
     tag_confident_score: float = Field(0.5, ge=0, le=1, description="a tag this sure makes a word match on it a "
                                                                      "confident hit; less sure tags only rank")
-    ocr: Literal["rapidocr", "tesseract", "off"] = Field(
+    ocr: str = Field(
         "rapidocr", description="read text in each photo: rapidocr (English/Chinese, in the wheel), tesseract "
                                 "(OCR_LANGS, e.g. Korean; Debian packages) or off")
     ocr_langs: str = Field("kor+eng", description="Tesseract languages (tesseract-ocr-<lang> packages)")
@@ -195,6 +197,18 @@ class Settings(BaseSettings):
         if not v:
             raise ValueError("SPACES is empty; activate at least one of " + ", ".join(KNOWN_SPACES))
         return list(dict.fromkeys(v))
+
+    @field_validator("ocr")
+    @classmethod
+    def _known_ocr(cls, v: str) -> str:
+        """A name of the registry `OCR_ENGINES`."""
+        return OCR_ENGINES.get(v).name
+
+    @field_validator("tagger")
+    @classmethod
+    def _known_tagger(cls, v: str) -> str:
+        """A name of the registry `TAGGERS`."""
+        return TAGGERS.get(v).name
 
 
 @lru_cache

@@ -25,7 +25,7 @@ echo "dataset: $dataset"
 # The first time, the pretrained weights are registered as a baseline run, evaluated on the subset.
 if [ "${DEMO_MLFLOW:-1}" = "1" ]; then
   model="${REGISTERED_MODEL_NAME:-coco-subset-yolov5}@${MODEL_ALIAS:-champion}"
-  if ! "$PY" -c "import sys; from clip_embedder.registry import configure_mlflow, resolve_model_uri; configure_mlflow(); resolve_model_uri('models:/$model')" >/dev/null 2>&1; then
+  if ! "$PY" -c "import sys; from clip_embedder.models.mlflow_registry import configure_mlflow, resolve_model_uri; configure_mlflow(); resolve_model_uri('models:/$model')" >/dev/null 2>&1; then
     echo "registering the pretrained detector in MLflow (yolov5/baseline.py) ..."
     "$PY" yolov5/baseline.py --weights "$DETECTOR_WEIGHTS" --coco_subset_data_version "$(basename "$dataset")" \
       --datasets-root "$(dirname "$dataset")" 2>&1 | grep -E "^(baseline run|registered|error)" || true

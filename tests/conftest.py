@@ -85,7 +85,7 @@ def settings(tmp_path_factory, tiny_clip):
 
 @pytest.fixture(scope="session")
 def store(settings):
-    from clip_embedder.store import Store
+    from clip_embedder.db.store import Store
 
     s = Store.open(settings)
     yield s
@@ -94,14 +94,14 @@ def store(settings):
 
 @pytest.fixture(scope="session")
 def detector(settings):
-    from clip_embedder.search import load_detector
+    from clip_embedder.models.detector import load_detector
 
     return load_detector(settings)
 
 
 @pytest.fixture(scope="session")
 def embedders(settings):
-    from clip_embedder.embedders import create_embedder
+    from clip_embedder.models.embedders import create_embedder
 
     return {s: create_embedder(s, settings).load() for s in settings.spaces}
 
@@ -113,17 +113,17 @@ def subset_files(subset: Path) -> list[tuple[Path, str]]:
 @pytest.fixture(scope="session")
 def indexed(settings, store, detector, embedders, subset):
     """The whole subset indexed into the session's embedded Postgres; returns the first run's stats."""
-    from clip_embedder.pipeline import Indexer
+    from clip_embedder.indexing.pipeline import Indexer
 
     for e in embedders.values():
-        store.ensure_space(e.identity)
+        store.spaces.ensure(e.identity)
     indexer = Indexer.from_settings(settings, store, detector, embedders)
     return indexer.run(subset_files(subset), batch_size=16, progress=False)
 
 
 @pytest.fixture(scope="session")
 def service(settings, store, detector, indexed):
-    from clip_embedder.search import SearchService
+    from clip_embedder.search.service import SearchService
 
     return SearchService.create(settings, store, detector)
 

@@ -151,9 +151,9 @@ def test_bad_queries(client, method, url, params, status):
 
 
 def test_missing_file_is_404_not_500(client, store, tmp_path):
-    from clip_embedder.store import ImageRow, ItemRow
+    from clip_embedder.db.records import ImageRow, ItemRow
 
-    ids = store.write_batch([ImageRow("b" * 64, str(tmp_path / "gone.jpg"), 10, 10, None, "x", None,
+    ids = store.batches.write([ImageRow("b" * 64, str(tmp_path / "gone.jpg"), 10, 10, None, "x", None,
                                       [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x")])])
     try:
         r = client.get(f"/api/images/{ids[0]}/file")
@@ -168,12 +168,12 @@ def test_running_api_follows_writes_and_deletes(client, store, subset):
     running API's FAISS indexes through NOTIFY, without a reload; so does a delete."""
     import numpy as np
 
-    from clip_embedder.store import ImageRow, ItemRow
+    from clip_embedder.db.records import ImageRow, ItemRow
 
     h = client.get("/api/health").json()
     before = {s: v["vectors"] for s, v in h["spaces"].items()}
     vec = {s: np.eye(v["dim"], dtype=np.float32)[0] for s, v in h["spaces"].items()}
-    ids = store.write_batch([ImageRow("c" * 64, str(subset_files(subset)[0][0]), 10, 10, None, "x", None,
+    ids = store.batches.write([ImageRow("c" * 64, str(subset_files(subset)[0][0]), 10, 10, None, "x", None,
                                       [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x", vec)])])
 
     def vectors():
@@ -181,11 +181,11 @@ def test_running_api_follows_writes_and_deletes(client, store, subset):
 
     try:
         assert wait_for(lambda: vectors() == {s: n + 1 for s, n in before.items()}), vectors()
-        item = store.get_image(ids[0]).image_item_id
+        item = store.images.get(ids[0]).image_item_id
         D, found = client.app.state.service.indexes["text"].search(vec["text"][None], 1)
         assert found[0][0] == item and D[0][0] > 0.999
     finally:
-        store.delete_image(ids[0])
+        store.images.delete(ids[0])
     assert wait_for(lambda: vectors() == before), vectors()
     assert not any(v["stale"] for v in client.get("/api/health").json()["spaces"].values())
 
@@ -259,7 +259,7 @@ def test_files_are_served_only_as_they_were_indexed(client, store, subset):
 
     hit = client.get("/api/search_text", params={"query": "car", "top_k": 1}).json()["results"][0]
     image_id, item_id = hit["image_id"], hit["item_id"]
-    path = __import__("pathlib").Path(store.get_image(image_id).image.path)
+    path = __import__("pathlib").Path(store.images.get(image_id).image.path)
     original = path.read_bytes()
     # the subset's images are hard links into ../shared: give this one its own inode before touching it
     path.unlink()
@@ -386,7 +386,7 @@ def test_text_search_slots_and_read_keys(client, settings):
 def test_label_filters_are_cached_with_a_bound(service):
     import numpy as np
 
-    from clip_embedder.faiss_index import SELECTOR_CACHE
+    from clip_embedder.indexing.faiss_index import SELECTOR_CACHE
 
     for ix in service.indexes.values():
         q = np.ones((1, ix.identity.dim), np.float32)

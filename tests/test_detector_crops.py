@@ -6,8 +6,8 @@ import logging
 import pytest
 from PIL import Image
 
-from clip_embedder.crops import CropPolicy
-from clip_embedder.detector import Detector
+from clip_embedder.indexing.crops import CropPolicy
+from clip_embedder.models.detector import Detector
 
 from conftest import IMAGES, YOLO_STATE_DICT, YOLO_WEIGHTS
 
@@ -118,7 +118,7 @@ def test_yolo_ops_equal_yolov5s_own_functions(detector):
     from yolov5.utils.general import non_max_suppression as y_nms
     from yolov5.utils.general import scale_boxes as y_scale
 
-    from clip_embedder import yolo_ops
+    from clip_embedder.models import yolo_ops
 
     files = sorted(IMAGES.glob("*.jpg"))[:24]
     arrays = [np.asarray(Image.open(p).convert("RGB")) for p in files]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_embedder.embedders import ClipEmbedder, describe_detections
+from clip_embedder.indexing.describe import describe_detections
+from clip_embedder.models.clip import ClipEmbedder
 
 from conftest import IMAGES
 
@@ -57,7 +58,7 @@ def test_clip_hub_tag_offline_is_a_clear_error(tiny_clip):
 def test_text_embeddings_of_repeated_texts_are_computed_once(embedders):
     """Descriptions repeat (every crop of a class has the same one): each distinct text goes through the
     model once, and the vectors equal those of a fresh, uncached embedding."""
-    from clip_embedder.embedders import TextEmbedder
+    from clip_embedder.models.text import TextEmbedder
 
     t = embedders["text"]
     z, k = "a photo of a zebra (cache test)", "a photo of a kite (cache test)"
@@ -78,7 +79,7 @@ def test_mobilenet_on_onnx_runtime_gives_the_tflite_features(tmp_path):
     the uint8 features of real whole images and crops equal TFLite's, so the space identity is unchanged."""
     from PIL import Image
 
-    from clip_embedder.embedders import MobileNetEmbedder
+    from clip_embedder.models.mobilenet import MobileNetEmbedder
 
     from conftest import IMAGES, MOBILENET
 
@@ -98,7 +99,8 @@ def test_mobilenet_on_onnx_runtime_gives_the_tflite_features(tmp_path):
 def test_text_space_on_onnx_runtime_matches_torch(embedders, tmp_path):
     """TEXT_RUNTIME=onnx: the sentence-transformers pipeline exported once (cached in EXPORT_DIR by sha256) gives
     the torch vectors (cosine ≥ 0.999) for descriptions, queries and a batch of mixed lengths; same identity."""
-    from clip_embedder.embedders import TextEmbedder, describe_image, describe_object
+    from clip_embedder.indexing.describe import describe_image, describe_object
+    from clip_embedder.models.text import TextEmbedder
 
     texts = [describe_object("dog", ["Labrador retriever"]), describe_image(["person", "person", "bus"], [], "EXIT"),
              "zebra", "a red handbag on a bench", "스파게티 sign", "x " * 300]  # the last one is truncated

@@ -5,12 +5,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_embedder.crops import CropPolicy
-from clip_embedder.embedders import SpaceIdentity, SpaceMismatchError, create_embedder
-from clip_embedder.faiss_index import SpaceIndex
-from clip_embedder.pipeline import STAGES, Indexer
-from clip_embedder.search import QueryError, SearchService, fuse_top, rrf_fuse, space_ranks
-from clip_embedder.store import ImageRow, ItemRow
+from clip_embedder.db.records import ImageRow, ItemRow
+from clip_embedder.indexing.batch import STAGES
+from clip_embedder.indexing.crops import CropPolicy
+from clip_embedder.indexing.faiss_index import SpaceIndex
+from clip_embedder.indexing.pipeline import Indexer
+from clip_embedder.models.embedders import SpaceIdentity, SpaceMismatchError, create_embedder
+from clip_embedder.search.fusion import fuse_top, rrf_fuse, space_ranks
+from clip_embedder.search.records import QueryError
+from clip_embedder.search.service import SearchService
 
 from conftest import gt_classes, subset_files
 
@@ -18,7 +21,7 @@ from conftest import gt_classes, subset_files
 def image_id_of(store, path) -> int:
     from clip_embedder.images import sha256_bytes
 
-    return store.images_by_sha([sha256_bytes(path.read_bytes())])[sha256_bytes(path.read_bytes())]
+    return store.images.ids_by_sha([sha256_bytes(path.read_bytes())])[sha256_bytes(path.read_bytes())]
 
 
 def test_index_counts(indexed, store):
@@ -84,7 +87,7 @@ def test_text_search_handbag(service, store, subset):
     hits, spaces = r.hits, r.spaces
     assert spaces == ["text", "clip"]
     gt = gt_classes(subset)
-    files = {h.image_id: store.get_image(h.image_id).image.file_name for h in hits}
+    files = {h.image_id: store.images.get(h.image_id).image.file_name for h in hits}
     with_handbag = [f for f in files.values() if "handbag" in gt.get(f, set())]
     assert with_handbag, f"no image annotated with a handbag in the top 10: {files}"
     assert len({h.image_id for h in hits}) == len(hits)  # one hit per image
@@ -123,7 +126,7 @@ def test_faiss_deleted_or_corrupt_is_rebuilt_with_identical_results(service, sto
 
 def test_faiss_matches_exact_search_in_postgres(service, store):
     ix = service.indexes["mobilenet"]
-    q = store.iter_vectors("mobilenet").__next__()[1][:1]
+    q = store.vectors.stream("mobilenet").__next__()[1][:1]
     D, ids = ix.search(q, 5)
     with store.conn() as c:
         rows = c.execute("SELECT item_id, 1 - (embedding <=> %s) AS sim FROM vectors_mobilenet "
@@ -133,10 +136,10 @@ def test_faiss_matches_exact_search_in_postgres(service, store):
 
 
 def test_space_built_by_another_model_is_refused(store, settings, detector, indexed):
-    real = store.get_space("text")
+    real = store.spaces.get("text")
     other = SpaceIdentity("text", real.model, "0" * 64, real.dim)
     with pytest.raises(SpaceMismatchError, match="built by"):
-        store.ensure_space(other)
+        store.spaces.ensure(other)
     with store.conn() as c:  # simulate an index built by another model
         c.execute("UPDATE spaces SET weights=%s WHERE name='text'", ("f" * 64,))
     try:
@@ -154,7 +157,7 @@ def test_space_built_by_another_model_is_refused(store, settings, detector, inde
 
 def test_space_whose_model_cannot_load_is_refused(store, settings, detector, indexed):
     # a space built with hub weights, served where those weights cannot be had (offline)
-    real = store.get_space("clip")
+    real = store.spaces.get("clip")
     with store.conn() as c:
         c.execute("UPDATE spaces SET weights='no-such-hub-tag' WHERE name='clip'")
     try:
@@ -177,24 +180,24 @@ def test_batch_write_is_atomic(store, indexed):
     import psycopg
 
     with pytest.raises(psycopg.errors.DataException, match="expected 1024 dimensions"):
-        store.write_batch([bad])
-    assert store.counts() == before and not store.images_by_sha(["a" * 64])
+        store.batches.write([bad])
+    assert store.counts() == before and not store.images.ids_by_sha(["a" * 64])
 
 
 def test_new_space_fills_images_indexed_before(settings, store, detector, subset, tmp_path):
     from clip_embedder.config import Settings
 
     s = Settings(**{**settings.model_dump(), "pgdata_dir": tmp_path / "pg", "faiss_dir": tmp_path / "faiss"})
-    from clip_embedder.store import Store
+    from clip_embedder.db.store import Store
 
     st = Store.open(s)
     try:
         files = subset_files(subset)[:4]
         text = {"text": create_embedder("text", s).load()}
-        st.ensure_space(text["text"].identity)
+        st.spaces.ensure(text["text"].identity)
         Indexer(st, detector, text, CropPolicy(), max_bytes=10**7, max_pixels=10**8).run(files, progress=False)
         both = {**text, "mobilenet": create_embedder("mobilenet", s).load()}
-        st.ensure_space(both["mobilenet"].identity)
+        st.spaces.ensure(both["mobilenet"].identity)
         stats = Indexer(st, detector, both, CropPolicy(), max_bytes=10**7, max_pixels=10**8).run(files, progress=False)
         assert stats.updated == 4 and stats.indexed == 0
         c = st.counts()
@@ -206,13 +209,13 @@ def test_new_space_fills_images_indexed_before(settings, store, detector, subset
 def test_lexical_hits_are_typed_and_ordered(indexed, store):
     """`lexical_search` maps its rows straight into `LexicalHit`: Python types as annotated (no Decimal, no numpy),
     strong matches first, then by rank; each hit's image and detection score as stored."""
-    hits = store.lexical_search(["person", "car"], 50)
+    hits = store.lexical.search(["person", "car"], 50)
     assert hits and len(hits) <= 50
     for h in hits:
         assert type(h.item_id) is int and type(h.rank) is float and type(h.strong) is bool
         assert type(h.image_id) is int and (h.score is None or type(h.score) is float)
     assert [(not h.strong, -h.rank) for h in hits] == sorted((not h.strong, -h.rank) for h in hits)
-    rows = store.get_items([h.item_id for h in hits])
+    rows = store.items.get([h.item_id for h in hits])
     assert all(rows[h.item_id].image_id == h.image_id and rows[h.item_id].score == h.score for h in hits)
 
 
@@ -259,10 +262,10 @@ def test_hnsw_index_type(service, store, settings, tmp_path):
         for p in SpaceIndex.paths(settings.faiss_dir, space):
             shutil.copy(p, tmp_path / p.name)
     s = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "HNSW32", "faiss_ef_search": 64})
-    ix = SpaceIndex.for_settings(store, store.get_space("mobilenet"), s)
+    ix = SpaceIndex.for_settings(store, store.spaces.get("mobilenet"), s)
     assert ix.hnsw and ix.rebuilt == "rebuilt: index type Flat → HNSW32"
     flat = service.indexes["mobilenet"]
-    ids, vecs = next(store.iter_vectors("mobilenet", batch=50))
+    ids, vecs = next(store.vectors.stream("mobilenet", batch=50))
     D, I = ix.search(vecs, 5)
     assert (I[:, 0] == ids).mean() > 0.95  # each vector finds itself first
     _, exact = flat.search(vecs, 10)
@@ -271,12 +274,12 @@ def test_hnsw_index_type(service, store, settings, tmp_path):
     _, only_images = ix.search(vecs[:3], 5, kind="image")
     kinds = dict(zip(ix.meta["ids"], ix.meta["kind"]))
     assert all(kinds[i] == "image" for i in only_images.ravel() if i >= 0)
-    assert SpaceIndex.for_settings(store, store.get_space("mobilenet"), s).rebuilt == ""  # saved as HNSW
+    assert SpaceIndex.for_settings(store, store.spaces.get("mobilenet"), s).rebuilt == ""  # saved as HNSW
     # FAISS_INDEX=auto chooses by size: this space is below the default threshold (exact), above a small one (HNSW)
     auto = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "auto"})
-    assert not SpaceIndex.for_settings(store, store.get_space("mobilenet"), auto).hnsw
+    assert not SpaceIndex.for_settings(store, store.spaces.get("mobilenet"), auto).hnsw
     small = auto.model_copy(update={"faiss_approx_above": 100, "faiss_large_index": "IVF4,SQ8"})
-    assert SpaceIndex.for_settings(store, store.get_space("mobilenet"), small).ivf
+    assert SpaceIndex.for_settings(store, store.spaces.get("mobilenet"), small).ivf
 
 
 def test_indexing_refuses_files_over_the_caps(settings, store, detector, embedders, subset, tmp_path):
@@ -295,16 +298,16 @@ def test_background_build_serves_exact_search_meanwhile(service, store, settings
     """The API's cold start: with no FAISS file, an exact Flat index serves at once while HNSW32 builds in a
     thread; the built index is swapped in (same answers on these self-queries), saved, and loads next time."""
     s = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "HNSW32"})
-    ix = SpaceIndex.for_settings(store, store.get_space("mobilenet"), s, background=True)
+    ix = SpaceIndex.for_settings(store, store.spaces.get("mobilenet"), s, background=True)
     assert ix.upgrade is not None and "exact Flat while HNSW32 builds" in ix.rebuilt
-    ids, vecs = next(store.iter_vectors("mobilenet", batch=20))
+    ids, vecs = next(store.vectors.stream("mobilenet", batch=20))
     _, found = ix.search(vecs, 1)  # answers during (or after) the build
     assert (found[:, 0] == ids).all()
     ix.upgrade.join(60)
     assert ix.hnsw and ix.index_type == "HNSW32" and "built in the background" in ix.rebuilt
     _, found = ix.search(vecs, 1)
-    assert (found[:, 0] == ids).mean() > 0.95 and ix.ntotal == store.space_watermark("mobilenet")[0]
-    again = SpaceIndex.for_settings(store, store.get_space("mobilenet"), s, background=True)
+    assert (found[:, 0] == ids).mean() > 0.95 and ix.ntotal == store.vectors.watermark("mobilenet")[0]
+    again = SpaceIndex.for_settings(store, store.spaces.get("mobilenet"), s, background=True)
     assert again.rebuilt == "" and again.hnsw and again.upgrade is None
 
 
@@ -313,20 +316,21 @@ def test_pgvector_index_follows_the_setting(settings, tmp_path):
     default) builds it over the rows already there; none again drops it. The vectors stay either way."""
     import numpy as np
 
-    from clip_embedder.embedders import SpaceIdentity
-    from clip_embedder.store import ImageRow, ItemRow, Store
+    from clip_embedder.db.records import ImageRow, ItemRow
+    from clip_embedder.db.store import Store
+    from clip_embedder.models.embedders import SpaceIdentity
 
     identity = SpaceIdentity("text", "test-model", "w", 8)
 
     def has_index(kind: str) -> bool:
         store = Store.open(settings.model_copy(update={"pgdata_dir": tmp_path / "pg", "pgvector_index": kind}))
         try:
-            store.ensure_space(identity)
-            if not store.space_watermark("text")[0]:
+            store.spaces.ensure(identity)
+            if not store.vectors.watermark("text")[0]:
                 vec = {"text": np.eye(8, dtype=np.float32)[0]}
-                store.write_batch([ImageRow("e" * 64, "/x.jpg", 10, 10, None, "x", None,
+                store.batches.write([ImageRow("e" * 64, "/x.jpg", 10, 10, None, "x", None,
                                             [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x", vec)])])
-            assert store.space_watermark("text")[0] == 1
+            assert store.vectors.watermark("text")[0] == 1
             with store.conn() as c:
                 return c.execute("SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'vectors_text_hnsw'"
                                  ).fetchone()["n"] == 1
@@ -341,47 +345,47 @@ def test_pgvector_index_follows_the_setting(settings, tmp_path):
 def test_ivf_index_type_and_copy_streaming(service, store, settings, tmp_path):
     """FAISS_INDEX=IVF…: trained on the space's vectors, searched with FAISS_NPROBE lists, filters work; a space
     too small to train falls back to exact Flat. Vectors streamed by COPY BINARY equal the stored ones."""
-    ids, vecs = next(store.iter_vectors("mobilenet", batch=40))
+    ids, vecs = next(store.vectors.stream("mobilenet", batch=40))
     assert len(ids) == 40 and vecs.dtype == np.float32 and np.all(np.diff(ids) > 0)
     with store.conn() as c:
         stored = {r["item_id"]: r["embedding"].to_numpy() for r in c.execute(
             "SELECT item_id, embedding FROM vectors_mobilenet WHERE item_id = ANY(%s)", (ids[:5].tolist(),))}
     assert all(np.array_equal(stored[i], v) for i, v in zip(ids[:5], vecs[:5]))
-    assert sum(len(i) for i, _ in store.iter_vectors("mobilenet", after_id=int(ids[9]))) == \
-        store.space_watermark("mobilenet")[0] - 10
+    assert sum(len(i) for i, _ in store.vectors.stream("mobilenet", after_id=int(ids[9]))) == \
+        store.vectors.watermark("mobilenet")[0] - 10
     s = settings.model_copy(update={"faiss_dir": tmp_path, "faiss_index": "IVF4,PQ32x4fs", "faiss_nprobe": 4})
-    ix = SpaceIndex.for_settings(store, store.get_space("mobilenet"), s)
-    assert ix.ivf and ix.index_type == "IVF4,PQ32x4fs" and ix.ntotal == store.space_watermark("mobilenet")[0]
+    ix = SpaceIndex.for_settings(store, store.spaces.get("mobilenet"), s)
+    assert ix.ivf and ix.index_type == "IVF4,PQ32x4fs" and ix.ntotal == store.vectors.watermark("mobilenet")[0]
     _, exact = service.indexes["mobilenet"].search(vecs, 10)
     _, approx = ix.search(vecs, 10)  # all 4 lists probed: only the 16-byte codes lose recall
     assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]) > 0.5
     _, only_images = ix.search(vecs[:3], 5, kind="image")
     kinds = dict(zip(ix.meta["ids"], ix.meta["kind"]))
     assert all(kinds[i] == "image" for i in only_images.ravel() if i >= 0)
-    assert SpaceIndex.for_settings(store, store.get_space("mobilenet"), s).rebuilt == ""  # the trained file loads
+    assert SpaceIndex.for_settings(store, store.spaces.get("mobilenet"), s).rebuilt == ""  # the trained file loads
     big = s.model_copy(update={"faiss_index": "IVF1024,Flat"})  # needs 39,936 vectors to train
-    assert not SpaceIndex.for_settings(store, store.get_space("mobilenet"), big).ivf
+    assert not SpaceIndex.for_settings(store, store.spaces.get("mobilenet"), big).ivf
 
 
 @pytest.mark.parametrize("index_type", ["Flat", "HNSW32", "IVF4,Flat"])
 def test_sync_follows_writes_and_deletes(indexed, store, subset, tmp_path, index_type):
     """`SpaceIndex.sync` (what the API's follower calls): new vectors are added in place, deleted ones
     removed (HNSW cannot remove: its graph is rebuilt from the vectors that stay)."""
-    identity = store.get_space("text")
+    identity = store.spaces.get("text")
     ix = SpaceIndex.load_or_build(store, identity, tmp_path, index_type=index_type)
     n0 = ix.ntotal
-    vec = {s.name: np.eye(s.dim, dtype=np.float32)[1] for s in store.list_spaces()}
-    ids = store.write_batch([ImageRow("d" * 64, str(subset_files(subset)[0][0]), 10, 10, None, "x", None,
+    vec = {s.name: np.eye(s.dim, dtype=np.float32)[1] for s in store.spaces.identities()}
+    ids = store.batches.write([ImageRow("d" * 64, str(subset_files(subset)[0][0]), 10, 10, None, "x", None,
                                       [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x", vec)])])
     try:
         assert ix.sync(store) == {"added": 1, "removed": 0} and ix.ntotal == n0 + 1
-        item = store.get_image(ids[0]).image_item_id
+        item = store.images.get(ids[0]).image_item_id
         D, found = ix.search(vec["text"][None], 1, kind="image")
         assert found[0][0] == item
     finally:
-        removed = store.delete_image(ids[0])
+        removed = store.images.delete(ids[0])
     assert ix.sync(store, removed.item_ids) == {"added": 0, "removed": 1}
-    assert ix.ntotal == n0 == store.space_watermark("text")[0] and item not in ix.meta["ids"]
+    assert ix.ntotal == n0 == store.vectors.watermark("text")[0] and item not in ix.meta["ids"]
     D, found = ix.search(vec["text"][None], 5)
     assert item not in found[0]
     # a missed notification: the counts disagree, and sync reconciles the id sets exactly
@@ -398,11 +402,11 @@ def test_a_foreign_faiss_file_is_rebuilt_not_loaded(service, store, settings, tm
 
     faiss_dir = tmp_path / "faiss"
     for space in ("text", "mobilenet"):
-        SpaceIndex.load_or_build(store, store.get_space(space), faiss_dir)
+        SpaceIndex.load_or_build(store, store.spaces.get(space), faiss_dir)
     text_idx, _ = SpaceIndex.paths(faiss_dir, "text")
     mob_idx, _ = SpaceIndex.paths(faiss_dir, "mobilenet")
     text_idx.write_bytes(mob_idx.read_bytes())  # same count (every item is in both), other dim
-    ix = SpaceIndex.load_or_build(store, store.get_space("text"), faiss_dir)
+    ix = SpaceIndex.load_or_build(store, store.spaces.get("text"), faiss_dir)
     assert ix.rebuilt.startswith("rebuilt: foreign file (dim 1024") and ix.index.d == 384
     # same dim, same count, other ids: caught by the ids fingerprint
     other = faiss.read_index(str(text_idx))
@@ -411,7 +415,7 @@ def test_a_foreign_faiss_file_is_rebuilt_not_loaded(service, store, settings, tm
     fake = faiss.IndexIDMap2(faiss.IndexFlatIP(384))
     fake.add_with_ids(vecs, ids + 10**9)
     faiss.write_index(fake, str(text_idx))
-    ix = SpaceIndex.load_or_build(store, store.get_space("text"), faiss_dir)
+    ix = SpaceIndex.load_or_build(store, store.spaces.get("text"), faiss_dir)
     assert ix.rebuilt.startswith("rebuilt: foreign file (its ids differ")
     D, found = ix.search(vecs[:1], 1)
     assert found[0][0] < 10**9
@@ -423,7 +427,7 @@ def test_a_foreign_faiss_file_is_rebuilt_not_loaded(service, store, settings, tm
     import time as _time
 
     os.utime(old, (_time.time() - 3600, _time.time() - 3600))
-    assert SpaceIndex.load_or_build(store, store.get_space("text"), faiss_dir).rebuilt == ""
+    assert SpaceIndex.load_or_build(store, store.spaces.get("text"), faiss_dir).rebuilt == ""
     assert not old.exists() and new.exists()
 
 
@@ -444,7 +448,7 @@ def test_write_behind_writes_a_photo_once_across_batches(settings, store, detect
     idx = Indexer.from_settings(settings, store, detector, embedders)
     stats = idx.run([(a, None), (b, None)], batch_size=1, progress=False)
     sha = hashlib.sha256(a.read_bytes()).hexdigest()
-    image = store.image_by_sha(sha)
+    image = store.images.by_sha(sha)
     try:
         assert stats.indexed == 1 and stats.failed == 0 and stats.seen == 2
         with store.conn() as c:
@@ -454,7 +458,7 @@ def test_write_behind_writes_a_photo_once_across_batches(settings, store, detect
                           (image.id,)).fetchone()
         assert n_images == 1 and r["whole"] == 1 and r["n"] == r["d"]  # no item written twice
     finally:
-        store.delete_image(image.id)
+        store.images.delete(image.id)
 
 
 def test_item_meta_matches_the_rows_in_chunks_and_after_an_id(indexed, store, service):
@@ -465,7 +469,7 @@ def test_item_meta_matches_the_rows_in_chunks_and_after_an_id(indexed, store, se
 
     odd = ["tab\there", "back\\slash", "new\nline", "ünïcødé"]
     unit = np.ones(384, np.float32) / np.sqrt(384)
-    ids = store.write_batch([ImageRow("f" * 64, "/odd.jpg", 10, 10, None, "x", None,
+    ids = store.batches.write([ImageRow("f" * 64, "/odd.jpg", 10, 10, None, "x", None,
                                       [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x",
                                                vectors={"text": unit})]
                                       + [ItemRow("object", lab, 0.5 + k / 10, (0, 0, 5, 5), (0, 0, 5, 5), lab,
@@ -482,13 +486,13 @@ def test_item_meta_matches_the_rows_in_chunks_and_after_an_id(indexed, store, se
                     for i, k, lab, im, sc in zip(meta["ids"].tolist(), meta["kind"], meta["label"],
                                                  meta["image_id"].tolist(), meta["score"].tolist())]
         for chunk in (2_000_000, 37):
-            assert rows(store.item_meta("text", chunk=chunk)) == want
+            assert rows(store.vectors.item_meta("text", chunk=chunk)) == want
         after = want[-3][0]
-        meta = store.item_meta("text", after_id=after, chunk=1)
+        meta = store.vectors.item_meta("text", after_id=after, chunk=1)
         assert rows(meta) == [w for w in want if w[0] > after]
         assert meta["ids"].dtype == meta["image_id"].dtype == np.int64 and list(meta["label"][-2:]) == odd[-2:]
         # the same fields by id (live updates), vectors included; ids without a vector are left out
-        vecs, by_id = store.vectors_by_id("text", [w[0] for w in want[-6:]] + [10**12])
+        vecs, by_id = store.vectors.by_id("text", [w[0] for w in want[-6:]] + [10**12])
         assert rows(by_id) == want[-6:] and vecs.shape == (6, 384) and vecs.dtype == np.float32
         assert np.allclose(vecs[-5:], unit, atol=1e-6)
         assert {k: v.dtype for k, v in by_id.items()} == {k: v.dtype for k, v in meta.items()}

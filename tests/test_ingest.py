@@ -294,10 +294,9 @@ def test_worker_and_cli_stages_write_the_same_rows_and_vectors(env, detector, em
     bytes the workers indexed (kill -9 retries included) and compare with what the workers wrote."""
     import numpy as np
 
-    from clip_embedder.crops import CropPolicy
-    from clip_embedder.pipeline import (
-        Batch,
-        SourceFile,
+    from clip_embedder.indexing.batch import Batch, SourceFile
+    from clip_embedder.indexing.crops import CropPolicy
+    from clip_embedder.indexing.stages import (
         crop_stage,
         decode_stage,
         describe_stage,
@@ -306,7 +305,7 @@ def test_worker_and_cli_stages_write_the_same_rows_and_vectors(env, detector, em
         read_stage,
         tag_stage,
     )
-    from clip_embedder.tagger import create_tagger
+    from clip_embedder.models.tagger import create_tagger
 
     photos = sorted(COCO.glob("*.jpg"))[30:38]
     batch = read_stage(Batch([SourceFile.from_folder(p) for p in photos]), max_bytes=10**9)
@@ -368,8 +367,9 @@ def test_micro_batcher_batches_waiting_jobs_and_fails_files_alone(env, detector,
     fails alone; a lone job runs at once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from clip_embedder.crops import CropPolicy
-    from clip_embedder.pipeline import Indexer, MicroBatcher, SourceFile
+    from clip_embedder.indexing.batch import SourceFile
+    from clip_embedder.indexing.crops import CropPolicy
+    from clip_embedder.indexing.pipeline import Indexer, MicroBatcher
 
     store = env.app.state.service.store
     indexer = Indexer(store, detector, {s: embedders[s] for s in ("mobilenet", "text")}, CropPolicy(),
@@ -383,7 +383,7 @@ def test_micro_batcher_batches_waiting_jobs_and_fails_files_alone(env, detector,
         outcomes = list(pool.map(batcher.submit, files))
     assert [o.error is None for o in outcomes] == [True] * 6 + [False] and "not an image" in outcomes[-1].error
     assert sum(sizes) == len(files) and max(sizes) > 1  # at least one batch held several jobs
-    assert store.images_by_sha([o.sha256 for o in outcomes[:6]]).keys() == {o.sha256 for o in outcomes[:6]}
+    assert store.images.ids_by_sha([o.sha256 for o in outcomes[:6]]).keys() == {o.sha256 for o in outcomes[:6]}
     assert batcher.submit(files[0]).batch_size == 1  # a lone job waits for nobody (and is skipped: indexed)
 
 
@@ -391,7 +391,7 @@ def test_the_service_survives_postgres_being_killed(env, monkeypatch):
     """kill -9 of the embedded postmaster: /api/health says so within a second (503, {"detail"},
     Retry-After), other routes answer 503 instead of hanging, the server is started again and the
     service answers as before — without an API restart."""
-    import clip_embedder.live as live
+    import clip_embedder.indexing.live as live
 
     text = env.http.get("/api/search_text", params={"query": "bird", "top_k": 3})
     assert text.status_code == 200

@@ -21,7 +21,7 @@ MODEL = "test-detector"
 def mlflow_store(tmp_path_factory):
     import mlflow
 
-    from clip_embedder.registry import configure_mlflow
+    from clip_embedder.models.mlflow_registry import configure_mlflow
 
     d = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{d}/mlflow.db"
@@ -67,7 +67,7 @@ def artifact_paths(run_id: str, path: str | None = None) -> set[str]:
 def test_training_run_is_fully_logged(trained, tiny_subset):
     from mlflow import MlflowClient
 
-    from clip_embedder.detector import file_sha256
+    from clip_embedder.models.detector import file_sha256
 
     run, client = trained, MlflowClient()
     assert run.data.params["epochs"] == "2" and run.data.params["imgsz"] == "160"
@@ -144,7 +144,7 @@ def test_api_serves_the_weights_of_a_run(trained, mlflow_store, settings, indexe
         assert r.status_code == 200 and all(o["label"] in {"person", "car", "handbag"} for o in r.json()["objects"])
     cached = tmp_path / "models" / "mlflow" / trained.info.run_id / "best.pt"
     mtime = cached.stat().st_mtime_ns
-    from clip_embedder.registry import fetch_detector_weights
+    from clip_embedder.models.mlflow_registry import fetch_detector_weights
 
     assert fetch_detector_weights(s).path.stat().st_mtime_ns == mtime  # reused while its sha256 matches
 
@@ -153,7 +153,7 @@ def test_api_serves_the_weights_of_a_run(trained, mlflow_store, settings, indexe
 def test_start_up_errors_are_clear(case, trained, mlflow_store, settings, tmp_path, monkeypatch):
     import mlflow
 
-    from clip_embedder.registry import fetch_detector_weights
+    from clip_embedder.models.mlflow_registry import fetch_detector_weights
 
     monkeypatch.chdir(tmp_path)
     if case == "unknown alias":
@@ -230,9 +230,8 @@ def test_weights_from_the_tracking_server_are_never_unpickled(trained, mlflow_st
     import torch
 
     from clip_embedder.config import Settings
-    from clip_embedder.detector import file_sha256
-    from clip_embedder.registry import SHA_TAG
-    from clip_embedder.search import load_detector
+    from clip_embedder.models.detector import file_sha256, load_detector
+    from clip_embedder.models.mlflow_registry import SHA_TAG
 
     mlflow.set_tracking_uri(mlflow_store)  # another test may have pointed MLflow elsewhere
     got = mlflow.artifacts.download_artifacts(run_id=trained.info.run_id, artifact_path="weights/best.pt",

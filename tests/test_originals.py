@@ -36,7 +36,7 @@ def gcs(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["folder", "gcs"])
 def test_store_once_read_delete(kind, tmp_path, request):
     from clip_embedder.images import sha256_bytes
-    from clip_embedder.originals import open_originals, original_key
+    from clip_embedder.intake.originals import open_originals, original_key
 
     root = str(tmp_path / "originals") if kind == "folder" else request.getfixturevalue("gcs")
     store = open_originals(root)
@@ -55,7 +55,7 @@ def test_store_once_read_delete(kind, tmp_path, request):
 
 
 def test_folder_keys_cannot_leave_the_root(tmp_path):
-    from clip_embedder.originals import LocalOriginals
+    from clip_embedder.intake.originals import LocalOriginals
 
     with pytest.raises(ValueError, match="leaves the storage root"):
         LocalOriginals(tmp_path).get("../../etc/passwd")
@@ -65,8 +65,8 @@ def test_worker_job_reads_its_original_from_gcs(gcs, tmp_path):
     """The worker's job function (the code procrastinate runs) on an upload stored in GCS."""
     from clip_embedder.config import Settings
     from clip_embedder.images import sha256_bytes
-    from clip_embedder.ingest import Ingest, validate_upload
-    from clip_embedder.originals import open_originals
+    from clip_embedder.intake.ingest import Ingest, validate_upload
+    from clip_embedder.intake.originals import open_originals
     from clip_embedder.worker import IndexWorker
 
     s = Settings(_env_file=None, pgdata_dir=tmp_path / "pg", faiss_dir=tmp_path / "faiss", storage_root=gcs,
@@ -75,7 +75,7 @@ def test_worker_job_reads_its_original_from_gcs(gcs, tmp_path):
     worker = IndexWorker(s)
     try:
         upload = validate_upload(PHOTO.read_bytes(), "owl.jpg", s)
-        from clip_embedder.queue import sync_app
+        from clip_embedder.intake.queue import sync_app
 
         app = sync_app(worker.store.url)
         with app.open():
@@ -85,11 +85,11 @@ def test_worker_job_reads_its_original_from_gcs(gcs, tmp_path):
                                    (tasks[0].job_id,)).fetchone()["args"]
         assert job_kwargs["storage"] == "originals" and job_kwargs["path"].startswith(upload.sha256[:2])
         out = worker.index_image(**job_kwargs)
-        image = worker.store.image_by_sha(sha256_bytes(PHOTO.read_bytes()))
+        image = worker.store.images.by_sha(sha256_bytes(PHOTO.read_bytes()))
         assert out["image_id"] == image.id and image.file_name == "owl.jpg"
-        detail = worker.store.get_image(image.id)  # the worker tags (and reads text) like the CLI
+        detail = worker.store.images.get(image.id)  # the worker tags (and reads text) like the CLI
         assert detail.tags[detail.image_item_id] and image.enrichment == worker.indexer.enrichment
-        assert worker.store.get_tasks(task_id=tasks[0].id)[0].image_id == image.id
+        assert worker.store.tasks.get(task_id=tasks[0].id)[0].image_id == image.id
         # idempotent: a job that runs twice writes once
         assert worker.index_image(**job_kwargs) == {"image_id": image.id, "objects": 0, "batch": 1}
         assert worker.store.counts()["images"] == 1

@@ -16,7 +16,7 @@ from conftest import IMAGENET_LABELS, IMAGES, MOBILENET, TAGGER_HEAD, YOLO_WEIGH
 
 def dump(settings) -> tuple[dict, dict]:
     """sha256 → (image row, sorted items with tags) and (sha256, item key, space) → vector, from one database."""
-    from clip_embedder.store import Store
+    from clip_embedder.db.store import Store
 
     store = Store.open(settings)
     try:
@@ -108,13 +108,13 @@ def test_copies_of_a_photo_settle_on_the_first_path_whichever_batch_committed_fi
     """The race the Ray runner can lose: the batch holding a photo's later copy commits first, and the batch holding
     the first copy then skips it as stored. The driver moves the record to the first path; a photo stored before
     the run (no batch saw it new) keeps its path, as with the sequential runner."""
-    from clip_embedder.pipeline import SourceFile
-    from clip_embedder.ray_runner import Copies
-    from clip_embedder.store import ImageRow, ItemRow
+    from clip_embedder.db.records import ImageRow, ItemRow
+    from clip_embedder.indexing.batch import SourceFile
+    from clip_embedder.indexing.ray_runner import Copies
 
     sources = [SourceFile(f"/photos/{n}.jpg", f"{n}.jpg", None, "file") for n in ("a", "b", "c", "d", "e")]
     raced, old = "1" * 64, "2" * 64
-    ids = store.write_batch([ImageRow(sha, path, 10, 10, None, "x", None,
+    ids = store.batches.write([ImageRow(sha, path, 10, 10, None, "x", None,
                                       [ItemRow("image", None, None, (0, 0, 10, 10), (0, 0, 10, 10), "x")],
                                       file_name=path.rsplit("/", 1)[1], storage="file")
                              for sha, path in ((raced, "/photos/d.jpg"), (old, "/photos/e.jpg"))])
@@ -125,8 +125,8 @@ def test_copies_of_a_photo_settle_on_the_first_path_whichever_batch_committed_fi
         copies.add([("/photos/e.jpg", old, False)])
         moves = copies.moves()
         assert [(m[0], m[1], m[2]) for m in moves] == [(raced, "/photos/a.jpg", "a.jpg")]
-        assert store.repoint_images(moves) == 1
-        assert store.repoint_images(moves) == 0  # already there
+        assert store.images.repoint(moves) == 1
+        assert store.images.repoint(moves) == 0  # already there
         with store.conn() as c:
             rows = {r["sha256"]: (r["path"], r["file_name"]) for r in
                     c.execute("SELECT sha256, path, file_name FROM images WHERE id = ANY(%s)", (ids,))}

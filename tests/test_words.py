@@ -35,9 +35,9 @@ class Words:
 
     def __init__(self, tmp):
         from clip_embedder.config import Settings
-        from clip_embedder.embedders import create_embedder
-        from clip_embedder.search import load_detector
-        from clip_embedder.store import Store
+        from clip_embedder.db.store import Store
+        from clip_embedder.models.detector import load_detector
+        from clip_embedder.models.embedders import create_embedder
 
         self.folder = tmp / "library"
         self.folder.mkdir()
@@ -55,17 +55,18 @@ class Words:
         self.detector = load_detector(self.settings)
         self.embedders = {s: create_embedder(s, self.settings).load() for s in self.settings.spaces}
         for e in self.embedders.values():
-            self.store.ensure_space(e.identity)
+            self.store.spaces.ensure(e.identity)
 
     def index(self, **overrides):
-        from clip_embedder.pipeline import Indexer, SourceFile
+        from clip_embedder.indexing.batch import SourceFile
+        from clip_embedder.indexing.pipeline import Indexer
 
         s = self.settings.model_copy(update=overrides)
         files = [SourceFile.from_folder(p, self.folder) for p in sorted(self.folder.iterdir())]
         return Indexer.from_settings(s, self.store, self.detector, self.embedders).run(files, progress=False)
 
     def service(self):
-        from clip_embedder.search import SearchService
+        from clip_embedder.search.service import SearchService
 
         return SearchService.create(self.settings, self.store, self.detector)
 
@@ -85,7 +86,7 @@ def words(tmp_path_factory):
 def test_tagger_reads_the_embedding_already_computed(embedders, settings):
     """The head runs on the mobilenet space's raw features (no second CNN pass) and names what real photos show;
     its words carry the label file's synonyms and WordNet hypernyms."""
-    from clip_embedder.tagger import create_tagger
+    from clip_embedder.models.tagger import create_tagger
 
     tagger = create_tagger(settings).load()
     imgs = [Image.open(PHOTOS / "parrot.jpg").convert("RGB"), Image.open(IMAGES / "000000000034.jpg").convert("RGB"),
@@ -103,8 +104,8 @@ def test_tagger_reads_the_embedding_already_computed(embedders, settings):
 
 
 def test_tags_and_descriptions_are_stored(words):
-    parrot = words.store.image_by_sha(__import__("hashlib").sha256((PHOTOS / "parrot.jpg").read_bytes()).hexdigest())
-    detail = words.store.get_image(parrot.id)
+    parrot = words.store.images.by_sha(__import__("hashlib").sha256((PHOTOS / "parrot.jpg").read_bytes()).hexdigest())
+    detail = words.store.images.get(parrot.id)
     whole = detail.tags[detail.image_item_id]
     assert whole[0].label == "macaw" and whole[0].source == "imagenet"
     assert "macaw" in detail.image.description
@@ -163,7 +164,7 @@ def test_reenrichment_reads_text_and_reembeds_only_what_changed(words):
     svc = words.service()
     hits = svc.search_text('"pharmacy"').hits
     assert words.files(hits)[:1] == ["sign_en.jpg"]
-    detail = words.store.get_image(hits[0].image_id)
+    detail = words.store.images.get(hits[0].image_id)
     assert any("PHARMACY" in line.text for line in detail.ocr) and "PHARMACY" in detail.image.description
     assert words.index(ocr="rapidocr").skipped == stats.seen  # nothing changed: nothing to do
 
@@ -194,21 +195,21 @@ def test_api_shows_tags_text_and_the_detector_classes(words):
 
 
 def test_multilingual_clip_without_its_tokenizer_says_what_to_download():
-    from clip_embedder.embedders import ClipEmbedder
+    from clip_embedder.models.clip import ClipEmbedder
 
     with pytest.raises(RuntimeError, match=r"xlm-roberta-base.*ALLOW_DOWNLOADS=1"):
         ClipEmbedder("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k").load()
 
 
 def test_query_terms():
-    from clip_embedder.search import query_terms
+    from clip_embedder.search.text import query_terms
 
     assert query_terms("a photo of two Dogs and boxes") == ["two", "dogs", "dog", "boxes", "box", "boxe"]
     assert query_terms("김치찌개 사진") == ["김치찌개", "사진"]
 
 
 def test_korean_ocr_pieces_are_joined_for_lexical_search():
-    from clip_embedder.ocr import lexical_text
+    from clip_embedder.models.ocr import lexical_text
 
     assert lexical_text("『 김 치찌개") == "『 김 치찌개 김치찌개"
     assert lexical_text("EXIT") == "EXIT"

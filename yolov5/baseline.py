@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import mlflow
-
-    from clip_embedder.detector import file_sha256
-    from clip_embedder.registry import SHA_TAG, configure_mlflow
     from evaluate import evaluate
     from promote import register_and_promote
+
+    from clip_embedder.models.detector import file_sha256
+    from clip_embedder.models.mlflow_registry import SHA_TAG, configure_mlflow
 
     try:
         data = mc.resolve_data(args.data, args.coco_subset_data_version, args.datasets_root)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.log_params({"weights": Path(weights).name, "imgsz": args.imgsz, "epochs": 0})
         # the artifact is named best.pt like a training run's, so one MODEL_URI shape serves both
         # logged as a state dict (weights_only=True loads it), never as a pickle
-        from clip_embedder.detector import Detector
+        from clip_embedder.models.detector import Detector
 
         best = Detector.save_state_dict(served, Path(args.project) / "_init" / "best.pt")
         mlflow.set_tag(SHA_TAG, file_sha256(best))

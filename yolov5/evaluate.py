@@ -28,7 +28,7 @@ def resolve_weights(weights: str, cache: Path) -> tuple[str, str | None]:
     """(local path, MLflow run id or None) for a local path or an MLflow URI."""
     if weights.startswith(("runs:/", "models:/")):
         from clip_embedder.config import Settings
-        from clip_embedder.registry import fetch_detector_weights
+        from clip_embedder.models.mlflow_registry import fetch_detector_weights
 
         fetched = fetch_detector_weights(Settings(_env_file=None, model_uri=weights), cache_dir=cache)
         # never unpickled: the state dict is read with weights_only=True and rebuilt here
@@ -54,11 +54,11 @@ def evaluate(weights: str, data: Path, *, task: str = "test", imgsz: int = 640, 
     """
     import mlflow
     import yaml
-    from yolov5 import val as yval
     from yolov5.utils.callbacks import Callbacks
     from yolov5.utils.general import increment_path
 
-    from clip_embedder.detector import file_sha256
+    from clip_embedder.models.detector import file_sha256
+    from yolov5 import val as yval
 
     data = mc.materialize_yaml(data, Path(project) / "_data")
     if task not in yaml.safe_load(data.read_text()):
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import mlflow
 
-    from clip_embedder.registry import configure_mlflow
+    from clip_embedder.models.mlflow_registry import configure_mlflow
 
     configure_mlflow(args.tracking_uri)
     mlflow.set_experiment(args.experiment)

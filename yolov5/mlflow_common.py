@@ -77,7 +77,7 @@ def manifest_of(data_yaml: Path) -> tuple[Path | None, str | None]:
     """The subset manifest beside a dataset YAML and its sha256 (None when absent)."""
     import yaml  # noqa: PLC0415
 
-    from clip_embedder.detector import file_sha256  # noqa: PLC0415
+    from clip_embedder.models.detector import file_sha256  # noqa: PLC0415
 
     root = Path(yaml.safe_load(data_yaml.read_text()).get("path") or data_yaml.parent)
     if not root.is_absolute():
@@ -148,7 +148,7 @@ def checkpoint_from_state_dict(path: str | Path, out_dir: Path) -> str:
     """
     import torch  # noqa: PLC0415
 
-    from clip_embedder.detector import Detector  # noqa: PLC0415
+    from clip_embedder.models.detector import Detector  # noqa: PLC0415
 
     det = Detector.load(path, allow_pickle=False)  # refuses a pickle; rebuilds DetectionModel from the dict
     out = Path(out_dir) / f"{Path(path).stem}_yolov5_{file_sha256_short(path)}.pt"
@@ -162,7 +162,7 @@ def checkpoint_from_state_dict(path: str | Path, out_dir: Path) -> str:
 
 
 def file_sha256_short(path: str | Path) -> str:
-    from clip_embedder.detector import file_sha256  # noqa: PLC0415
+    from clip_embedder.models.detector import file_sha256  # noqa: PLC0415
 
     return file_sha256(path)[:12]
 

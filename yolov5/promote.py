@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="move the alias even if the run is not better")
     p.add_argument("--tracking-uri", default=None)
     args = p.parse_args(argv)
-    from clip_embedder.registry import configure_mlflow
+    from clip_embedder.models.mlflow_registry import configure_mlflow
 
     configure_mlflow(args.tracking_uri)
     try:

@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     import yaml
 
-    from clip_embedder.detector import file_sha256
-    from clip_embedder.registry import SHA_TAG, configure_mlflow
+    from clip_embedder.models.detector import file_sha256
+    from clip_embedder.models.mlflow_registry import SHA_TAG, configure_mlflow
 
     try:
         data = mc.resolve_data(args.data, args.coco_subset_data_version, args.datasets_root)
@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_mlflow(args.tracking_uri)
     mlflow.set_experiment(args.experiment)
 
-    from yolov5 import train as ytrain
     from yolov5.utils.callbacks import Callbacks
+
+    from yolov5 import train as ytrain
 
     old_argv = sys.argv
     sys.argv = [sys.argv[0], *passthrough]
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         # the tracking server gets state dicts (loaded with weights_only=True), never pickles: whoever can
         # write to it must not be able to run code in the API or the indexer
-        from clip_embedder.detector import Detector
+        from clip_embedder.models.detector import Detector
 
         logged = save_dir / "mlflow_weights"
         best_sd = Detector.save_state_dict(best, logged / "best.pt")

@@ -16,16 +16,16 @@ from api.deps import ImageSlot, IngestDep, ServiceDep, SettingsDep, WriteKey
 from api.routes.tasks import batch_model
 from api.schemas import ERRORS, DeleteResponse, ImageInfo, ObjectInfo, OcrLineInfo, TaskBatch, tag_infos
 from api.uploads import read_upload
+from clip_embedder.db.records import ImageRecord
 from clip_embedder.images import file_sha256, sha256_bytes
-from clip_embedder.ingest import Ingest, validate_upload
-from clip_embedder.originals import FORMAT_SUFFIX, media_type
-from clip_embedder.store import ImageRecord
+from clip_embedder.intake.ingest import Ingest, validate_upload
+from clip_embedder.intake.originals import FORMAT_SUFFIX, media_type
 
 router = APIRouter(prefix="/api", tags=["images"])
 
 
 def _image(service, image_id: int):
-    detail = service.store.get_image(image_id)
+    detail = service.store.images.get(image_id)
     if detail is None:
         raise HTTPException(404, f"no image with id {image_id}")
     return detail
@@ -152,7 +152,7 @@ def delete_image(image_id: int, ingest: IngestDep):
 @router.get("/items/{item_id}/crop", responses=ERRORS, response_class=Response, dependencies=[ImageSlot])
 def item_crop(item_id: int, service: ServiceDep, ingest: IngestDep, size: int = Query(256, ge=16, le=1024)):
     """The padded crop of an indexed object (or the whole image for an image item), as JPEG."""
-    row = service.store.get_items([item_id]).get(item_id)
+    row = service.store.items.get([item_id]).get(item_id)
     if row is None:
         raise HTTPException(404, f"no indexed item with id {item_id}")
     im = ImageRecord(id=row.image_id, sha256=row.sha256, path=row.path, storage=row.storage, file_name=row.file_name,

@@ -20,7 +20,7 @@ from api.schemas import (
 from api.uploads import read_upload
 from clip_embedder.config import Settings
 from clip_embedder.images import decode_image
-from clip_embedder.search import Hit
+from clip_embedder.search.records import Hit
 
 router = APIRouter(prefix="/api", tags=["search"])
 

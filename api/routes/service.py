@@ -180,9 +180,9 @@ async def health(request: Request):
 
     def compute() -> HealthResponse:
         h = service.health()
-        h["queue"] = service.store.queue_depth()
-        h["workers"] = service.store.active_workers(2 * service.settings.worker_stalled_after)
-        return HealthResponse(status="ok" if service.indexes else "degraded", labels=service.store.labels(), **h)
+        h["queue"] = service.store.tasks.queue_depth()
+        h["workers"] = service.store.tasks.active_workers(2 * service.settings.worker_stalled_after)
+        return HealthResponse(status="ok" if service.indexes else "degraded", labels=service.store.items.labels(), **h)
 
     cache: StaleWhileRevalidate = request.app.state.health_cache
     if cache.ready:

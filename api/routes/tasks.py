@@ -8,7 +8,7 @@ from fastapi import Path as PathParam
 
 from api.deps import ServiceDep
 from api.schemas import ERRORS, TaskBatch, TaskPublic
-from clip_embedder.store import TaskRecord
+from clip_embedder.db.records import TaskRecord
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
@@ -28,7 +28,7 @@ def batch_model(batch: str, tasks: list[TaskRecord]) -> TaskBatch:
 @router.get("/tasks/{task_id}", response_model=TaskPublic, responses=ERRORS)
 def get_task(service: ServiceDep, task_id: str = PathParam(..., pattern=_UUID)):
     """One task: status, attempts, error, and the image id once it is searchable."""
-    found = service.store.get_tasks(task_id=task_id.lower())
+    found = service.store.tasks.get(task_id=task_id.lower())
     if not found:
         raise HTTPException(404, f"no task with id {task_id}")
     return task_model(found[0])
@@ -38,7 +38,7 @@ def get_task(service: ServiceDep, task_id: str = PathParam(..., pattern=_UUID)):
 def list_tasks(service: ServiceDep, batch: str = Query(..., pattern=_UUID, description="the batch id of an upload "
                                                                                       "or scan")):
     """Every task of one upload or scan, with counts by status (a progress bar's input)."""
-    tasks = service.store.get_tasks(batch=batch.lower(), limit=100_000)
+    tasks = service.store.tasks.get(batch=batch.lower(), limit=100_000)
     if not tasks:
         raise HTTPException(404, f"no batch with id {batch}")
     return batch_model(batch.lower(), tasks)

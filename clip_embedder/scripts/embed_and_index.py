@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from clip_embedder import offline  # noqa: F401
+from clip_embedder.models.registry import EMBEDDING_SPACES, OCR_ENGINES, TAGGERS
 
 SPLITS = ("train", "val", "test")
 
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset_path", "--dataset-path", type=Path, required=True,
                    help="a datasets/coco_subset/version_N folder, or any folder of images")
     p.add_argument("--split", default="all", choices=("all",) + SPLITS, help="which split to index (default: all)")
-    p.add_argument("--spaces", default=None, help="comma-separated spaces (default: SPACES setting)")
+    p.add_argument("--spaces", default=None,
+                   help=f"comma-separated spaces among {', '.join(EMBEDDING_SPACES.names())} (default: SPACES setting)")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: BATCH_SIZE)")
     p.add_argument("--limit", type=int, default=None, help="index at most this many images (a quick trial)")
     p.add_argument("--faiss-gpu", action="store_true", help="use faiss-gpu when installed and a GPU exists")
@@ -66,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redetect", action="store_true",
                    help="detect again the images indexed by another detector (e.g. a new champion) and replace "
                         "their objects")
-    p.add_argument("--ocr", default=None, choices=("rapidocr", "tesseract", "off"),
+    p.add_argument("--ocr", default=None, choices=OCR_ENGINES.names(),
                    help="read text in the photos (default: OCR setting); a change re-reads indexed images")
-    p.add_argument("--tagger", default=None, choices=("imagenet", "off"),
+    p.add_argument("--tagger", default=None, choices=TAGGERS.names(),
                    help="ImageNet tags per image and crop (default: TAGGER setting)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--runner", default="sequential", choices=("sequential", "ray"),
@@ -91,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("clip_embedder").setLevel(logging.INFO)
     from clip_embedder.config import Settings  # noqa: PLC0415
-    from clip_embedder.embedders import SpaceMismatchError, create_embedder  # noqa: PLC0415
-    from clip_embedder.faiss_index import SpaceIndex, warn_if_no_faiss_gpu  # noqa: PLC0415
-    from clip_embedder.pipeline import Indexer, SourceFile  # noqa: PLC0415
-    from clip_embedder.runtimes import freeze_heap  # noqa: PLC0415
-    from clip_embedder.search import load_detector  # noqa: PLC0415
-    from clip_embedder.store import Store  # noqa: PLC0415
+    from clip_embedder.db.store import Store  # noqa: PLC0415
+    from clip_embedder.indexing.batch import SourceFile  # noqa: PLC0415
+    from clip_embedder.indexing.faiss_index import SpaceIndex, warn_if_no_faiss_gpu  # noqa: PLC0415
+    from clip_embedder.indexing.pipeline import Indexer  # noqa: PLC0415
+    from clip_embedder.models.detector import load_detector  # noqa: PLC0415
+    from clip_embedder.models.embedders import SpaceMismatchError, create_embedder  # noqa: PLC0415
+    from clip_embedder.models.runtimes import freeze_heap  # noqa: PLC0415
 
     overrides = {}
     if args.spaces:
@@ -123,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         embedders = {s: create_embedder(s, settings) for s in settings.spaces}
         store = Store.open(settings)
         for emb in embedders.values():
-            store.ensure_space(emb.identity, recreate=args.recreate_space)
+            store.spaces.ensure(emb.identity, recreate=args.recreate_space)
             emb.load()
         root = args.dataset_path if args.dataset_path.is_dir() else args.dataset_path.parent
         sources = [SourceFile.from_folder(p, root, split) for p, split in files]
         if args.runner == "ray":  # the actors load their own models; the driver's load exported them once
-            from clip_embedder.ray_runner import run_on_ray  # noqa: PLC0415
+            from clip_embedder.indexing.ray_runner import run_on_ray  # noqa: PLC0415
 
             load_s = time.perf_counter() - t0
             stats = run_on_ray(settings, sources, database_url=store.url, redetect=args.redetect,

@@ -16,7 +16,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from clip_embedder.detector import file_sha256
+from clip_embedder.models.detector import file_sha256
 
 #: name → (official URL, sha256, relative path inside a local models folder)
 ASSETS = {

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 
-from clip_embedder.detector import file_sha256
-from clip_embedder.embedders import LazyModel
+from clip_embedder.models.detector import file_sha256
+from clip_embedder.models.base import LazyModel
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,13 @@ class ImageNetTagger(LazyModel):
     """
 
     source = "imagenet"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ImageNetTagger:
+        """TAGGER=imagenet as configured: TAGGER_WEIGHTS, TAGGER_LABELS, TAG_MIN_SCORE, TAG_TOP_K,
+        TAG_CONFIDENT_SCORE."""
+        return cls(settings.tagger_weights, settings.tagger_labels, min_score=settings.tag_min_score,
+                   top_k=settings.tag_top_k, confident_score=settings.tag_confident_score)
 
     def __init__(self, head: Path, labels: Path, *, min_score: float = 0.15, top_k: int = 3,
                  confident_score: float = 0.5):
@@ -188,8 +196,8 @@ class ImageNetTagger(LazyModel):
 
 
 def create_tagger(settings) -> ImageNetTagger | None:
-    """The tagger the settings ask for (TAGGER=imagenet), or None (TAGGER=off)."""
-    if settings.tagger == "off":
-        return None
-    return ImageNetTagger(settings.tagger_weights, settings.tagger_labels, min_score=settings.tag_min_score,
-                          top_k=settings.tag_top_k, confident_score=settings.tag_confident_score)
+    """The tagger the settings ask for (TAGGER=imagenet), or None (TAGGER=off): `TAGGERS` in
+    `clip_embedder.models.registry`."""
+    from clip_embedder.models.registry import TAGGERS  # noqa: PLC0415
+
+    return TAGGERS.create(settings.tagger, settings)

@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from clip_embedder.store import NOTIFY_CHANNEL, restart_embedded_server
+from clip_embedder.db.common import NOTIFY_CHANNEL
+from clip_embedder.db.server import restart_embedded_server
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from clip_embedder.config import Settings
-from clip_embedder.pipeline import BatchOutcome, IndexStats, SourceFile
-from clip_embedder.store import ImageMove, Store
+from clip_embedder.db.records import ImageMove
+from clip_embedder.db.store import Store
+from clip_embedder.indexing.batch import BatchOutcome, IndexStats, SourceFile
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,11 @@ class IndexActor:
     """
 
     def __init__(self, settings: Settings, redetect: bool = False):
-        from clip_embedder.embedders import create_embedder  # noqa: PLC0415
-        from clip_embedder.pipeline import Indexer  # noqa: PLC0415
-        from clip_embedder.runtimes import freeze_heap  # noqa: PLC0415
-        from clip_embedder.search import load_detector  # noqa: PLC0415
-        from clip_embedder.store import Store  # noqa: PLC0415
+        from clip_embedder.db.store import Store  # noqa: PLC0415
+        from clip_embedder.indexing.pipeline import Indexer  # noqa: PLC0415
+        from clip_embedder.models.detector import load_detector  # noqa: PLC0415
+        from clip_embedder.models.embedders import create_embedder  # noqa: PLC0415
+        from clip_embedder.models.runtimes import freeze_heap  # noqa: PLC0415
 
         t = time.perf_counter()
         self.store = Store.open(settings, max_size=2)
@@ -158,7 +159,7 @@ def run_on_ray(settings: Settings, sources: list[SourceFile], *, database_url: s
     if moves:
         store = Store.open(portable_settings(settings, database_url), max_size=1)
         try:
-            log.info("%d photos found at several paths: recorded under the first", store.repoint_images(moves))
+            log.info("%d photos found at several paths: recorded under the first", store.images.repoint(moves))
         finally:
             store.close()
     stats.seconds = time.perf_counter() - t0

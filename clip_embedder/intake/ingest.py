@@ -16,10 +16,11 @@ import procrastinate
 from PIL import Image
 
 from clip_embedder.config import Settings
+from clip_embedder.db.records import Removed, TaskRecord
+from clip_embedder.db.store import Store
 from clip_embedder.images import decode_image, list_images, sha256_bytes
-from clip_embedder.originals import OriginalsStore, original_key
-from clip_embedder.queue import IndexJob, defer_index_job
-from clip_embedder.store import Removed, Store, TaskRecord
+from clip_embedder.intake.originals import OriginalsStore, original_key
+from clip_embedder.intake.queue import IndexJob, defer_index_job
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +68,23 @@ class Ingest:
 
     def check_capacity(self, n_new: int = 1) -> None:
         """Raise `QueueFullError` when `n_new` more jobs would pass QUEUE_MAX_DEPTH queued jobs."""
-        depth = self.store.queue_depth().get("todo", 0)
+        depth = self.store.tasks.queue_depth().get("todo", 0)
         if depth + n_new > self.settings.queue_max_depth:
             raise QueueFullError(f"the indexing queue holds {depth:,} jobs (QUEUE_MAX_DEPTH="
                                  f"{self.settings.queue_max_depth:,}); retry later", retry_after=30)
 
     def _enqueue(self, batch: str, job: IndexJob) -> TaskRecord:
         task_id = str(uuid.uuid4())
-        existing = self.store.image_by_sha(job.sha256)
+        existing = self.store.images.by_sha(job.sha256)
         if existing is not None:
-            self.store.add_task(task_id=task_id, batch=batch, sha256=job.sha256, file_name=job.file_name,
+            self.store.tasks.add(task_id=task_id, batch=batch, sha256=job.sha256, file_name=job.file_name,
                                 job_id=None, status="succeeded")
         else:
-            job_id = self.store.active_job_for(job.sha256) or defer_index_job(self.app, job) \
-                or self.store.active_job_for(job.sha256)
-            self.store.add_task(task_id=task_id, batch=batch, sha256=job.sha256, file_name=job.file_name,
+            job_id = self.store.tasks.active_job_for(job.sha256) or defer_index_job(self.app, job) \
+                or self.store.tasks.active_job_for(job.sha256)
+            self.store.tasks.add(task_id=task_id, batch=batch, sha256=job.sha256, file_name=job.file_name,
                                 job_id=job_id)
-        return self.store.get_tasks(task_id=task_id)[0]
+        return self.store.tasks.get(task_id=task_id)[0]
 
     def add_uploads(self, uploads: list[Upload]) -> tuple[str, list[TaskRecord]]:
         """Store each original once and queue the new ones. Returns (batch id, one task per upload).
@@ -91,7 +92,7 @@ class Ingest:
         Raises:
             QueueFullError: the queue is full (nothing is stored or queued).
         """
-        new = {u.sha256 for u in uploads} - set(self.store.images_by_sha([u.sha256 for u in uploads]))
+        new = {u.sha256 for u in uploads} - set(self.store.images.ids_by_sha([u.sha256 for u in uploads]))
         self.check_capacity(len(new))
         batch = str(uuid.uuid4())
         tasks = []
@@ -141,7 +142,7 @@ class Ingest:
                 hashed.append((f.resolve(), sha256_bytes(f.read_bytes())))
             except OSError as e:
                 log.warning("scan: cannot read %s: %s", f, e)
-        new = {s for _, s in hashed} - set(self.store.images_by_sha([s for _, s in hashed]))
+        new = {s for _, s in hashed} - set(self.store.images.ids_by_sha([s for _, s in hashed]))
         self.check_capacity(len(new))
         batch = str(uuid.uuid4())
         tasks = [self._enqueue(batch, IndexJob(sha, str(f), "file", f.relative_to(root).as_posix()))
@@ -150,7 +151,7 @@ class Ingest:
 
     def delete_image(self, image_id: int) -> Removed | None:
         """Delete an image, its items and vectors (FAISS follows through NOTIFY) and its stored original."""
-        removed = self.store.delete_image(image_id)
+        removed = self.store.images.delete(image_id)
         if removed is not None:
             for key in removed.originals:
                 try:

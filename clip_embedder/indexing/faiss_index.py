@@ -25,8 +25,8 @@ from typing import Any
 import faiss as _faiss
 import numpy as np
 
-from clip_embedder.embedders import SpaceIdentity
-from clip_embedder.store import Store
+from clip_embedder.db.store import Store
+from clip_embedder.models.embedders import SpaceIdentity
 
 log = logging.getLogger(__name__)
 SELECTOR_CACHE = 32  # id filters kept per space (kind x label combinations), least recently used dropped
@@ -206,7 +206,7 @@ class SpaceIndex:
         t0 = time.perf_counter()
         index = base if base is not None else faiss.IndexIDMap2(
             faiss.index_factory(identity.dim, index_type, faiss.METRIC_INNER_PRODUCT))
-        batches: Iterable[tuple[np.ndarray, np.ndarray]] = store.iter_vectors(identity.name, after_id=after_id)
+        batches: Iterable[tuple[np.ndarray, np.ndarray]] = store.vectors.stream(identity.name, after_id=after_id)
         if not index.is_trained:
             batches = list(batches)
             train_untrained(index, np.vstack([v for _, v in batches]) if batches
@@ -214,7 +214,7 @@ class SpaceIndex:
         for ids, vecs in batches:
             index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
         if save:
-            count, max_id = store.space_watermark(identity.name)
+            count, max_id = store.vectors.watermark(identity.name)
             idx_path, meta_path = cls.paths(faiss_dir, identity.name)
             _atomic_write(idx_path, lambda p: faiss.write_index(index, p))
             _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(
@@ -222,7 +222,7 @@ class SpaceIndex:
                  "ntotal": int(index.ntotal), "dim": int(index.d), "ids_sha256": ids_fingerprint(index_ids(index)),
                  "built_at": time.time()}, indent=2)))
         log.info("FAISS %s: %s, %d vectors in %.2fs", identity.name, reason, index.ntotal, time.perf_counter() - t0)
-        return cls(identity, index, store.item_meta(identity.name), rebuilt=reason, ef_search=ef_search,
+        return cls(identity, index, store.vectors.item_meta(identity.name), rebuilt=reason, ef_search=ef_search,
                    index_type=index_type, nprobe=nprobe)
 
     @classmethod
@@ -249,7 +249,7 @@ class SpaceIndex:
             try:
                 saved = json.loads(meta_path.read_text())
                 index = faiss.read_index(str(idx_path))
-                count, max_id = store.space_watermark(identity.name)
+                count, max_id = store.vectors.watermark(identity.name)
                 if SpaceIdentity(**saved["identity"]) != identity:
                     reason = "built by another model"
                 elif index.d != identity.dim:
@@ -261,14 +261,14 @@ class SpaceIndex:
                 elif (saved["count"], saved["max_id"], saved["ntotal"]) != (count, max_id, index.ntotal):
                     reason = f"stale ({saved['count']} saved vs {count} in Postgres)"
                     if saved["ntotal"] == index.ntotal == saved["count"] and count > saved["count"] and \
-                            store.count_upto(identity.name, saved["max_id"]) == saved["count"]:
+                            store.vectors.count_upto(identity.name, saved["max_id"]) == saved["count"]:
                         return cls.build(store, identity, faiss_dir, reason=f"extended: {reason}", base=index,
                                          after_id=saved["max_id"], index_type=index_type, ef_search=ef_search,
                                          nprobe=nprobe)
             except Exception as e:  # unreadable / truncated file
                 reason = f"unreadable ({type(e).__name__})"
         if not reason:
-            meta = store.item_meta(identity.name)
+            meta = store.vectors.item_meta(identity.name)
             if ids_fingerprint(meta["ids"]) == ids_fingerprint(index_ids(index)):
                 return cls(identity, index, meta, ef_search=ef_search, index_type=index_type, nprobe=nprobe)
             reason = "its ids differ from Postgres"
@@ -316,7 +316,7 @@ class SpaceIndex:
         start or reload. An index that needs training is Flat while the space is too small to train it.
         """
         index_type = settings.faiss_index
-        count, _ = store.space_watermark(identity.name)
+        count, _ = store.vectors.watermark(identity.name)
         if index_type == "auto":
             index_type = settings.faiss_large_index if count > settings.faiss_approx_above else "Flat"
         if index_type != "Flat" and count < min_train_size(index_type, identity.dim):
@@ -406,12 +406,12 @@ class SpaceIndex:
 
     def _add(self, store: Store, after_id: int) -> int:
         """Add every vector with item id > after_id (in id order, as `item_meta` returns them)."""
-        batches = list(store.iter_vectors(self.identity.name, after_id=after_id))
+        batches = list(store.vectors.stream(self.identity.name, after_id=after_id))
         if not batches:
             return 0
         ids = np.concatenate([i for i, _ in batches])
         return self._append(ids, np.vstack([v for _, v in batches]),
-                            store.item_meta(self.identity.name, after_id=after_id))
+                            store.vectors.item_meta(self.identity.name, after_id=after_id))
 
     def _remove(self, ids: np.ndarray) -> int:
         if not len(ids):
@@ -446,11 +446,9 @@ class SpaceIndex:
         with self.lock.write():
             n_removed = self._remove(removed_ids)
             n_added = self._add(store, self.max_id)
-            count, _ = store.space_watermark(self.identity.name)
+            count, _ = store.vectors.watermark(self.identity.name)
             if count != self.ntotal:
-                with store.conn() as c:
-                    pg_ids = np.array([r["item_id"] for r in c.execute(
-                        f"SELECT item_id FROM vectors_{self.identity.name}")], np.int64)
+                pg_ids = store.vectors.ids(self.identity.name)
                 n_removed += self._remove(np.setdiff1d(self.meta["ids"], pg_ids))
                 missing = np.setdiff1d(pg_ids, self.meta["ids"])
                 if len(missing):
@@ -461,7 +459,7 @@ class SpaceIndex:
         return {"added": n_added, "removed": n_removed}
 
     def _add_ids(self, store: Store, ids: np.ndarray) -> int:
-        vecs, meta = store.vectors_by_id(self.identity.name, ids)
+        vecs, meta = store.vectors.by_id(self.identity.name, ids)
         return self._append(meta["ids"], vecs, meta) if len(meta["ids"]) else 0
 
     def item_images(self, item_ids: list[int]) -> dict[int, tuple[int, float | None]]:
@@ -502,7 +500,7 @@ class SpaceIndex:
         if self.upgrade is not None and self.upgrade.is_alive():
             return
         with self.lock.read():
-            count, max_id = store.space_watermark(self.identity.name)
+            count, max_id = store.vectors.watermark(self.identity.name)
             if count != self.ntotal or max_id != self.max_id:
                 return  # Postgres moved on since; the next start extends or rebuilds from it
             idx_path, meta_path = self.paths(faiss_dir, self.identity.name)

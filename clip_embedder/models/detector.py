@@ -36,8 +36,8 @@ from PIL import Image
 
 from clip_embedder import offline  # must precede the yolov5 import
 from clip_embedder.images import file_sha256  # noqa: F401  (re-exported: weights identities)
-from clip_embedder.runtimes import DEFAULT_EXPORT_DIR, export_once, ort_session, torch_to_onnx
-from clip_embedder.yolo_ops import letterbox, non_max_suppression, scale_boxes
+from clip_embedder.models.runtimes import DEFAULT_EXPORT_DIR, export_once, ort_session, torch_to_onnx
+from clip_embedder.models.yolo_ops import letterbox, non_max_suppression, scale_boxes
 
 log = logging.getLogger(__name__)
 
@@ -361,3 +361,27 @@ def _open_session(runtime: str, onnx_path: Path) -> Any:
         raise RuntimeError("DETECTOR_RUNTIME=openvino needs the PyPI package openvino (pip install "
                            "'.[openvino]'), or use DETECTOR_RUNTIME=onnx") from e
     return ov.Core().compile_model(str(onnx_path), "CPU")
+
+
+def load_detector(settings) -> Detector:
+    """The detector named by the settings: `MODEL_URI` / `MLFLOW_RUN_ID` (through MLflow) or `DETECTOR_WEIGHTS`.
+
+    Raises:
+        FileNotFoundError: no weights at DETECTOR_WEIGHTS. RuntimeError: MLflow resolution failed.
+        ValueError: weights from MLflow that are a pickle, not the state-dict format.
+    """
+    weights: str | Path = settings.detector_weights
+    source: dict = {"weights": str(weights)}
+    from_server = bool(settings.model_uri or settings.mlflow_run_id)
+    if from_server:
+        from clip_embedder.models.mlflow_registry import fetch_detector_weights  # noqa: PLC0415
+
+        fetched = fetch_detector_weights(settings)
+        weights, source = fetched.path, fetched.describe()
+    # weights from a tracking server are never unpickled (whoever can write there would run code here)
+    detector = Detector.load(weights, imgsz=settings.detector_imgsz, conf=settings.detector_conf,
+                             iou=settings.detector_iou, max_det=settings.detector_max_det, device=settings.device,
+                             allow_pickle=not from_server, runtime=settings.detector_runtime,
+                             export_dir=settings.export_dir)
+    detector.source = source
+    return detector

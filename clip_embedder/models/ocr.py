@@ -16,11 +16,12 @@ import shutil
 import threading
 from abc import abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from clip_embedder.embedders import LazyModel
+from clip_embedder.models.base import LazyModel
 
 #: images are read at most this many pixels on their longer side (OCR time grows with the area)
 MAX_SIDE = 2000
@@ -73,6 +74,11 @@ class RapidOcrEngine(OcrEngine):
 
     name = "rapidocr"
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> RapidOcrEngine:
+        """OCR=rapidocr as configured: OCR_MIN_CONFIDENCE."""
+        return cls(settings.ocr_min_confidence)
+
     def _load(self) -> None:
         try:
             from rapidocr_onnxruntime import RapidOCR  # noqa: PLC0415
@@ -101,6 +107,11 @@ class TesseractEngine(OcrEngine):
     """
 
     name = "tesseract"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TesseractEngine:
+        """OCR=tesseract as configured: OCR_LANGS, OCR_MIN_CONFIDENCE."""
+        return cls(settings.ocr_langs, settings.ocr_min_confidence)
 
     def __init__(self, langs: str = "kor+eng", min_confidence: float = 0.5):
         super().__init__(min_confidence)
@@ -176,9 +187,8 @@ def lexical_text(text: str) -> str:
 
 
 def create_ocr(settings) -> OcrEngine | None:
-    """The OCR engine the settings ask for (OCR=rapidocr|tesseract), or None (OCR=off)."""
-    if settings.ocr == "rapidocr":
-        return RapidOcrEngine(settings.ocr_min_confidence)
-    if settings.ocr == "tesseract":
-        return TesseractEngine(settings.ocr_langs, settings.ocr_min_confidence)
-    return None
+    """The OCR engine the settings ask for (OCR=rapidocr|tesseract), or None (OCR=off): `OCR_ENGINES` in
+    `clip_embedder.models.registry`."""
+    from clip_embedder.models.registry import OCR_ENGINES  # noqa: PLC0415
+
+    return OCR_ENGINES.create(settings.ocr, settings)

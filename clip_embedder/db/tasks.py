@@ -1,0 +1,79 @@
+"""Ingest tasks (one per uploaded or scanned file, following its queue job) and the queue's statistics."""
+from __future__ import annotations
+
+from psycopg.rows import class_row
+
+from clip_embedder.db.common import Repository, one
+from clip_embedder.db.records import TaskRecord
+
+_TASK_SELECT = """
+SELECT t.id::text AS id, t.batch::text AS batch, t.sha256, t.file_name,
+       CASE WHEN t.status = 'failed' THEN 'failed'
+            WHEN j.id IS NULL THEN t.status
+            WHEN j.status = 'todo' THEN 'queued'
+            WHEN j.status = 'doing' THEN 'running'
+            WHEN j.status = 'succeeded' THEN 'succeeded'
+            ELSE 'failed' END AS status,
+       coalesce(j.attempts, 0) + CASE WHEN j.status = 'doing' THEN 1 ELSE 0 END AS attempts,
+       CASE WHEN t.error IS NULL AND j.status IN ('failed', 'cancelled', 'aborted')
+            THEN 'the indexing job ' || j.status::text || ' after ' || j.attempts || ' attempt(s)'
+            ELSE t.error END AS error,
+       im.id AS image_id, t.job_id, t.created_at, greatest(t.updated_at, j.scheduled_at) AS updated_at
+FROM tasks t
+LEFT JOIN procrastinate_jobs j ON j.id = t.job_id
+LEFT JOIN images im ON im.sha256 = t.sha256
+"""
+
+
+class TaskRepository(Repository):
+    """`tasks` joined with `procrastinate_jobs`: what a client polls; queue depth and live workers."""
+
+    def add(self, *, task_id: str, batch: str, sha256: str, file_name: str, job_id: int | None,
+                 status: str = "queued") -> None:
+        """Record an ingest task (its status follows its job; `status` is used when `job_id` is None)."""
+        with self.conn() as c:
+            c.execute("INSERT INTO tasks (id, batch, sha256, file_name, job_id, status) VALUES (%s,%s,%s,%s,%s,%s)",
+                      (task_id, batch, sha256, file_name, job_id, status))
+
+    def get(self, *, task_id: str | None = None, batch: str | None = None, limit: int = 1000
+                  ) -> list[TaskRecord]:
+        """Tasks by id or by batch (oldest first), with the status of their queue jobs."""
+        where, args = ("t.id = %s", (task_id,)) if task_id else ("t.batch = %s", (batch,))
+        with self.conn() as c, c.cursor(row_factory=class_row(TaskRecord)) as cur:
+            return cur.execute(_TASK_SELECT + f" WHERE {where} ORDER BY t.created_at, t.file_name LIMIT %s",
+                               (*args, limit)).fetchall()
+
+    def active_job_for(self, sha256: str) -> int | None:
+        """The id of a queued or running indexing job for these bytes, if there is one."""
+        with self.conn() as c:
+            r = c.execute("SELECT id FROM procrastinate_jobs WHERE lock = %s AND status IN ('todo', 'doing') "
+                          "ORDER BY id LIMIT 1", (sha256,)).fetchone()
+        return int(r["id"]) if r else None
+
+    def finish(self, sha256: str, *, error: str | None) -> None:
+        """Mark every open task of these bytes failed with `error` (a permanent failure), or clear the
+        error of a success."""
+        with self.conn() as c:
+            if error is None:
+                c.execute("UPDATE tasks SET error = NULL, updated_at = now() WHERE sha256 = %s", (sha256,))
+            else:
+                c.execute("UPDATE tasks SET status = 'failed', error = %s, updated_at = now() "
+                          "WHERE sha256 = %s AND status <> 'succeeded'", (error, sha256))
+
+    def note_error(self, sha256: str, error: str) -> None:
+        """Keep the last (retryable) error of the tasks of these bytes."""
+        with self.conn() as c:
+            c.execute("UPDATE tasks SET error = %s, updated_at = now() WHERE sha256 = %s AND status = 'queued'",
+                      (error, sha256))
+
+    def active_workers(self, seconds: float = 60.0) -> int:
+        """Queue workers whose last heartbeat is at most `seconds` old."""
+        with self.conn() as c:
+            return int(one(c.execute("SELECT count(*) AS n FROM procrastinate_workers WHERE last_heartbeat > "
+                                      "now() - make_interval(secs => %s)", (seconds,)))["n"])
+
+    def queue_depth(self) -> dict[str, int]:
+        """Number of queue jobs by procrastinate status (todo, doing, succeeded, failed, …)."""
+        with self.conn() as c:
+            return {r["status"]: int(r["n"]) for r in c.execute(
+                "SELECT status::text AS status, count(*) AS n FROM procrastinate_jobs GROUP BY 1")}

@@ -1,0 +1,186 @@
+"""Queue worker: `python -m clip_embedder.worker [--concurrency N]`.
+
+Loads the detector and the embedders of the active spaces once, then runs indexing jobs from the
+queue in the project's PostgreSQL through the same stage functions as the CLI
+(`clip_embedder.indexing.pipeline`). Start as many as you like, on one machine or several sharing
+DATABASE_URL (and STORAGE_ROOT: a shared folder or gs://). Ctrl-C / SIGTERM finish the jobs in
+hand, then stop; a worker killed outright has its jobs run again by another worker once its
+heartbeat is WORKER_STALLED_AFTER seconds old.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+
+from clip_embedder import offline  # noqa: F401
+
+log = logging.getLogger("clip_embedder.worker")
+
+
+class IndexWorker:
+    """The models, the store and the task function of one worker process."""
+
+    def __init__(self, settings):
+        from prometheus_client import Counter, Histogram  # noqa: PLC0415
+
+        from clip_embedder.db.store import Store  # noqa: PLC0415
+        from clip_embedder.indexing.pipeline import Indexer, MicroBatcher  # noqa: PLC0415
+        from clip_embedder.intake.originals import open_originals  # noqa: PLC0415
+        from clip_embedder.models.detector import load_detector  # noqa: PLC0415
+        from clip_embedder.models.embedders import create_embedder  # noqa: PLC0415
+        from clip_embedder.models.runtimes import freeze_heap  # noqa: PLC0415
+
+        self.settings = settings
+        t0 = time.perf_counter()
+        self.store = Store.open(settings, max_size=settings.worker_concurrency + 2)
+        detector = load_detector(settings)
+        embedders = {s: create_embedder(s, settings) for s in settings.spaces}
+        for emb in embedders.values():
+            self.store.spaces.ensure(emb.identity)  # SpaceMismatchError: refuse to mix models
+            emb.load()
+        self.originals = open_originals(settings.storage_root)
+        self.indexer = Indexer.from_settings(settings, self.store, detector, embedders)
+        self.batcher = MicroBatcher(self.indexer, max_batch=settings.worker_concurrency, on_batch=self._observe)
+        freeze_heap()  # the models' objects stay out of every full collection (see runtimes.freeze_heap)
+        log.info("worker ready in %.1fs: spaces %s, detector %s", time.perf_counter() - t0, ",".join(embedders),
+                 detector.weights_sha256[:12])
+        self.jobs = Counter("clip_embedder_worker_jobs", "indexing jobs finished by this worker", ["outcome"])
+        self.images = Counter("clip_embedder_worker_images_indexed", "new images written by this worker")
+        self.stage_seconds = Histogram("clip_embedder_worker_stage_seconds", "seconds per pipeline stage per batch",
+                                       ["stage"])
+        self.batch_size = Histogram("clip_embedder_worker_batch_images", "images per micro-batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64))
+
+    def _observe(self, batch) -> None:
+        for stage, s in batch.timings.items():
+            self.stage_seconds.labels(stage).observe(s)
+        self.batch_size.observe(len(batch.sources))
+        self.images.inc(len(batch.inserted))
+
+    def index_image(self, sha256: str, path: str, storage: str, file_name: str) -> dict:
+        """The job: index one image (idempotent by sha256). A file that is not a usable image (or is gone)
+        fails the task for good; anything else (database, storage) raises and is retried."""
+        from clip_embedder.indexing.batch import SourceFile  # noqa: PLC0415
+
+        try:
+            data = self.originals.get(path) if storage == "originals" else None
+        except FileNotFoundError as e:
+            self.store.tasks.finish(sha256, error=f"{file_name}: the stored original is missing ({e})")
+            self.jobs.labels("failed").inc()
+            return {"error": "original missing"}
+        except Exception as e:
+            self.store.tasks.note_error(sha256, f"{type(e).__name__}: {e} (will retry)")
+            raise
+        try:
+            out = self.batcher.submit(SourceFile(path, file_name, None, storage, data))
+        except Exception as e:
+            self.store.tasks.note_error(sha256, f"{type(e).__name__}: {e} (will retry)")
+            self.jobs.labels("retried").inc()
+            raise
+        if out.error is not None:
+            self.store.tasks.finish(sha256, error=out.error)
+            self.jobs.labels("failed").inc()
+            return {"error": out.error}
+        if out.sha256 != sha256:
+            self.store.tasks.finish(sha256, error=f"{file_name} changed since it was queued; scan it again")
+            self.jobs.labels("failed").inc()
+            return {"error": "changed"}
+        self.store.tasks.finish(sha256, error=None)
+        self.jobs.labels("succeeded").inc()
+        image = self.store.images.by_sha(sha256)
+        return {"image_id": image.id if image else None, "objects": out.objects, "batch": out.batch_size}
+
+
+async def retry_stalled_jobs(app, *, every: float, stalled_after: float, max_attempts: int) -> None:
+    """Forever: run again the jobs whose worker stopped sending heartbeats (killed, machine lost);
+    a job that already used `max_attempts` fails instead (it may be what kills its workers)."""
+    from procrastinate.jobs import Status  # noqa: PLC0415
+
+    while True:
+        try:
+            for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
+                try:
+                    if job.attempts + 1 >= max_attempts:
+                        await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
+                        log.warning("job %s failed: its workers died %d times", job.id, job.attempts + 1)
+                    else:
+                        await app.job_manager.retry_job(job)
+                        log.warning("job %s (%s) was running on a worker that died: queued again", job.id,
+                                    job.task_kwargs.get("file_name"))
+                except Exception as e:  # another worker got there first
+                    log.debug("stalled job %s: %s", job.id, e)
+        except Exception as e:
+            log.warning("stalled-job check failed: %s", e)
+        await asyncio.sleep(every)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m clip_embedder.worker", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="jobs this process holds at once (default: WORKER_CONCURRENCY); their images are detected "
+                        "and embedded together in one batch")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port (default: WORKER_METRICS_PORT; 0 = off)")
+    p.add_argument("--burst", action="store_true", help="stop when the queue is empty (batch use, benchmarks)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # until procrastinate installs its graceful handlers, SIGTERM exits like Ctrl-C (exit hooks run, so the
+    # embedded PostgreSQL is released)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("clip_embedder").setLevel(logging.INFO)
+    from procrastinate import RetryStrategy  # noqa: PLC0415
+
+    from clip_embedder.config import Settings  # noqa: PLC0415
+    from clip_embedder.intake.queue import QUEUE, TASK_NAME, async_app  # noqa: PLC0415
+    from clip_embedder.models.embedders import SpaceMismatchError  # noqa: PLC0415
+
+    overrides = {}
+    if args.concurrency:
+        overrides["worker_concurrency"] = args.concurrency
+    settings = Settings(**overrides)
+    try:
+        worker = IndexWorker(settings)
+    except (FileNotFoundError, SpaceMismatchError, RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    port = settings.worker_metrics_port if args.metrics_port is None else args.metrics_port
+    if port:
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        start_http_server(port)
+        log.info("metrics on :%d/metrics", port)
+    app = async_app(worker.store.url)
+    app.task(name=TASK_NAME, queue=QUEUE, retry=RetryStrategy(
+        max_attempts=settings.worker_max_attempts, exponential_wait=settings.worker_retry_wait))(worker.index_image)
+
+    async def run() -> None:
+        async with app.open_async():
+            stalled = asyncio.create_task(retry_stalled_jobs(
+                app, every=max(1.0, settings.worker_stalled_after / 3), stalled_after=settings.worker_stalled_after,
+                max_attempts=settings.worker_max_attempts))
+            try:
+                await app.run_worker_async(queues=[QUEUE], concurrency=settings.worker_concurrency,
+                                           wait=not args.burst, update_heartbeat_interval=settings.worker_heartbeat,
+                                           stalled_worker_timeout=settings.worker_stalled_after,
+                                           name=f"index-worker-{__import__('os').getpid()}")
+            finally:
+                stalled.cancel()
+
+    try:
+        asyncio.run(run())
+    finally:
+        worker.store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""Text search as steps, each a function over typed records (the service wires them, `SearchService.search_text`):
+
+1. `parse_query`: the text → `ParsedQuery` (quoted phrases that must appear in a photo's OCR text, the rest).
+2. candidates per signal: each embedding space's nearest items and the lexical matches, reduced to one entry per
+   image by `rank_images` (→ `ImageRanking`); quoted phrases add `phrase_ranking`.
+3. fuse: reciprocal rank fusion of the per-signal lists (`clip_embedder.search.fusion.rrf_fuse`).
+4. decide: `decide` keeps the images with confident evidence (a lexical match on a label, a sure tag or OCR text,
+   or a similarity at or above its space's relevance floor), hides or flags the others (`Decision`).
+5. hits: `best_items` says which item of each chosen image the hit shows.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from clip_embedder.search.fusion import rrf_fuse
+from clip_embedder.search.records import QueryError
+
+#: the pseudo-spaces of text search besides the embedding spaces: full-text over keywords, OCR phrase match
+LEXICAL = "lexical"
+OCR_PHRASE = "ocr"
+#: words that carry no meaning in a search for photos (dropped from the lexical query only)
+STOP_WORDS = frozenset("""a an the of and or with in on at to for from by is are be this that these those it its
+    photo photos picture pictures image images shot some any my me""".split())
+_QUOTED = re.compile(r'["\u201c\u201d]([^"\u201c\u201d]+)["\u201c\u201d]')
+#: the longest query accepted, in characters
+MAX_QUERY_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """A text query taken apart: `phrases` (quoted, must appear in the OCR text) and `rest` (what is embedded and
+    matched lexically; the whole text when nothing is quoted)."""
+
+    text: str
+    phrases: tuple[str, ...]
+    rest: str
+
+
+def parse_query(query: str | None) -> ParsedQuery:
+    """Strip and split a query into its quoted phrases and the rest.
+
+    Raises:
+        QueryError: an empty query, or one longer than `MAX_QUERY_CHARS` characters.
+    """
+    query = (query or "").strip()
+    if not query:
+        raise QueryError("query is empty: type a few words, e.g. 'a red handbag'")
+    if len(query) > MAX_QUERY_CHARS:
+        raise QueryError(f"query is longer than {MAX_QUERY_CHARS} characters")
+    phrases = tuple(p.strip() for p in _QUOTED.findall(query) if p.strip())
+    rest = _QUOTED.sub(" ", query).strip() if phrases else query
+    return ParsedQuery(query, phrases, rest)
+
+
+def query_terms(text: str) -> list[str]:
+    """The lexical terms of a query: lower-case words without stop words, each with its naive singular
+    ("dogs" → "dogs", "dog"; "boxes" → "boxes", "box")."""
+    out: list[str] = []
+    for w in re.findall(r"\w+", text.lower()):
+        if w in STOP_WORDS or w.isdigit():
+            continue
+        out.append(w)
+        if w.isascii() and len(w) > 4 and w.endswith("es"):
+            out.append(w[:-2])
+        if w.isascii() and len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+            out.append(w[:-1])
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class ImageRanking:
+    """One signal's candidates reduced to one entry per image.
+
+    `ranked`: [(image id, similarity)] best first; `confident`: the images with a confident item; `first_item`:
+    image id → (similarity, item id) of the image's best item in this signal.
+    """
+
+    ranked: list[tuple[int, float]] = field(default_factory=list)
+    confident: set[int] = field(default_factory=set)
+    first_item: dict[int, tuple[float, int]] = field(default_factory=dict)
+
+
+def rank_images(candidates: list[tuple[int, float]], rows: Mapping[int, tuple[int, float | None]], *, floor: float,
+                strong: Iterable[int] = (), allowed: set[int] | None = None) -> ImageRanking:
+    """One (image, similarity) per image, best first, from a signal's ranked items.
+
+    Args:
+        candidates: [(item id, similarity)] (any order; sorted here by similarity rounded to 4 places, then by the
+            item's detection score: many crops share one description, so surer detections come first among equals).
+        rows: item id → (image id, detection score or None); an item missing there (deleted meanwhile) is skipped.
+        floor: a similarity at or above it makes the item's image confident (`inf`: never, for lexical ranks).
+        strong: items that make their image confident whatever their similarity (sure lexical matches).
+        allowed: only these images (those showing a quoted phrase), or None for all.
+    """
+    strong = set(strong)
+    out = ImageRanking()
+    ordered = sorted(candidates, key=lambda t: (-round(t[1], 4), -((rows.get(t[0]) or (0, None))[1] or 0.0)))
+    for item_id, sim in ordered:
+        if item_id not in rows:
+            continue
+        image_id = rows[item_id][0]
+        if allowed is not None and image_id not in allowed:
+            continue
+        if sim >= floor or item_id in strong:
+            out.confident.add(image_id)
+        if image_id in out.first_item:
+            continue
+        out.first_item[image_id] = (sim, item_id)
+        out.ranked.append((image_id, sim))
+    return out
+
+
+def phrase_ranking(matched: set[int], confident: set[int]) -> list[tuple[int, float]]:
+    """The ranked list of the images showing every quoted phrase: those already confident by another signal first,
+    then the most recent (highest id), each with similarity 1.0."""
+    return [(i, 1.0) for i in sorted(matched, key=lambda i: (i not in confident, -i))]
+
+
+def best_items(dense: Iterable[ImageRanking], lexical: ImageRanking | None,
+               whole_items: Mapping[int, int] | None = None) -> dict[int, int]:
+    """image id → the item a hit shows: the item with the highest similarity over the dense spaces (the first space
+    wins a tie), else its best lexical match, else (phrase matches only) its whole-image item from `whole_items`."""
+    best: dict[int, tuple[float, int]] = {}
+    for ranking in dense:
+        for image_id, (sim, item_id) in ranking.first_item.items():
+            if sim > best.get(image_id, (-2.0, 0))[0]:
+                best[image_id] = (sim, item_id)
+    out = {image_id: item_id for image_id, (_, item_id) in best.items()}
+    for image_id, (_, item_id) in (lexical.first_item.items() if lexical else ()):
+        out.setdefault(image_id, item_id)
+    for image_id, item_id in (whole_items or {}).items():
+        out.setdefault(image_id, item_id)
+    return out
+
+
+@dataclass
+class Decision:
+    """What a text query returns: `chosen` [(image id, fused score)] at most top_k, `confident` images, how many
+    weak ones were `hidden`, and whether any image was confident at all (`found`)."""
+
+    chosen: list[tuple[int, float]]
+    confident: set[int]
+    hidden: int
+    found: bool
+
+
+def decide(ranked: dict[str, list[tuple[int, float]]], confident: set[int], *, top_k: int,
+           include_weak: bool) -> Decision:
+    """Fuse the per-signal image lists (RRF) and keep the confident images first; the weak ones follow only with
+    `include_weak`, else they are counted as hidden (as many as would have filled the top_k)."""
+    fused = rrf_fuse(ranked)
+    keep = [(img, sc) for img, sc in fused if img in confident]
+    weak = [(img, sc) for img, sc in fused if img not in confident]
+    chosen = (keep + (weak if include_weak else []))[:top_k]
+    hidden = 0 if include_weak else min(len(weak), max(top_k - len(keep), 0))
+    return Decision(chosen, confident, hidden, bool(keep))
+
+
+def nothing_found(query: str, hidden: int) -> str:
+    """The warning of a query with no confident hit."""
+    return f"nothing in this index looks like {query!r}" + (
+        f" ({hidden} weaker results below the relevance floor are hidden; include_weak=true shows them)"
+        if hidden else "")
