@@ -1,5 +1,5 @@
-"""Typed dependencies for the routes (full-stack-fastapi-template style): the service, the settings,
-the ingest queue and the API-key checks."""
+"""Typed dependencies for the routes (full-stack-fastapi-template style): the service, the settings, the ingest
+queue, the repositories a route reads (`ImagesDep`, `ItemsDep`, `TasksDep`) and the API-key checks."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +12,10 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
 from clip_embedder.config import Settings
+from clip_embedder.db.images import ImageRepository
+from clip_embedder.db.items import ItemRepository
+from clip_embedder.db.store import Store
+from clip_embedder.db.tasks import TaskRepository
 from clip_embedder.intake.ingest import Ingest
 from clip_embedder.search.service import SearchService
 
@@ -38,6 +42,26 @@ def get_ingest(request: Request) -> Ingest:
     if ingest is None:
         raise HTTPException(503, "the ingest queue is still starting", headers={"Retry-After": "5"})
     return ingest
+
+
+async def get_store(request: Request) -> Store:
+    """The database of this process (async: an attribute read, no thread hop on the hot routes)."""
+    store = getattr(request.app.state, "store", None)
+    if store is None:
+        raise HTTPException(503, "the database connection is still starting", headers={"Retry-After": "5"})
+    return store
+
+
+async def get_images(request: Request) -> ImageRepository:
+    return (await get_store(request)).images
+
+
+async def get_items(request: Request) -> ItemRepository:
+    return (await get_store(request)).items
+
+
+async def get_tasks(request: Request) -> TaskRepository:
+    return (await get_store(request)).tasks
 
 
 def _check_key(settings: Settings, key: str | None) -> None:
@@ -102,6 +126,9 @@ def make_limits(settings: Settings) -> dict[str, asyncio.Semaphore]:
 ServiceDep = Annotated[SearchService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 IngestDep = Annotated[Ingest, Depends(get_ingest)]
+ImagesDep = Annotated[ImageRepository, Depends(get_images)]
+ItemsDep = Annotated[ItemRepository, Depends(get_items)]
+TasksDep = Annotated[TaskRepository, Depends(get_tasks)]
 WriteKey = Depends(require_write_key)
 #: a slot among MAX_CONCURRENT_IMAGE_REQUESTS (decoding and model work on pixels) or text searches
 ImageSlot = Depends(_slot("image"))

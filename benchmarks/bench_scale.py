@@ -9,7 +9,8 @@ against exact search, and the same with a filter keeping ~10 % of the rows (a `s
 IVF indexes for short memory (`--ivf`, default IVF1024,SQ8: 384 bytes per 384-d vector; IVF1024,PQ96x4fs, 48 bytes,
 reached recall@10 0.19 at 1M; 8-bit PQ trains pathologically slowly in faiss-cpu 1.15 here: 114 s for 20,000
 vectors) are trained as the service trains it
-(`clip_embedder.indexing.faiss_index.train_untrained`: a random sample of at most 100,000 vectors) and searched with each
+(`clip_embedder.indexing.faiss_tools.train_untrained`: a random sample of at most 100,000 vectors) and searched with
+each
 `--nprobe` value; HNSW32 with each `--ef-search` value. `--pgvector` also times streaming the vectors out of
 PostgreSQL three ways (a cursor in text, a cursor in binary, the store's COPY BINARY decoded by numpy).
 
@@ -80,7 +81,7 @@ def main() -> None:
     print(f"machine: {machine()}\nvectors: {args.n} x {args.dim} float32 ({x.nbytes / 2**20:.0f} MiB), "
           f"{args.clusters} clusters x 20, spread {args.spread}, {args.queries} queries, filter keeps {len(keep)} rows")
 
-    from clip_embedder.indexing.faiss_index import train_untrained
+    from clip_embedder.indexing.faiss_tools import train_untrained
 
     results: dict[str, tuple] = {}
     exact = exact_f = None

@@ -37,7 +37,7 @@ def test_database_probe_pings_without_the_gil_and_tells_up_from_down(store, tmp_
     import asyncio
     import ctypes
 
-    from api.routes.service import DatabaseProbe
+    from api.health import DatabaseProbe
 
     probe = DatabaseProbe(store.url, max_age=0.2)
     assert isinstance(probe._ping_fn, ctypes._CFuncPtr)  # the GIL-releasing path, not the fallback
@@ -418,7 +418,7 @@ def test_health_counts_are_refreshed_in_the_background():
     `max_age` gets the previous value at once and starts one refresh, whose result the next call sees."""
     import threading
 
-    from api.routes.service import StaleWhileRevalidate
+    from api.health import StaleWhileRevalidate
 
     calls: list[int] = []
     release = threading.Event()

@@ -12,11 +12,12 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, Response
 from PIL import Image, ImageOps
 
-from api.deps import ImageSlot, IngestDep, ServiceDep, SettingsDep, WriteKey
+from api.deps import ImagesDep, ImageSlot, IngestDep, ItemsDep, SettingsDep, WriteKey
 from api.routes.tasks import batch_model
 from api.schemas import ERRORS, DeleteResponse, ImageInfo, ObjectInfo, OcrLineInfo, TaskBatch, tag_infos
 from api.uploads import read_upload
-from clip_embedder.db.records import ImageRecord
+from clip_embedder.db.images import ImageRepository
+from clip_embedder.db.records import ImageDetail, ImageRecord
 from clip_embedder.images import file_sha256, sha256_bytes
 from clip_embedder.intake.ingest import Ingest, validate_upload
 from clip_embedder.intake.originals import FORMAT_SUFFIX, media_type
@@ -24,8 +25,8 @@ from clip_embedder.intake.originals import FORMAT_SUFFIX, media_type
 router = APIRouter(prefix="/api", tags=["images"])
 
 
-def _image(service, image_id: int):
-    detail = service.store.images.get(image_id)
+def _image(images: ImageRepository, image_id: int) -> ImageDetail:
+    detail = images.get(image_id)
     if detail is None:
         raise HTTPException(404, f"no image with id {image_id}")
     return detail
@@ -101,9 +102,9 @@ def add_images(ingest: IngestDep, settings: SettingsDep,
 
 
 @router.get("/images/{image_id}", response_model=ImageInfo, responses=ERRORS)
-def image_info(image_id: int, service: ServiceDep, settings: SettingsDep):
+def image_info(image_id: int, images: ImagesDep, settings: SettingsDep):
     """An indexed image: file name, size, split, description and its detected objects."""
-    d = _image(service, image_id)
+    d = _image(images, image_id)
     im = d.image
     base = settings.public_url.rstrip("/")
     return ImageInfo(id=im.id, sha256=im.sha256, file_name=im.file_name,
@@ -119,9 +120,9 @@ def image_info(image_id: int, service: ServiceDep, settings: SettingsDep):
 
 
 @router.get("/images/{image_id}/file", responses=ERRORS, response_class=Response)
-def image_file(image_id: int, service: ServiceDep, ingest: IngestDep):
+def image_file(image_id: int, images: ImagesDep, ingest: IngestDep):
     """The original image file."""
-    im = _image(service, image_id).image
+    im = _image(images, image_id).image
     src = _bytes_or_path(im, ingest)
     if isinstance(src, bytes):
         return Response(src, media_type=media_type(im.path), headers={"Cache-Control": "max-age=86400"})
@@ -131,9 +132,9 @@ def image_file(image_id: int, service: ServiceDep, ingest: IngestDep):
 
 
 @router.get("/images/{image_id}/thumbnail", responses=ERRORS, response_class=Response, dependencies=[ImageSlot])
-def image_thumbnail(image_id: int, service: ServiceDep, ingest: IngestDep, size: int = Query(256, ge=16, le=1024)):
+def image_thumbnail(image_id: int, images: ImagesDep, ingest: IngestDep, size: int = Query(256, ge=16, le=1024)):
     """A JPEG thumbnail whose longer side is `size` pixels."""
-    img = _open(_image(service, image_id).image, ingest)
+    img = _open(_image(images, image_id).image, ingest)
     img.thumbnail((size, size))
     return _jpeg(img)
 
@@ -150,9 +151,9 @@ def delete_image(image_id: int, ingest: IngestDep):
 
 
 @router.get("/items/{item_id}/crop", responses=ERRORS, response_class=Response, dependencies=[ImageSlot])
-def item_crop(item_id: int, service: ServiceDep, ingest: IngestDep, size: int = Query(256, ge=16, le=1024)):
+def item_crop(item_id: int, items: ItemsDep, ingest: IngestDep, size: int = Query(256, ge=16, le=1024)):
     """The padded crop of an indexed object (or the whole image for an image item), as JPEG."""
-    row = service.store.items.get([item_id]).get(item_id)
+    row = items.get([item_id]).get(item_id)
     if row is None:
         raise HTTPException(404, f"no indexed item with id {item_id}")
     im = ImageRecord(id=row.image_id, sha256=row.sha256, path=row.path, storage=row.storage, file_name=row.file_name,

@@ -6,7 +6,7 @@ from collections import Counter
 from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
 
-from api.deps import ServiceDep
+from api.deps import TasksDep
 from api.schemas import ERRORS, TaskBatch, TaskPublic
 from clip_embedder.db.records import TaskRecord
 
@@ -26,19 +26,19 @@ def batch_model(batch: str, tasks: list[TaskRecord]) -> TaskBatch:
 
 
 @router.get("/tasks/{task_id}", response_model=TaskPublic, responses=ERRORS)
-def get_task(service: ServiceDep, task_id: str = PathParam(..., pattern=_UUID)):
+def get_task(tasks: TasksDep, task_id: str = PathParam(..., pattern=_UUID)):
     """One task: status, attempts, error, and the image id once it is searchable."""
-    found = service.store.tasks.get(task_id=task_id.lower())
+    found = tasks.get(task_id=task_id.lower())
     if not found:
         raise HTTPException(404, f"no task with id {task_id}")
     return task_model(found[0])
 
 
 @router.get("/tasks", response_model=TaskBatch, responses=ERRORS)
-def list_tasks(service: ServiceDep, batch: str = Query(..., pattern=_UUID, description="the batch id of an upload "
+def list_tasks(repo: TasksDep, batch: str = Query(..., pattern=_UUID, description="the batch id of an upload "
                                                                                       "or scan")):
     """Every task of one upload or scan, with counts by status (a progress bar's input)."""
-    tasks = service.store.tasks.get(batch=batch.lower(), limit=100_000)
+    tasks = repo.get(batch=batch.lower(), limit=100_000)
     if not tasks:
         raise HTTPException(404, f"no batch with id {batch}")
     return batch_model(batch.lower(), tasks)

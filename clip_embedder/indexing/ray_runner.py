@@ -138,32 +138,49 @@ def run_on_ray(settings: Settings, sources: list[SourceFile], *, database_url: s
         out = ds.map_batches(IndexActor, fn_constructor_kwargs={"settings": shipped, "redetect": redetect},
                              batch_size=size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
                              num_cpus=0 if gpus else cpus_per_actor, num_gpus=gpus)
-        bar = tqdm(total=len(rows), unit="img", desc=f"indexing on Ray ({n_actors} actors)", disable=not progress)
         copies = Copies(sources)
-        try:
-            for outcome in _outcomes(out.iter_rows()):
-                stats.add(outcome)
-                copies.add(outcome.hashes)
-                bar.update(outcome.seen)
-                bar.set_postfix(objects=stats.objects, failed=stats.failed)
-        except ray.exceptions.RayError as e:  # the batches written so far stay; a re-run skips them
-            cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            raise RuntimeError(f"a Ray actor failed: {cause} (batches written before it are kept; run again to "
-                               "index the rest)") from e
-        finally:
-            bar.close()
+        with tqdm(total=len(rows), unit="img", desc=f"indexing on Ray ({n_actors} actors)",
+                  disable=not progress) as bar:
+            _gather(out.iter_rows(), stats, copies, bar)
     finally:
         if started:
             ray.shutdown()
-    moves = copies.moves()
-    if moves:
-        store = Store.open(portable_settings(settings, database_url), max_size=1)
-        try:
-            log.info("%d photos found at several paths: recorded under the first", store.images.repoint(moves))
-        finally:
-            store.close()
+    _record_first_copies(copies, portable_settings(settings, database_url))
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _gather(rows: Iterable[dict[str, Any]], stats: IndexStats, copies: Copies, bar: tqdm) -> None:
+    """Sum the actors' batch outcomes into `stats` as they arrive, noting every path read in `copies`.
+
+    Raises:
+        RuntimeError: an actor failed (the batches written before it are kept; a re-run skips them).
+    """
+    import ray  # noqa: PLC0415
+
+    try:
+        for outcome in _outcomes(rows):
+            stats.add(outcome)
+            copies.add(outcome.hashes)
+            bar.update(outcome.seen)
+            bar.set_postfix(objects=stats.objects, failed=stats.failed)
+    except ray.exceptions.RayError as e:
+        cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f"a Ray actor failed: {cause} (batches written before it are kept; run again to "
+                           "index the rest)") from e
+
+
+def _record_first_copies(copies: Copies, settings: Settings) -> None:
+    """Record each photo found at several paths under the first of them in file order (as the sequential runner
+    does), whatever order the actors committed in."""
+    moves = copies.moves()
+    if not moves:
+        return
+    store = Store.open(settings, max_size=1)
+    try:
+        log.info("%d photos found at several paths: recorded under the first", store.images.repoint(moves))
+    finally:
+        store.close()
 
 
 class Copies:

@@ -201,33 +201,7 @@ class Detector:
                                     max_det=max_det, device=dev, runtime=runtime, export_dir=export_dir)
         if exported is not None:
             return exported
-        offline.import_yolov5()
-        from yolov5.models.yolo import DetectionModel  # noqa: PLC0415
-
-        weights_format = "state_dict"
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            if not allow_pickle:
-                raise ValueError(
-                    f"{path.name} is a pickled checkpoint, which can run code when loaded; weights from a tracking "
-                    "server are only loaded in the state-dict format. Log the run again with this project's "
-                    "yolov5/train_mlflow.py or baseline.py (they log state dicts), or point DETECTOR_WEIGHTS at a "
-                    "local file you trust.") from e
-            # Release/training checkpoints are pickles of yolov5 classes (see the module docstring).
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-            weights_format = "pickle"
-        if isinstance(ckpt, dict) and "state_dict" in ckpt and "yaml" in ckpt:
-            model = DetectionModel(cfg=ckpt["yaml"], ch=3, nc=len(ckpt["names"]))
-            model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
-            names = ckpt["names"]
-        elif isinstance(ckpt, dict) and isinstance(ckpt.get("ema") or ckpt.get("model"), torch.nn.Module):
-            model = (ckpt.get("ema") or ckpt["model"]).float()
-            names = model.names
-        elif isinstance(ckpt, torch.nn.Module):
-            model, names = ckpt.float(), ckpt.names
-        else:
-            raise ValueError(f"{path} is not a YOLOv5 checkpoint (no model / state_dict inside)")
+        model, names, weights_format = _read_checkpoint(path, allow_pickle=allow_pickle)
         names = list(names.values()) if isinstance(names, dict) else list(names)
         model.eval()
         if hasattr(model, "fuse"):
@@ -332,6 +306,43 @@ class Detector:
                     for x1, y1, x2, y2, s, c in det.tolist()
                 ]
         return results
+
+
+def _read_checkpoint(path: Path, *, allow_pickle: bool) -> tuple[Any, Any, str]:
+    """The YOLOv5 model in a checkpoint file (on the CPU, float32), its class names (list or dict) and the file's
+    format ("state_dict" or "pickle").
+
+    Raises:
+        ValueError: not a YOLOv5 checkpoint, or a pickle while `allow_pickle` is False.
+    """
+    offline.import_yolov5()
+    from yolov5.models.yolo import DetectionModel  # noqa: PLC0415
+
+    weights_format = "state_dict"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if not allow_pickle:
+            raise ValueError(
+                f"{path.name} is a pickled checkpoint, which can run code when loaded; weights from a tracking "
+                "server are only loaded in the state-dict format. Log the run again with this project's "
+                "yolov5/train_mlflow.py or baseline.py (they log state dicts), or point DETECTOR_WEIGHTS at a "
+                "local file you trust.") from e
+        # Release/training checkpoints are pickles of yolov5 classes (see the module docstring).
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        weights_format = "pickle"
+    if isinstance(ckpt, dict) and "state_dict" in ckpt and "yaml" in ckpt:
+        model = DetectionModel(cfg=ckpt["yaml"], ch=3, nc=len(ckpt["names"]))
+        model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
+        names = ckpt["names"]
+    elif isinstance(ckpt, dict) and isinstance(ckpt.get("ema") or ckpt.get("model"), torch.nn.Module):
+        model = (ckpt.get("ema") or ckpt["model"]).float()
+        names = model.names
+    elif isinstance(ckpt, torch.nn.Module):
+        model, names = ckpt.float(), ckpt.names
+    else:
+        raise ValueError(f"{path} is not a YOLOv5 checkpoint (no model / state_dict inside)")
+    return model, names, weights_format
 
 
 def _resolve_runtime(runtime: str, device: torch.device) -> str:

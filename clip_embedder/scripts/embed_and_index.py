@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from clip_embedder import offline  # noqa: F401
 from clip_embedder.models.registry import EMBEDDING_SPACES, OCR_ENGINES, TAGGERS
@@ -86,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the flags override (--spaces, --batch-size, --device, --ocr, --tagger), by setting name."""
+    overrides: dict[str, Any] = {}
+    if args.spaces:
+        overrides["spaces"] = args.spaces
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    for name in ("device", "ocr", "tagger"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM ends the run like Ctrl-C: exit hooks run, so the embedded PostgreSQL is released
@@ -95,23 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     from clip_embedder.config import Settings  # noqa: PLC0415
     from clip_embedder.db.store import Store  # noqa: PLC0415
     from clip_embedder.indexing.batch import SourceFile  # noqa: PLC0415
-    from clip_embedder.indexing.faiss_index import SpaceIndex, warn_if_no_faiss_gpu  # noqa: PLC0415
+    from clip_embedder.indexing.faiss_index import SpaceIndex  # noqa: PLC0415
+    from clip_embedder.indexing.faiss_tools import warn_if_no_faiss_gpu  # noqa: PLC0415
     from clip_embedder.indexing.pipeline import Indexer  # noqa: PLC0415
     from clip_embedder.models.detector import load_detector  # noqa: PLC0415
     from clip_embedder.models.embedders import SpaceMismatchError, create_embedder  # noqa: PLC0415
     from clip_embedder.models.runtimes import freeze_heap  # noqa: PLC0415
 
-    overrides = {}
-    if args.spaces:
-        overrides["spaces"] = args.spaces
-    if args.batch_size:
-        overrides["batch_size"] = args.batch_size
-    if args.device is not None:
-        overrides["device"] = args.device
-    for name in ("ocr", "tagger"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    settings = Settings(**overrides)
+    settings = Settings(**settings_overrides(args))
     if args.faiss_gpu:
         warn_if_no_faiss_gpu()
     try:

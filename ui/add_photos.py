@@ -1,0 +1,85 @@
+"""The "add photos" mode: upload → queue → a progress bar while the workers index them → failures with their reason
+→ the new photos, each a link to search like it."""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from ui.common import COLUMNS, PHOTO_TYPES, Api, answer
+
+POLL_SECONDS = 0.5
+POLL_LIMIT_SECONDS = 600
+
+
+def _follow(api: Api, batch: str, *, wait: bool) -> list[dict] | None:
+    """Poll `GET /api/tasks?batch=…` with a progress bar until every task is done (or `wait` is False, or no worker
+    runs); returns the batch's tasks (None when the API refused)."""
+    bar = st.progress(0.0, text="queued …")
+    deadline = time.time() + POLL_LIMIT_SECONDS
+    while True:
+        r = api.get("/api/tasks", batch=batch)
+        if r.status_code != 200:
+            answer(r, "batch")
+            return None
+        res = r.json()
+        tasks, counts = res["tasks"], res["counts"]
+        done = counts.get("succeeded", 0) + counts.get("failed", 0)
+        bar.progress(done / max(1, len(tasks)), text=f"{done} of {len(tasks)} done · " + " · ".join(
+            f"{n} {status}" for status, n in sorted(counts.items())))
+        if done == len(tasks) or not wait or time.time() > deadline:
+            return tasks
+        if not api.get("/api/health").json().get("workers"):
+            st.warning("No indexing worker is running, so these photos wait in the queue. Start one with "
+                       "`python -m clip_embedder.worker` (`make demo` starts one).")
+            return tasks
+        time.sleep(POLL_SECONDS)
+
+
+def show_batch(api: Api, batch: str, *, wait: bool) -> None:
+    """Follow a batch (`_follow`), then list the failures with their reason and show the indexed photos."""
+    tasks = _follow(api, batch, wait=wait)
+    if tasks is None:
+        return
+    for t in tasks:
+        if t["status"] == "failed":
+            st.error(f"{t['file_name']}: {t['error'] or 'failed'}")
+    ok = [t for t in tasks if t["status"] == "succeeded" and t["image_id"]]
+    done = sum(1 for t in tasks if t["status"] in ("succeeded", "failed"))
+    if done < len(tasks):
+        st.info(f"{len(tasks) - done} still queued or indexing: reopen [this batch](?mode=add&batch={batch}) "
+                "to follow them")
+    if not ok:
+        return
+    st.subheader(f"{len(ok)} photos searchable")
+    for row in range(0, len(ok), COLUMNS):
+        for col, t in zip(st.columns(COLUMNS), ok[row:row + COLUMNS]):
+            img = api.image(f"/api/images/{t['image_id']}/thumbnail")
+            if img is not None:
+                col.image(img, caption=t["file_name"], width="stretch")
+            col.caption(f"#{t['image_id']} · [search like this](?mode=image&image_id={t['image_id']})")
+
+
+def add_photos(api: Api, params, default_key: str) -> None:
+    """The mode: the API key in the sidebar, an uploader, and the batch followed until its photos are searchable."""
+    key = st.sidebar.text_input("API key (X-API-Key)", value=default_key, type="password",
+                                help="one of the server's API_KEYS; `make demo` prints it")
+    if params.get("batch"):
+        st.caption(f"batch {params['batch']}")
+        show_batch(api, str(params["batch"]), wait=True)
+        return
+    files = st.file_uploader("Photos to add to the index", accept_multiple_files=True, type=PHOTO_TYPES)
+    if not files:
+        st.info("Choose photos: each is checked, stored once (the same photo twice is one image) and indexed "
+                "by the workers; this page follows them until they are searchable.")
+        return
+    if not st.button(f"Add {len(files)} photos", type="primary"):
+        return
+    r = api.post("/api/images", headers={"X-API-Key": key} if key else {},
+                 files=[("files", (f.name, f.getvalue(), f.type or "application/octet-stream")) for f in files])
+    if r.status_code != 202:
+        answer(r, "upload")
+        return
+    batch = r.json()["batch"]
+    st.query_params["batch"] = batch
+    show_batch(api, batch, wait=True)

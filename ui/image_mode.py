@@ -1,0 +1,70 @@
+"""The "image" mode: a photo (uploaded, or an indexed one from a "more like this" link) → its detected objects drawn
+on it → for each object a grid of the nearest indexed crops, plus the nearest whole images."""
+from __future__ import annotations
+
+import io
+
+import streamlit as st
+from PIL import Image
+
+from ui.common import PHOTO_TYPES, Api, answer, draw_boxes, grid
+
+
+def _indexed_photo(api: Api, image_id: str) -> tuple[str, bytes, str] | None:
+    """An indexed image's bytes as the query (name, bytes, content type), with its description, tags and text shown;
+    None (after an error) when the API has no such image."""
+    got = api.get(f"/api/images/{image_id}/file")
+    if got.status_code != 200:
+        st.error(f"Indexed image {image_id} is not available: {got.json().get('detail', got.text)}")
+        return None
+    st.caption(f"searching like indexed image #{image_id}")
+    info = api.get(f"/api/images/{image_id}")
+    if info.status_code == 200:
+        info_json = info.json()
+        tags = ", ".join(f"{t['label']} ({t['score']:.2f})" for t in info_json.get("tags", []))
+        st.caption(f"{info_json['file_name']}: {info_json['description']}"
+                   + (f" · ImageNet tags: {tags}" if tags else ""))
+        if info_json.get("ocr"):
+            st.caption("text in the photo: " + " · ".join(f"“{ln['text']}” ({ln['confidence']:.2f})"
+                                                          for ln in info_json["ocr"]))
+    return f"image {image_id}", got.content, got.headers.get("content-type", "")
+
+
+def _show_results(api: Api, data: bytes, res: dict) -> None:
+    """The query with its detected objects outlined, the nearest whole images, and each object's nearest crops."""
+    query = Image.open(io.BytesIO(data))
+    boxes = [(tuple(o["bbox"]), f"{o['label']} {o['score']:.2f}") for o in res["objects"]]
+    left, right = st.columns([2, 3])
+    left.image(draw_boxes(query, boxes, scale=query.width / res["width"]), caption="query with detected objects",
+               width="stretch")
+    right.markdown(f"**{len(res['objects'])} objects detected** · "
+                   + " · ".join(f"{k} {v:.0f} ms" for k, v in res["timings_ms"].items()))
+    st.subheader("Similar whole images")
+    grid(api, res["image_neighbours"], use_crop=False)
+    for n, o in enumerate(res["objects"]):
+        st.subheader(f"{n + 1}. {o['label']} ({o['score']:.2f})")
+        if o["skipped"]:
+            st.caption(f"not searched: {o['skipped']}")
+        elif not o["neighbours"]:
+            st.caption("no indexed crops match (try without 'same class only')")
+        else:
+            grid(api, o["neighbours"], use_crop=True)
+
+
+def image_mode(api: Api, params, top_k: int) -> None:
+    """The mode: an uploader (or `?image_id=` from a link), then `POST /api/search_image` and its results."""
+    same_class = st.sidebar.checkbox("object neighbours of the same class only", value=False)
+    up = st.file_uploader("Upload a photo", type=PHOTO_TYPES)
+    if up is not None:
+        query: tuple[str, bytes, str] | None = (up.name, up.getvalue(), up.type or "application/octet-stream")
+    elif str(params.get("image_id", "")).isdigit():
+        query = _indexed_photo(api, str(params["image_id"]))
+    else:
+        st.info("Upload a photo: its objects are detected and each is matched against the indexed crops.")
+        return
+    if query is None:
+        return
+    r = api.post("/api/search_image", params={"top_k": top_k, "same_class": same_class}, files={"file": query})
+    res = answer(r, "image")
+    if res is not None:
+        _show_results(api, query[1], res)

@@ -1,0 +1,31 @@
+"""The "text" mode: words (quoted: text in the photo) → matching images with the matched object outlined."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.common import Api, answer, grid
+
+
+def text_mode(api: Api, params, health: dict, top_k: int) -> None:
+    """The mode: a class filter and "weak matches" in the sidebar, a query box, `GET /api/search_text`, the results."""
+    labels = ["(any)"] + health.get("labels", [])
+    label = st.sidebar.selectbox("only objects of class", labels)
+    query = st.text_input("Describe what you are looking for", value=params.get("q", ""),
+                          placeholder='e.g. handbag, a red car, a macaw, "EXIT" (quotes: text in the photo)')
+    include_weak = st.sidebar.checkbox("also show weak matches", value=False,
+                                       help="results below the relevance floor, flagged 'weak match'")
+    if not query.strip():
+        st.info("Type a few words: images are ranked by the text spaces " + ", ".join(
+            s for s, v in health["spaces"].items() if v.get("text_queries")))
+        return
+    request = {"query": query, "top_k": top_k, "include_weak": include_weak}
+    if label != "(any)":
+        request["label"] = label
+    res = answer(api.get("/api/search_text", **request), "query")
+    if res is None:
+        return
+    st.markdown(f"**{len(res['results'])} images** for “{res['query']}” · spaces {', '.join(res['spaces'])} · "
+                f"{res['took_ms']:.0f} ms")
+    if not res["results"] and res.get("hidden_weak"):
+        st.caption("Tick “also show weak matches” in the sidebar to see the closest ones anyway.")
+    grid(api, res["results"], use_crop=False, outline=True)
