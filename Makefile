@@ -16,14 +16,15 @@ export LOCAL_MODELS COCO_ANNOTATIONS COCO_IMAGES
 API_PORT ?= 8000
 UI_PORT ?= 8501
 
-.PHONY: demo test install index mlflow-ui baseline train evaluate benchmarks benchmarks-scale clean-index help
+.PHONY: demo test test-unit install index mlflow-ui baseline train evaluate benchmarks benchmarks-scale clean-index help
 DATA_VERSION ?= version_1
 EPOCHS ?= 10
 IMGSZ ?= 640
 
 help:
 	@echo "make demo   - install, build the COCO subset, index it, serve API (:$(API_PORT)) + UI (:$(UI_PORT))"
-	@echo "make test   - install and run the test suite"
+	@echo "make test   - install and run the test suite (tests/unit, then tests/integration)"
+	@echo "make test-unit - the unit tier alone: no data, database or weights (seconds)"
 	@echo "make benchmarks - indexing throughput (and its model-forward limit), search latency, retrieval quality"
 	@echo "                  (vocabulary, no-match, OCR) and ingest (queue) figures"
 	@echo "make benchmarks-scale - 1,000,000 vectors (FAISS Flat / HNSW / IVF-SQ8), the API over HTTP at 1,000,000 items,"
@@ -47,6 +48,10 @@ index: install
 
 test: install
 	$(PY) -m pytest -q
+
+# the quick loop: no ../shared, no database, no weights (under 30 s)
+test-unit: install
+	$(PY) -m pytest -q tests/unit
 
 benchmarks: install
 	$(PY) benchmarks/bench_index_search.py

@@ -87,8 +87,8 @@ def main() -> None:
         q = e.embed_images(q_crops)
         index = faiss.IndexFlatIP(g.shape[1])
         index.add(g)
-        _, I = index.search(q, args.k)
-        hits = g_arr[I] == q_arr[:, None]
+        _, nearest = index.search(q, args.k)
+        hits = g_arr[nearest] == q_arr[:, None]
         per_class = {c: hits[q_arr == c].mean() for c in classes}
         print(f"  {name:<10} precision@{args.k} = {hits.mean():.3f} (macro over classes "
               f"{np.mean(list(per_class.values())):.3f}) | per class: "
@@ -112,7 +112,8 @@ def main() -> None:
         for a in d["annotations"]:
             gt[names[a["image_id"]]].add(cats[a["category_id"]])
     all_classes = [c["name"] for c in json.loads((dataset / "manifest.json").read_text())["categories"]]
-    print(f"text search over {len(files)} indexed images (spaces {[n for n, e in embedders.items() if e.supports_text_queries]}):")
+    text_spaces = [n for n, e in embedders.items() if e.supports_text_queries]
+    print(f"text search over {len(files)} indexed images (spaces {text_spaces}):")
     hit_total = prec_total = 0.0
     for c in all_classes:
         n_rel = sum(c in v for v in gt.values())

@@ -14,7 +14,8 @@ each
 `--nprobe` value; HNSW32 with each `--ef-search` value. `--pgvector` also times streaming the vectors out of
 PostgreSQL three ways (a cursor in text, a cursor in binary, the store's COPY BINARY decoded by numpy).
 
-    python benchmarks/bench_scale.py [--n 100000] [--dim 384] [--queries 200] [--ivf IVF1024,SQ8 --ivf IVF1024,PQ96x4fs] [--pgvector]
+    python benchmarks/bench_scale.py [--n 100000] [--dim 384] [--queries 200] \
+        [--ivf IVF1024,SQ8 --ivf IVF1024,PQ96x4fs] [--pgvector]
 """
 from __future__ import annotations
 
@@ -110,8 +111,8 @@ def main() -> None:
             if exact is None:
                 exact, exact_f = found, found_f
             rec = f"recall@10 {recall(found, exact):.3f}, filtered {recall(found_f, exact_f):.3f}"
-            print(f"  {label:<12} p50 {pct(ms, 50):6.2f} ms p99 {pct(ms, 99):6.2f} ms | filtered p50 {pct(ms_f, 50):6.2f} "
-                  f"ms p99 {pct(ms_f, 99):6.2f} ms | {rec}")
+            print(f"  {label:<12} p50 {pct(ms, 50):6.2f} ms p99 {pct(ms, 99):6.2f} ms | "
+                  f"filtered p50 {pct(ms_f, 50):6.2f} ms p99 {pct(ms_f, 99):6.2f} ms | {rec}")
             results[f"{name} {label}"] = (found, found_f)
     exact, exact_f = results["FAISS Flat exact"]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))  # tests.helpers: the sign renderer the benchmarks share with the tests
 
 
 def bench_parser(doc: str | None):

@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
+
+from tests.helpers import FONTS, render_sign  # one sign renderer for the tests and this benchmark
 
 from common import SHARED, machine
 
@@ -67,17 +69,6 @@ def gt_labels() -> dict[str, set[str]]:
                 "owl.jpg": {"bird"}, "parrot.jpg": {"bird"}, "bird.jpg": {"bird"}, "sunflower.jpg": set(),
                 "kite_and_cold.jpg": {"kite", "person"}, "grace_hopper.jpg": {"person", "tie"}})
     return out
-
-
-def render(src: Path, text: str, dest: Path, font: Path) -> None:
-    """Write `text` in black on a white band onto a copy of a photo (a sign or caption in the picture)."""
-    im = Image.open(src).convert("RGB")
-    f = ImageFont.truetype(str(font), 44)
-    draw = ImageDraw.Draw(im)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=f)
-    draw.rectangle((20, 20, 40 + right, 40 + bottom), fill="white")
-    draw.text((30, 30), text, font=f, fill="black")
-    im.save(dest, quality=90)
 
 
 class Run:
@@ -194,8 +185,7 @@ def report(name: str, r: dict) -> None:
 
 def ocr_bench(work: Path, detector_weights: str) -> None:
     images = sorted((COCO / "images").glob("*.jpg"))
-    fonts = {"en": Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"),
-             "ko": Path("/usr/share/fonts/truetype/nanum/NanumGothicBold.ttf")}
+    fonts = FONTS
     for lang, words, engine in (("en", OCR_EN, "rapidocr"), ("ko", OCR_KO, "tesseract")):
         if not fonts[lang].is_file():
             print(f"  {lang}: font {fonts[lang]} missing (apt-get install fonts-dejavu-core fonts-nanum)")
@@ -203,7 +193,7 @@ def ocr_bench(work: Path, detector_weights: str) -> None:
         folder = work / f"ocr_{lang}"
         folder.mkdir()
         for i, w in enumerate(words):
-            render(images[40 + i], w, folder / f"sign_{lang}_{i}.jpg", fonts[lang])
+            render_sign(images[40 + i], w, folder / f"sign_{lang}_{i}.jpg", fonts[lang])
         for p in images[60:66]:  # photos without rendered text in the same index
             os.symlink(p, folder / p.name)
         run = Run(work, f"ocr_{lang}", detector_weights, ocr=engine)

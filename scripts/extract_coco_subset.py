@@ -98,7 +98,8 @@ def load_annotations(source: str, cache: Path, member: str) -> tuple[dict, Path]
             names = z.namelist()
             if member not in names:
                 candidates = [n for n in names if n.endswith(".json") and "instances" in n]
-                raise SubsetError(f"{path} has no {member}; it holds {candidates[:10]} (choose with --annotation-member)")
+                raise SubsetError(f"{path} has no {member}; it holds {candidates[:10]} "
+                                  "(choose with --annotation-member)")
             out = cache / Path(member).name
             if not out.exists():
                 cache.mkdir(parents=True, exist_ok=True)

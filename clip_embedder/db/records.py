@@ -39,7 +39,7 @@ class ItemRow:
 
 
 class LexicalHit(NamedTuple):
-    """One item matched by full-text search (`Store.lexical_search`)."""
+    """One item matched by full-text search (`LexicalRepository.search`)."""
 
     item_id: int
     rank: float       # ts_rank_cd
@@ -49,7 +49,7 @@ class LexicalHit(NamedTuple):
 
 
 class ImageMove(NamedTuple):
-    """`Store.repoint_images`: record the image with this sha256 under `path` instead of one of `replaceable`."""
+    """`ImageRepository.repoint`: record the image with this sha256 under `path` instead of one of `replaceable`."""
 
     sha256: str
     path: str

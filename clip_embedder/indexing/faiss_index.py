@@ -46,7 +46,7 @@ class SpaceIndex:
     Searches may run in many threads while `sync` applies a worker's writes (a readers-writer lock).
 
     Attributes:
-        identity: the space identity. index: `faiss.IndexIDMap2`. meta: `Store.item_meta` arrays.
+        identity: the space identity. index: `faiss.IndexIDMap2`. meta: `VectorRepository.item_meta` arrays.
         rebuilt: why the index was rebuilt at load ("" when the saved file was current).
     """
 

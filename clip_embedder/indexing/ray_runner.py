@@ -209,7 +209,7 @@ class Copies:
                 self.first[sha] = path
 
     def moves(self) -> list[ImageMove]:
-        """`Store.repoint_images` moves: each photo first stored in this run and read at several paths, to its
+        """`ImageRepository.repoint` moves: each photo first stored in this run and read at several paths, to its
         first path."""
         out = []
         for sha, paths in self.paths.items():

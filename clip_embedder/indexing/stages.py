@@ -3,7 +3,7 @@
 Shaped after clip-retrieval's runner (reader → mapper → writer): each stage is a function that takes
 a `Batch`, fills its own fields and records its own wall time in `batch.timings`. Every runner
 drives the same stage functions through `Indexer.index_batch`: the CLI (`Indexer.run`, sequential
-batches), the queue worker (`clip_embedder.worker`: one job per image, the jobs in hand batched by
+batches), the queue worker (`clip_embedder.intake.worker`: one job per image, the jobs in hand batched by
 `MicroBatcher`) and the Ray runner (`clip_embedder.indexing.ray_runner`: actors across machines, one `index_batch`
 per batch).
 

@@ -46,7 +46,7 @@ def async_app(url: str) -> procrastinate.App:
 
 def defer_index_job(app: procrastinate.App, job: IndexJob) -> int | None:
     """Queue an indexing job; returns its id, or None when a job for the same bytes is already queued
-    (then look it up with `Store.active_job_for`)."""
+    (then look it up with `TaskRepository.active_job_for`)."""
     try:
         return app.configure_task(TASK_NAME, queue=QUEUE, lock=job.sha256, queueing_lock=job.sha256).defer(
             **asdict(job))

@@ -36,7 +36,7 @@ from PIL import Image
 
 from clip_embedder import offline  # must precede the yolov5 import
 from clip_embedder.images import file_sha256  # noqa: F401  (re-exported: weights identities)
-from clip_embedder.models.runtimes import DEFAULT_EXPORT_DIR, export_once, ort_session, torch_to_onnx
+from clip_embedder.models.runtimes import DEFAULT_EXPORT_DIR, export_once, open_session, torch_to_onnx
 from clip_embedder.models.yolo_ops import letterbox, non_max_suppression, scale_boxes
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class Detector:
         self._session: Any = None
         if runtime != "torch":
             onnx_path = self.export_onnx(Path(export_dir or DEFAULT_EXPORT_DIR))
-            self._session = _open_session(runtime, onnx_path)
+            self._session = open_session(runtime, onnx_path)
 
     @staticmethod
     def export_paths(export_dir: Path, weights_sha256: str) -> tuple[Path, Path]:
@@ -356,22 +356,6 @@ def _resolve_runtime(runtime: str, device: torch.device) -> str:
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown DETECTOR_RUNTIME {runtime!r}; choose from auto, {', '.join(RUNTIMES)}")
     return runtime
-
-
-def _open_session(runtime: str, onnx_path: Path) -> Any:
-    """An inference session of the exported model: ONNX Runtime (CPU provider) or OpenVINO (CPU device).
-
-    Raises:
-        RuntimeError: the runtime's package is not installed (the message names it).
-    """
-    if runtime == "onnx":
-        return ort_session(onnx_path)
-    try:
-        import openvino as ov  # noqa: PLC0415
-    except ImportError as e:
-        raise RuntimeError("DETECTOR_RUNTIME=openvino needs the PyPI package openvino (pip install "
-                           "'.[openvino]'), or use DETECTOR_RUNTIME=onnx") from e
-    return ov.Core().compile_model(str(onnx_path), "CPU")
 
 
 def load_detector(settings) -> Detector:

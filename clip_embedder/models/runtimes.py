@@ -32,6 +32,12 @@ T = TypeVar("T")
 DEFAULT_EXPORT_DIR = Path("models") / "exported"
 
 
+#: OpenVINO's CPU plugin infers in bf16 by default on CPUs with AVX-512 BF16 / AMX (OpenVINO docs, "Precision
+#: Control": the default inference precision depends on the device), so the same weights gave other boxes on those
+#: machines; f32 makes every CPU compute what ONNX Runtime and torch compute.
+OPENVINO_CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
 def export_once(path: Path, write: Callable[[str], object]) -> Path:
     """`path`, written by `write(tmp_path)` unless it already exists; atomic (temporary file, then rename).
 
@@ -96,6 +102,22 @@ def onnx_or_fallback(open_onnx: Callable[[], T], *, required: bool, setting: str
                                f"use {setting}={fallback}") from e
         log.warning("%s runs on %s: the ONNX export failed (%s: %s)", what, fallback, type(e).__name__, e)
         return None
+
+
+def open_session(runtime: str, onnx_path: Path) -> Any:
+    """An inference session of an exported detector: ONNX Runtime (CPU provider) or OpenVINO (CPU device).
+
+    Raises:
+        RuntimeError: the runtime's package is not installed (the message names it).
+    """
+    if runtime == "onnx":
+        return ort_session(onnx_path)
+    try:
+        import openvino as ov  # noqa: PLC0415
+    except ImportError as e:
+        raise RuntimeError("DETECTOR_RUNTIME=openvino needs the PyPI package openvino (pip install "
+                           "'.[openvino]'), or use DETECTOR_RUNTIME=onnx") from e
+    return ov.Core().compile_model(str(onnx_path), "CPU", OPENVINO_CPU_CONFIG)
 
 
 def freeze_heap() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import IMAGENET_LABELS, MOBILENET, ROOT, TAGGER_HEAD, YOLO_WEIGHTS, free_port, wait_for
+from tests.helpers import IMAGENET_LABELS, MOBILENET, ROOT, TAGGER_HEAD, YOLO_WEIGHTS, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 

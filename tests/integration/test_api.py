@@ -7,7 +7,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import gt_classes, subset_files, wait_for
+from tests.helpers import gt_classes, subset_files, wait_for
 
 
 def jpeg(path) -> bytes:
@@ -240,16 +240,6 @@ def test_work_per_request_is_bounded(client):
     assert client.get("/api/search_text", params={"query": "x" * 1001}).status_code == 422
 
 
-def test_access_log_values_are_truncated():
-    import logging
-
-    from api.main import LOG_VALUE_MAX, TruncateLongValues
-
-    rec = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-                            ("127.0.0.1:1", "GET", "/api/search_text?query=" + "x" * 100_000, "1.1", 422), None)
-    TruncateLongValues().filter(rec)
-    line = rec.getMessage()
-    assert len(line) < LOG_VALUE_MAX + 100 and "(+99723 chars)" in line
 
 
 def test_files_are_served_only_as_they_were_indexed(client, store, subset):
@@ -413,28 +403,3 @@ def test_documented_shapes_hold_for_odd_requests(client):
     assert str(broken.status_code) in documented and isinstance(broken.json()["detail"], str)
 
 
-def test_health_counts_are_refreshed_in_the_background():
-    """/api/health's DB-heavy part: computed on the first call, then served from memory; a call after
-    `max_age` gets the previous value at once and starts one refresh, whose result the next call sees."""
-    import threading
-
-    from api.health import StaleWhileRevalidate
-
-    calls: list[int] = []
-    release = threading.Event()
-
-    def compute() -> int:
-        calls.append(len(calls))
-        if len(calls) > 1:
-            release.wait(10)  # a slow refresh (a count over a million rows)
-        return len(calls)
-
-    cache = StaleWhileRevalidate(max_age=0.3)
-    assert cache.get(compute) == 1 and cache.get(compute) == 1 and len(calls) == 1
-    time.sleep(0.35)
-    t = time.perf_counter()
-    assert cache.get(compute) == 1 and cache.get(compute) == 1  # stale: the old value, at once
-    assert time.perf_counter() - t < 0.5
-    release.set()
-    assert wait_for(lambda: cache.get(compute) == 2) and len(calls) == 2  # one refresh, not one per caller
-    assert StaleWhileRevalidate(0).get(compute) == 3  # max_age 0: computed every call

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import IMAGENET_LABELS, MOBILENET, SHARED, TAGGER_HEAD, YOLO_WEIGHTS, free_port
+from tests.helpers import IMAGENET_LABELS, MOBILENET, SHARED, TAGGER_HEAD, YOLO_WEIGHTS, free_port
 
 PHOTO = SHARED / "datasets" / "photos" / "owl.jpg"
 
@@ -67,7 +67,7 @@ def test_worker_job_reads_its_original_from_gcs(gcs, tmp_path):
     from clip_embedder.images import sha256_bytes
     from clip_embedder.intake.ingest import Ingest, validate_upload
     from clip_embedder.intake.originals import open_originals
-    from clip_embedder.worker import IndexWorker
+    from clip_embedder.intake.worker import IndexWorker
 
     s = Settings(_env_file=None, pgdata_dir=tmp_path / "pg", faiss_dir=tmp_path / "faiss", storage_root=gcs,
                  detector_weights=str(YOLO_WEIGHTS), mobilenet_weights=MOBILENET, spaces=["mobilenet", "text"],

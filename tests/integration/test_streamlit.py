@@ -5,7 +5,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, free_port, subset_files
+from tests.helpers import ROOT, free_port, subset_files
 
 APP = str(ROOT / "streamlit_app.py")
 
@@ -67,7 +67,7 @@ def test_add_photos_mode_follows_a_batch(monkeypatch, live_api, subset):
     the page shows the progress, the searchable photo with its link, and that the rest is still indexing."""
     import httpx
 
-    from conftest import SHARED
+    from tests.helpers import SHARED
 
     indexed = subset_files(subset)[3][0]
     new = SHARED / "datasets" / "photos" / "sunflower.jpg"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import IMAGENET_LABELS, MOBILENET, ROOT, SHARED, TAGGER_HEAD, YOLO_WEIGHTS, free_port, wait_for
+from tests.helpers import IMAGENET_LABELS, MOBILENET, ROOT, SHARED, TAGGER_HEAD, YOLO_WEIGHTS, free_port, wait_for
 
 PHOTOS = SHARED / "datasets" / "photos"
 COCO = SHARED / "datasets" / "coco128" / "images"

@@ -1,10 +1,9 @@
-"""Shared fixtures: real COCO128 images, real weights from ../shared, the real embedded PostgreSQL."""
+"""The integration tier's fixtures: real COCO128 images, real weights from ../shared, the real embedded PostgreSQL
+(helpers and paths are in `tests.helpers`)."""
 from __future__ import annotations
 
 import json
 import os
-import socket
-import sys
 import tempfile
 import threading
 import time
@@ -12,25 +11,27 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared")).resolve()
-COCO128 = SHARED / "datasets" / "coco128"
-ANNOTATIONS = COCO128 / "annotations" / "instances_coco128_train2017.json"
-IMAGES = COCO128 / "images"
-YOLO_WEIGHTS = SHARED / "models" / "yolov5" / "yolov5n.pt"
-YOLO_STATE_DICT = SHARED / "models" / "yolov5" / "yolov5n_state_dict.pt"
-MOBILENET = SHARED / "models" / "mobilenet" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
-TAGGER_HEAD = SHARED / "models" / "mobilenet" / "mobilenet_quant_v1_224_head_layers.tflite"
-IMAGENET_LABELS = SHARED / "models" / "mobilenet" / "imagenet_labels.txt"
-PHOTOS = SHARED / "datasets" / "photos"
+from tests.helpers import (
+    ANNOTATIONS,
+    COCO128,
+    IMAGENET_LABELS,
+    IMAGES,
+    MOBILENET,
+    SHARED,
+    TAGGER_HEAD,
+    YOLO_WEIGHTS,
+    extract_coco_subset,
+    free_port,
+    subset_files,
+)
 
-sys.path.insert(0, str(ROOT / "scripts"))
 # the detector's ONNX export (DETECTOR_RUNTIME=auto → onnx on the CPU) is cached for the session, outside the
 # checkout; subprocesses (workers, the CLI, the API) inherit it
 os.environ.setdefault("EXPORT_DIR", tempfile.mkdtemp(prefix="detector_export_"))
 
 if not COCO128.is_dir():
-    raise RuntimeError(f"tests need the shared data folder at {SHARED} (set SHARED_DIR)")
+    raise RuntimeError(f"the integration tests need the shared data folder at {SHARED} (set SHARED_DIR); "
+                       "`pytest tests/unit` needs none")
 
 TINY_CLIP_CONFIG = {
     "embed_dim": 64,
@@ -63,8 +64,7 @@ def tiny_clip(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def subset(tmp_path_factory) -> Path:
     """The default 7-class subset of COCO128 (74 images), built once."""
-    import extract_coco_subset as ecs
-
+    ecs = extract_coco_subset()
     out = tmp_path_factory.mktemp("subset")
     return ecs.build(str(ANNOTATIONS), str(IMAGES), out / "coco_subset", ecs.DEFAULT_CLASSES, (0.7, 0.15, 0.15), 0,
                      None, out / "cache", progress=False)
@@ -106,8 +106,6 @@ def embedders(settings):
     return {s: create_embedder(s, settings).load() for s in settings.spaces}
 
 
-def subset_files(subset: Path) -> list[tuple[Path, str]]:
-    return [(p, s) for s in ("train", "val", "test") for p in sorted((subset / s / "images").glob("*.jpg"))]
 
 
 @pytest.fixture(scope="session")
@@ -138,20 +136,8 @@ def client(settings, indexed):
         yield c
 
 
-def wait_for(predicate, timeout: float = 20.0, every: float = 0.1) -> bool:
-    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -173,15 +159,3 @@ def live_api(settings, indexed):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
-
-
-def gt_classes(subset: Path) -> dict[str, set[str]]:
-    """file name → set of annotated class names (all splits of the subset)."""
-    out: dict[str, set[str]] = {}
-    for split in ("train", "val", "test"):
-        d = json.loads((subset / "annotations" / f"instances_{split}.json").read_text())
-        cats = {c["id"]: c["name"] for c in d["categories"]}
-        names = {im["id"]: im["file_name"] for im in d["images"]}
-        for a in d["annotations"]:
-            out.setdefault(names[a["image_id"]], set()).add(cats[a["category_id"]])
-    return out

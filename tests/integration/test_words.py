@@ -10,24 +10,12 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from conftest import IMAGENET_LABELS, IMAGES, MOBILENET, PHOTOS, TAGGER_HEAD, YOLO_WEIGHTS
+from tests.helpers import FONTS, IMAGENET_LABELS, IMAGES, MOBILENET, PHOTOS, TAGGER_HEAD, YOLO_WEIGHTS, render_sign
 
-FONTS = {"en": "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-         "ko": "/usr/share/fonts/truetype/nanum/NanumGothicBold.ttf"}
 COCO_PICKS = ["000000000034.jpg", "000000000036.jpg", "000000000009.jpg", "000000000030.jpg"]  # zebra, umbrella, …
 SIGNS = {"sign_en.jpg": ("000000000049.jpg", "PHARMACY", "en"), "sign_ko.jpg": ("000000000061.jpg", "김치찌개", "ko")}
-
-
-def render_sign(src, text: str, dest, font: str) -> None:
-    im = Image.open(src).convert("RGB")
-    f = ImageFont.truetype(font, 44)
-    draw = ImageDraw.Draw(im)
-    _, _, right, bottom = draw.textbbox((0, 0), text, font=f)
-    draw.rectangle((20, 20, 40 + right, 40 + bottom), fill="white")
-    draw.text((30, 30), text, font=f, fill="black")
-    im.save(dest, quality=90)
 
 
 class Words:
@@ -201,15 +189,5 @@ def test_multilingual_clip_without_its_tokenizer_says_what_to_download():
         ClipEmbedder("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k").load()
 
 
-def test_query_terms():
-    from clip_embedder.search.text import query_terms
-
-    assert query_terms("a photo of two Dogs and boxes") == ["two", "dogs", "dog", "boxes", "box", "boxe"]
-    assert query_terms("김치찌개 사진") == ["김치찌개", "사진"]
 
 
-def test_korean_ocr_pieces_are_joined_for_lexical_search():
-    from clip_embedder.models.ocr import lexical_text
-
-    assert lexical_text("『 김 치찌개") == "『 김 치찌개 김치찌개"
-    assert lexical_text("EXIT") == "EXIT"

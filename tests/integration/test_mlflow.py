@@ -5,14 +5,11 @@ the API is started with that run's URI; artifacts also round-trip through a loca
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ANNOTATIONS, IMAGES, ROOT, YOLO_WEIGHTS, free_port
-
-sys.path.insert(0, str(ROOT / "yolov5"))
+from tests.helpers import ANNOTATIONS, IMAGES, YOLO_WEIGHTS, extract_coco_subset, free_port, yolov5_script
 
 MODEL = "test-detector"
 
@@ -32,9 +29,8 @@ def mlflow_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_subset(tmp_path_factory):
-    import extract_coco_subset as ecs
-
     d = tmp_path_factory.mktemp("tiny")
+    ecs = extract_coco_subset()
     return ecs.build(str(ANNOTATIONS), str(IMAGES), d / "coco_subset", ["person", "car", "handbag"], (0.6, 0.2, 0.2),
                      0, 16, d / "cache", progress=False)
 
@@ -42,7 +38,7 @@ def tiny_subset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(mlflow_store, tiny_subset, tmp_path_factory):
     import mlflow
-    import train_mlflow
+    train_mlflow = yolov5_script("train_mlflow")
 
     project = tmp_path_factory.mktemp("runs")
     rc = train_mlflow.main(["--imgsz", "160", "--batch-size", "8", "--epochs", "2", "--weights", str(YOLO_WEIGHTS),
@@ -87,7 +83,7 @@ def test_training_run_is_fully_logged(trained, tiny_subset):
 
 
 def test_evaluate_logs_per_class_ap_linked_to_training(trained, tiny_subset, tmp_path):
-    import evaluate
+    evaluate = yolov5_script("evaluate")
     import mlflow
 
     rc = evaluate.main(["--weights", f"models:/{MODEL}@champion", "--coco_subset_data_version", tiny_subset.name,
@@ -105,7 +101,7 @@ def test_evaluate_logs_per_class_ap_linked_to_training(trained, tiny_subset, tmp
 
 def test_promotion_only_when_better(trained, tmp_path):
     import mlflow
-    import promote
+    promote = yolov5_script("promote")
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -204,7 +200,7 @@ def test_gcs_artifacts_through_the_emulator(tmp_path, monkeypatch):
 
 def test_relative_dataset_yaml_is_resolved_against_its_folder(tiny_subset, tmp_path):
     """yolov5 resolves a relative `path:` against its own package folder; the scripts fix it first."""
-    import mlflow_common as mc
+    mc = yolov5_script("mlflow_common")
     import yaml
 
     rel = tmp_path / "cfg" / "subset.yaml"

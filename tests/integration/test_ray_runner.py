@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 
-from conftest import IMAGENET_LABELS, IMAGES, MOBILENET, TAGGER_HEAD, YOLO_WEIGHTS
+from tests.helpers import IMAGENET_LABELS, IMAGES, MOBILENET, TAGGER_HEAD, YOLO_WEIGHTS
 
 
 def dump(settings) -> tuple[dict, dict]:

@@ -6,8 +6,7 @@ import re
 import pytest
 
 from clip_embedder.config import Settings
-
-from conftest import ROOT
+from tests.helpers import ROOT
 
 
 def example_vars() -> dict[str, str]:

@@ -11,11 +11,9 @@ from clip_embedder.indexing.crops import CropPolicy
 from clip_embedder.indexing.faiss_index import SpaceIndex
 from clip_embedder.indexing.pipeline import Indexer
 from clip_embedder.models.embedders import SpaceIdentity, SpaceMismatchError, create_embedder
-from clip_embedder.search.fusion import fuse_top, rrf_fuse, space_ranks
 from clip_embedder.search.records import QueryError
 from clip_embedder.search.service import SearchService
-
-from conftest import gt_classes, subset_files
+from tests.helpers import gt_classes, subset_files
 
 
 def image_id_of(store, path) -> int:
@@ -219,39 +217,8 @@ def test_lexical_hits_are_typed_and_ordered(indexed, store):
     assert all(rows[h.item_id].image_id == h.image_id and rows[h.item_id].score == h.score for h in hits)
 
 
-def test_rrf_fuse():
-    fused = rrf_fuse({"a": [(1, 0.9), (2, 0.8)], "b": [(2, 0.7), (3, 0.6)]})
-    assert [k for k, _ in fused] == [2, 1, 3]
-    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
-    assert space_ranks({"a": [(1, 0.9), (2, 0.8)], "b": [(2, 0.7)]}, [2]) == {
-        2: {"a": {"rank": 2, "similarity": 0.8}, "b": {"rank": 1, "similarity": 0.7}}}
 
 
-def test_rrf_fuse_orders_as_the_per_key_detail_did():
-    """The fusion without per-key detail (built only for the keys kept) orders and scores exactly as the former
-    one-pass version that built it for every key, ties on score and similarity included."""
-    import random
-
-    def reference(ranked, k=60):
-        fused, per = {}, {}
-        for space, lst in ranked.items():
-            for rank, (key, sim) in enumerate(lst, start=1):
-                fused[key] = fused.get(key, 0.0) + 1.0 / (k + rank)
-                per.setdefault(key, {})[space] = {"rank": rank, "similarity": round(float(sim), 6)}
-        best = {key: max(v["similarity"] for v in per[key].values()) for key in per}
-        return [(key, fused[key], per[key]) for key in sorted(fused, key=lambda key: (-fused[key], -best[key], key))]
-
-    rnd = random.Random(0)
-    for _ in range(50):
-        ranked = {}
-        for space in ("text", "clip", "lexical")[:rnd.randint(1, 3)]:
-            keys = rnd.sample(range(60), rnd.randint(0, 40))
-            sims = sorted((round(rnd.random(), rnd.choice((2, 7))) for _ in keys), reverse=True)  # ties
-            ranked[space] = list(zip(keys, sims))
-        want = reference(ranked)
-        assert fuse_top(ranked, len(want) + 5) == want
-        assert [(key, score) for key, score, _ in want] == rrf_fuse(ranked)
-        assert fuse_top(ranked, 3) == want[:3]
 
 
 def test_hnsw_index_type(service, store, settings, tmp_path):
@@ -266,8 +233,8 @@ def test_hnsw_index_type(service, store, settings, tmp_path):
     assert ix.hnsw and ix.rebuilt == "rebuilt: index type Flat → HNSW32"
     flat = service.indexes["mobilenet"]
     ids, vecs = next(store.vectors.stream("mobilenet", batch=50))
-    D, I = ix.search(vecs, 5)
-    assert (I[:, 0] == ids).mean() > 0.95  # each vector finds itself first
+    D, nearest = ix.search(vecs, 5)
+    assert (nearest[:, 0] == ids).mean() > 0.95  # each vector finds itself first
     _, exact = flat.search(vecs, 10)
     _, approx = ix.search(vecs, 10)
     assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]) > 0.9
@@ -438,7 +405,7 @@ def test_write_behind_writes_a_photo_once_across_batches(settings, store, detect
     import hashlib
     import shutil
 
-    from conftest import IMAGES
+    from tests.helpers import IMAGES
 
     indexed_names = {p.name for p, _ in subset_files(subset)}
     src = next(p for p in sorted(IMAGES.glob("*.jpg")) if p.name not in indexed_names)
@@ -506,20 +473,3 @@ def test_item_meta_matches_the_rows_in_chunks_and_after_an_id(indexed, store, se
         service.indexes["text"].sync(store, [])
 
 
-def test_item_images_reads_the_metadata_sorted_or_not_and_empty():
-    """`SpaceIndex.item_images` answers from the metadata arrays, whatever their order (ids re-added after a repair
-    come last), skips ids it does not hold, gives None for a whole image's score, and {} for an empty index."""
-    import faiss
-
-    ident = SpaceIdentity("text", "m", "w", 4)
-
-    def meta(ids, images, scores):
-        return {"ids": np.array(ids, np.int64), "kind": np.array(["object"] * len(ids), dtype=object),
-                "label": np.array([""] * len(ids), dtype=object), "image_id": np.array(images, np.int64),
-                "score": np.array(scores, np.float32)}
-    ix = SpaceIndex(ident, faiss.IndexIDMap2(faiss.IndexFlatIP(4)), meta([], [], []))
-    assert ix.item_images([1, 2]) == {}
-    for ids in ([3, 5, 9], [5, 3, 9]):
-        images, scores = {3: 30, 5: 50, 9: 90}, {3: 0.25, 5: np.nan, 9: 0.75}
-        ix.meta = meta(ids, [images[i] for i in ids], [scores[i] for i in ids])
-        assert ix.item_images([9, 4, 3, 5, 100, 1]) == {9: (90, 0.75), 3: (30, 0.25), 5: (50, None)}

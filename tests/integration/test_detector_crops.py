@@ -6,10 +6,8 @@ import logging
 import pytest
 from PIL import Image
 
-from clip_embedder.indexing.crops import CropPolicy
 from clip_embedder.models.detector import Detector
-
-from conftest import IMAGES, YOLO_STATE_DICT, YOLO_WEIGHTS
+from tests.helpers import IMAGES, YOLO_STATE_DICT, YOLO_WEIGHTS
 
 
 def iou(a, b) -> float:
@@ -58,14 +56,6 @@ def test_gpu_request_falls_back_to_cpu_with_one_warning(caplog):
     assert sum("no CUDA GPU" in r.message for r in caplog.records) <= 1
 
 
-def test_crop_policy():
-    p = CropPolicy(padding=0.1, min_side=24, max_aspect=4.0)
-    assert p.crop_box((100, 100, 200, 150), 640, 480) == (90, 95, 210, 155)
-    assert p.crop_box((0, 0, 100, 100), 640, 480) == (0, 0, 110, 110)  # clipped at the border
-    assert p.crop_box((10, 10, 25, 30), 640, 480) is None  # too small
-    assert p.crop_box((0, 0, 600, 60), 640, 480) is None  # aspect 600/60 > 4
-    im = Image.new("RGB", (640, 480))
-    assert p.crop(im, (100, 100, 200, 150)).size == (120, 60)
 
 
 def _matched(ref, got, conf: float) -> bool:

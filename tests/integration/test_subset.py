@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import shutil
 
-import extract_coco_subset as ecs
 import pytest
 
-from conftest import ANNOTATIONS, IMAGES
+from tests.helpers import ANNOTATIONS, IMAGES, extract_coco_subset
+
+ecs = extract_coco_subset()
 
 
 def expected_counts(classes: list[str]) -> tuple[set[int], dict[str, int]]:
@@ -71,9 +72,6 @@ def test_same_inputs_same_version_and_new_config_next_version(subset, tmp_path):
     shutil.rmtree(other)
 
 
-def test_split_is_deterministic():
-    ids = list(range(100))
-    assert ecs.split_ids(ids, (0.7, 0.15, 0.15), 3) == ecs.split_ids(list(reversed(ids)), (0.7, 0.15, 0.15), 3)
 
 
 def test_zip_sources(tmp_path):
@@ -120,7 +118,7 @@ def test_url_sources_download_once(tmp_path):
     import http.server
     import threading
 
-    from conftest import COCO128
+    from tests.helpers import COCO128
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(COCO128))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import IMAGENET_LABELS, IMAGES, MOBILENET, ROOT, TAGGER_HEAD, YOLO_STATE_DICT, YOLO_WEIGHTS
+from tests.helpers import IMAGENET_LABELS, IMAGES, MOBILENET, ROOT, TAGGER_HEAD, YOLO_STATE_DICT, YOLO_WEIGHTS
 
 
 def test_embed_and_index_cli(tmp_path, monkeypatch, capsys):

@@ -7,8 +7,7 @@ from PIL import Image
 
 from clip_embedder.indexing.describe import describe_detections
 from clip_embedder.models.clip import ClipEmbedder
-
-from conftest import IMAGES
+from tests.helpers import IMAGES
 
 
 def test_vectors_are_normalised_with_the_identity_dim(embedders):
@@ -35,9 +34,6 @@ def test_text_space_ranks_descriptions(embedders):
     assert list((q @ docs.T).argmax(axis=1)) == [0, 1, 2]
 
 
-def test_describe_detections():
-    assert describe_detections(["person", "car", "person"]) == "a photo of 2 persons and a car"
-    assert describe_detections([]) == "a photo with no detected objects"
 
 
 def test_clip_loads_local_checkpoint_and_shares_one_space(embedders, tiny_clip):
@@ -80,8 +76,7 @@ def test_mobilenet_on_onnx_runtime_gives_the_tflite_features(tmp_path):
     from PIL import Image
 
     from clip_embedder.models.mobilenet import MobileNetEmbedder
-
-    from conftest import IMAGES, MOBILENET
+    from tests.helpers import IMAGES, MOBILENET
 
     ims = [Image.open(p).convert("RGB") for p in sorted(IMAGES.glob("*.jpg"))[:24]]
     ims += [im.crop((10, 20, 10 + im.width // 3, 20 + im.height // 2)) for im in ims[:24]]

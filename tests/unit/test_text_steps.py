@@ -1,0 +1,89 @@
+"""Text search's steps, each alone: parsing, lexical terms, per-signal rankings, the relevance decision."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from clip_embedder.search.records import QueryError
+from clip_embedder.search.text import (
+    MAX_QUERY_CHARS,
+    ImageRanking,
+    best_items,
+    decide,
+    nothing_found,
+    parse_query,
+    phrase_ranking,
+    query_terms,
+    rank_images,
+)
+
+
+def test_query_terms():
+    assert query_terms("a photo of two Dogs and boxes") == ["two", "dogs", "dog", "boxes", "box", "boxe"]
+    assert query_terms("김치찌개 사진") == ["김치찌개", "사진"]
+
+
+def test_korean_ocr_pieces_are_joined_for_lexical_search():
+    from clip_embedder.models.ocr import lexical_text
+
+    assert lexical_text("『 김 치찌개") == "『 김 치찌개 김치찌개"
+    assert lexical_text("EXIT") == "EXIT"
+
+
+def test_parse_query_splits_quoted_phrases_from_the_rest():
+    q = parse_query('  a red bus "EXIT" “Pharmacy” ')
+    assert q.text == 'a red bus "EXIT" “Pharmacy”' and q.phrases == ("EXIT", "Pharmacy") and q.rest == "a red bus"
+    plain = parse_query("a dog")
+    assert plain.phrases == () and plain.rest == "a dog"
+    only = parse_query('"EXIT"')
+    assert only.phrases == ("EXIT",) and only.rest == ""
+
+
+@pytest.mark.parametrize("query", ["", "   ", None, "x" * (MAX_QUERY_CHARS + 1)])
+def test_parse_query_refuses_empty_and_overlong_text(query):
+    with pytest.raises(QueryError) as e:
+        parse_query(query)
+    assert e.value.status == 422 and str(e.value)
+
+
+def test_rank_images_keeps_the_best_item_per_image_and_marks_confident_ones():
+    rows = {1: (10, 0.9), 2: (10, 0.5), 3: (20, None), 4: (30, 0.8)}
+    r = rank_images([(2, 0.61), (1, 0.61), (3, 0.7), (4, 0.3), (99, 0.99)], rows, floor=0.6)
+    # item 99 is gone (not in rows); equal similarities: the surer detection (item 1) first
+    assert r.ranked == [(20, 0.7), (10, 0.61), (30, 0.3)]
+    assert r.first_item == {20: (0.7, 3), 10: (0.61, 1), 30: (0.3, 4)}
+    assert r.confident == {10, 20}
+
+
+def test_rank_images_strong_items_and_allowed_images():
+    rows = {1: (10, None), 2: (20, None), 3: (30, None)}
+    r = rank_images([(1, 0.2), (2, 0.1), (3, 0.05)], rows, floor=math.inf, strong=[3], allowed={10, 30})
+    assert r.ranked == [(10, 0.2), (30, 0.05)] and r.confident == {30}
+
+
+def test_best_items_prefers_dense_similarity_then_lexical_then_whole_image():
+    a = ImageRanking([(1, 0.5)], set(), {1: (0.5, 11)})
+    b = ImageRanking([(1, 0.5), (2, 0.4)], set(), {1: (0.5, 12), 2: (0.4, 21)})
+    lexical = ImageRanking([(3, 2.0), (2, 1.0)], {3}, {3: (2.0, 31), 2: (1.0, 22)})
+    got = best_items([a, b], lexical, {2: 200, 4: 400})
+    assert got == {1: 11, 2: 21, 3: 31, 4: 400}  # a tie goes to the first space; dense beats lexical
+
+
+def test_phrase_ranking_puts_confident_then_recent_images_first():
+    assert phrase_ranking({5, 7, 9}, {5}) == [(5, 1.0), (9, 1.0), (7, 1.0)]
+
+
+def test_decide_keeps_confident_images_and_counts_the_hidden_weak_ones():
+    ranked = {"text": [(1, 0.9), (2, 0.8), (3, 0.7)], "lexical": [(3, 1.0)]}
+    d = decide(ranked, {3}, top_k=2, include_weak=False)
+    assert [i for i, _ in d.chosen] == [3] and d.found and d.hidden == 1
+    d = decide(ranked, {3}, top_k=2, include_weak=True)
+    assert [i for i, _ in d.chosen] == [3, 1] and d.hidden == 0
+    nothing = decide(ranked, set(), top_k=10, include_weak=False)
+    assert nothing.chosen == [] and not nothing.found and nothing.hidden == 3
+
+
+def test_nothing_found_says_how_many_are_hidden():
+    assert nothing_found("zebra", 0) == "nothing in this index looks like 'zebra'"
+    assert "3 weaker results" in nothing_found("zebra", 3) and "include_weak=true" in nothing_found("zebra", 3)
