@@ -5,6 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY clip_embedder clip_embedder
 COPY api api
+COPY ui ui
 RUN pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu \
  && pip install --no-cache-dir -e .
 COPY . .

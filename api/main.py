@@ -105,3 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(service.router)
     instrument(app)
     return app
+
+
+app = create_app()

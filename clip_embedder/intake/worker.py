@@ -37,6 +37,8 @@ class IndexWorker:
         self.settings = settings
         t0 = time.perf_counter()
         self.store = Store.open(settings, max_size=settings.worker_concurrency + 2)
+        #: the repositories a job touches: its tasks' outcome and the image it wrote
+        self.tasks, self.images = self.store.tasks, self.store.images
         detector = load_detector(settings)
         embedders = {s: create_embedder(s, settings) for s in settings.spaces}
         for emb in embedders.values():
@@ -49,7 +51,7 @@ class IndexWorker:
         log.info("worker ready in %.1fs: spaces %s, detector %s", time.perf_counter() - t0, ",".join(embedders),
                  detector.weights_sha256[:12])
         self.jobs = Counter("clip_embedder_worker_jobs", "indexing jobs finished by this worker", ["outcome"])
-        self.images = Counter("clip_embedder_worker_images_indexed", "new images written by this worker")
+        self.images_written = Counter("clip_embedder_worker_images_indexed", "new images written by this worker")
         self.stage_seconds = Histogram("clip_embedder_worker_stage_seconds", "seconds per pipeline stage per batch",
                                        ["stage"])
         self.batch_size = Histogram("clip_embedder_worker_batch_images", "images per micro-batch",
@@ -59,7 +61,7 @@ class IndexWorker:
         for stage, s in batch.timings.items():
             self.stage_seconds.labels(stage).observe(s)
         self.batch_size.observe(len(batch.sources))
-        self.images.inc(len(batch.inserted))
+        self.images_written.inc(len(batch.inserted))
 
     def index_image(self, sha256: str, path: str, storage: str, file_name: str) -> dict:
         """The job: index one image (idempotent by sha256). A file that is not a usable image (or is gone)
@@ -69,29 +71,29 @@ class IndexWorker:
         try:
             data = self.originals.get(path) if storage == "originals" else None
         except FileNotFoundError as e:
-            self.store.tasks.finish(sha256, error=f"{file_name}: the stored original is missing ({e})")
+            self.tasks.finish(sha256, error=f"{file_name}: the stored original is missing ({e})")
             self.jobs.labels("failed").inc()
             return {"error": "original missing"}
         except Exception as e:
-            self.store.tasks.note_error(sha256, f"{type(e).__name__}: {e} (will retry)")
+            self.tasks.note_error(sha256, f"{type(e).__name__}: {e} (will retry)")
             raise
         try:
             out = self.batcher.submit(SourceFile(path, file_name, None, storage, data))
         except Exception as e:
-            self.store.tasks.note_error(sha256, f"{type(e).__name__}: {e} (will retry)")
+            self.tasks.note_error(sha256, f"{type(e).__name__}: {e} (will retry)")
             self.jobs.labels("retried").inc()
             raise
         if out.error is not None:
-            self.store.tasks.finish(sha256, error=out.error)
+            self.tasks.finish(sha256, error=out.error)
             self.jobs.labels("failed").inc()
             return {"error": out.error}
         if out.sha256 != sha256:
-            self.store.tasks.finish(sha256, error=f"{file_name} changed since it was queued; scan it again")
+            self.tasks.finish(sha256, error=f"{file_name} changed since it was queued; scan it again")
             self.jobs.labels("failed").inc()
             return {"error": "changed"}
-        self.store.tasks.finish(sha256, error=None)
+        self.tasks.finish(sha256, error=None)
         self.jobs.labels("succeeded").inc()
-        image = self.store.images.by_sha(sha256)
+        image = self.images.by_sha(sha256)
         return {"image_id": image.id if image else None, "objects": out.objects, "batch": out.batch_size}
 
 

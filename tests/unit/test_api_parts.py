@@ -89,3 +89,17 @@ def test_every_error_is_a_detail_with_the_status_its_exception_stands_for():
         assert bad.status_code == 422 and bad.json()["detail"].startswith("top_k:")
         broken = c.post("/body", content=b"{nope", headers={"content-type": "application/json"})
         assert broken.status_code == 422 and "not valid JSON" in broken.json()["detail"]
+
+
+def test_uvicorn_finds_the_app_with_every_router():
+    """`uvicorn api.main:app` (the README's command, compose's API service) finds an app that serves every resource
+    (building it loads nothing: the models load in its lifespan)."""
+    from fastapi import FastAPI
+
+    from api.main import app
+
+    assert isinstance(app, FastAPI)
+    paths = app.openapi()["paths"]
+    for path in ("/api/search_text", "/api/search_image", "/api/images", "/api/images/{image_id}", "/api/tasks",
+                 "/api/tasks/{task_id}", "/api/collections/scan", "/api/health", "/api/reload"):
+        assert path in paths, path
