@@ -8,12 +8,16 @@ Two checkouts (before / after a refactor) that write the same rows and vectors p
 It runs `python -m clip_embedder.scripts.embed_and_index` (the same command in every version) with the shared
 weights (mobilenet and text spaces, ImageNet tags, OCR as --ocr says), then reads the tables back with plain SQL:
 images (sha256, size, description, OCR text), items (kind, label, score rounded to 1e-4, bbox and crop box, description,
-keywords), tags, OCR lines and every space's vectors (rounded to 1e-5), each table hashed in id order.
+keywords), tags, OCR lines and every space's vectors (rounded to 1e-5), each table hashed in id order. Then the
+checkout's own `SearchService` answers a fixed list of text queries (words, sentences, a quoted phrase, a class
+filter, weak matches) and one image query over that index; every answer (item and image ids, kinds, labels, scores
+rounded to 1e-6, the spaces that found each hit, weak flags, warnings) is hashed too.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +60,44 @@ def digest(url: str) -> dict[str, tuple[int, str]]:
     return out
 
 
+#: the text queries whose answers are compared: (query, keyword arguments of `search_text`)
+TEXT_QUERIES = [("person", {}), ("a dog", {}), ("dog", {}), ("a red car", {}), ("The man is riding a horse", {}),
+                ("zebra", {}), ("umbrella", {"include_weak": True}), ("car", {"label": "car"}), ('"PARK"', {}),
+                ("sports ball", {"top_k": 3}), ("kitchen oven", {"include_weak": True, "top_k": 20})]
+
+# runs in the checkout under test (its own import paths: this project's layout changed over time)
+_QUERY_SCRIPT = r"""
+import hashlib, json, sys
+from pathlib import Path
+try:
+    from clip_embedder.db.store import Store
+    from clip_embedder.models.detector import load_detector
+    from clip_embedder.search.service import SearchService
+except ImportError:
+    from clip_embedder.store import Store
+    from clip_embedder.search import SearchService, load_detector
+from PIL import Image
+from clip_embedder.config import Settings
+
+queries, image = json.loads(sys.argv[1]), sys.argv[2]
+settings = Settings()
+store = Store.open(settings)
+svc = SearchService.create(settings, store, load_detector(settings))
+def hit(h):
+    return (h.item_id, h.image_id, h.kind, h.label, round(h.score, 6), round(h.similarity, 6), sorted(h.spaces),
+            h.weak)
+out = []
+for q, kw in queries:
+    r = svc.search_text(q, **kw)
+    out.append((q, [hit(h) for h in r.hits], r.warnings, r.hidden_weak))
+r = svc.search_image(Image.open(image).convert("RGB"), top_k=5)
+out.append(("image", [hit(h) for h in r.image_neighbours], [[hit(h) for h in o.neighbours] for o in r.objects]))
+for q in out:
+    print(f"{str(q[0])[:28]:28s} {len(q[1]):3d} hits  {hashlib.sha256(repr(q).encode()).hexdigest()[:16]}")
+store.close()
+"""
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=Path, default=ROOT, help="the checkout whose indexer runs (default: this one)")
@@ -82,6 +124,9 @@ def main() -> int:
             print(f"{table:18s} {n:6d} rows  {h}")
     finally:
         server.cleanup()
+    query_image = sorted((SHARED / "datasets/coco128/images").glob("*.jpg"))[3]
+    subprocess.run([sys.executable, "-c", _QUERY_SCRIPT, json.dumps(TEXT_QUERIES), str(query_image)], cwd=work,
+                   env=env, check=True)
     return 0
 
 
