@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 
 from clip_embedder.images import ImageError
-from clip_embedder.intake.ingest import QueueFullError, ScanRefusedError
+from clip_embedder.intake.ingest import QueueFullError, ScanPathError, ScanRefusedError
 from clip_embedder.models.embedders import SpaceMismatchError
 from clip_embedder.search.records import QueryError
 
@@ -66,6 +66,7 @@ HANDLERS: list[tuple[type[Exception], Callable[[Request, Exception], Awaitable[J
     (SpaceMismatchError, with_status(409)),
     (QueueFullError, queue_full),
     (ScanRefusedError, with_status(403)),
+    (ScanPathError, with_status(422)),
     (FileNotFoundError, with_status(404)),
 ]
 

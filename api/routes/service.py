@@ -21,8 +21,8 @@ async def health(request: Request, items: ItemsDep, tasks: TasksDep):
     service = get_service(request)
     follower = getattr(request.app.state, "follower", None)
     if follower is not None and follower.db_down is not None:
-        since, why = follower.db_down
-        raise HTTPException(503, f"the database has been unavailable for {time.monotonic() - since:.0f}s ({why}); "
+        since, _ = follower.db_down  # the driver's raw error is in the log (the follower logged it once)
+        raise HTTPException(503, f"the database is not answering (for {time.monotonic() - since:.0f}s); "
                                  "reconnecting", headers={"Retry-After": "5"})
     try:  # the latest ping (at most DB_PROBE_MAX_AGE old), so health answers fast even before the follower notices
         await request.app.state.db_probe.check(1.0)

@@ -33,8 +33,44 @@ class QueueFullError(RuntimeError):
         self.retry_after = retry_after
 
 
+class ScanPathError(ValueError):
+    """A scan path that names no folder this machine can look up (an unknown `~user`, a symlink loop, a name over
+    the file system's limits, a NUL character): the API answers 422."""
+
+
 class ScanRefusedError(PermissionError):
     """A folder outside SCAN_ROOTS (or scanning is off)."""
+
+
+def _shown(folder: str | Path, limit: int = 200) -> str:
+    """A path as an error message shows it: cut at `limit` characters."""
+    text = str(folder)
+    return text if len(text) <= limit else text[:limit] + f"…(+{len(text) - limit} chars)"
+
+
+def resolve_folder(folder: str | Path) -> Path:
+    """`folder` with `~` expanded and symlinks resolved (the folder need not exist).
+
+    Raises:
+        ScanPathError: a NUL character, an unknown `~user` or no home directory, a symlink loop, or a path the
+            operating system refuses to look up (too long, say).
+    """
+    if "\x00" in str(folder):
+        raise ScanPathError("a folder path cannot contain a NUL character")
+    try:
+        return Path(folder).expanduser().resolve()
+    except RuntimeError as e:  # pathlib: "Could not determine home directory.", "Symlink loop from …"
+        raise ScanPathError(f"{_shown(folder)} cannot be looked up: {e}") from None
+    except (OSError, ValueError) as e:
+        raise ScanPathError(f"{_shown(folder)} cannot be looked up: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, symlinks resolved, lies under `root`; False for a path that cannot be resolved (a loop)."""
+    try:
+        return root in path.resolve().parents
+    except (RuntimeError, OSError):
+        return False
 
 
 @dataclass
@@ -108,29 +144,33 @@ class Ingest:
 
         Raises:
             ScanRefusedError: scanning is off or the folder is outside every SCAN_ROOTS entry.
+            ScanPathError: the path cannot be looked up (see `resolve_folder`).
             FileNotFoundError: the folder does not exist.
         """
         if not self.settings.scan_roots:
             raise ScanRefusedError("scanning server folders is off: list the folders it may read in SCAN_ROOTS")
-        if "\x00" in str(folder):
-            raise ScanRefusedError("a folder path cannot contain a NUL character")
-        resolved = Path(folder).expanduser().resolve()
+        resolved = resolve_folder(folder)
         for root in self.settings.scan_roots:
             r = Path(root).expanduser().resolve()
             if resolved == r or r in resolved.parents:
-                if not resolved.is_dir():
-                    raise FileNotFoundError(f"{folder} is not a folder")
+                try:
+                    is_dir = resolved.is_dir()
+                except OSError as e:  # ENAMETOOLONG and the like: is_dir only swallows "not found" errors
+                    raise ScanPathError(f"{_shown(folder)} cannot be looked up: {e.strerror or e}") from None
+                if not is_dir:
+                    raise FileNotFoundError(f"{_shown(folder)} is not a folder")
                 return resolved, r
-        raise ScanRefusedError(f"{folder} is not under a folder listed in SCAN_ROOTS")
+        raise ScanRefusedError(f"{_shown(folder)} is not under a folder listed in SCAN_ROOTS")
 
     def scan(self, folder: str | Path) -> tuple[str, list[TaskRecord]]:
         """Queue every image under a folder inside SCAN_ROOTS; the files are indexed where they are.
 
         Raises:
-            ScanRefusedError, FileNotFoundError: see `scan_root_of`. QueueFullError: the queue is full.
+            ScanRefusedError, ScanPathError, FileNotFoundError: see `scan_root_of`. QueueFullError: the queue is
+                full.
         """
         resolved, root = self.scan_root_of(folder)
-        files = [f for f in list_images(resolved) if root in f.resolve().parents]  # no symlink leaves the root
+        files = [f for f in list_images(resolved) if _inside(f, root)]  # no symlink leaves the root
         if len(files) > self.settings.queue_max_depth:
             raise QueueFullError(f"{len(files):,} images is more than QUEUE_MAX_DEPTH="
                                  f"{self.settings.queue_max_depth:,}; scan a smaller folder", retry_after=60)

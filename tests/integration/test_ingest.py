@@ -209,6 +209,10 @@ def test_keys_and_scan_roots(env, tmp_path):
     assert outside.status_code == 403 and "SCAN_ROOTS" in outside.json()["detail"]
     sneaky = env.http.post("/api/collections/scan", headers=KEY, json={"path": str(env.scan_root / ".." / "..")})
     assert sneaky.status_code == 403
+    (env.scan_root / "loop").symlink_to(env.scan_root / "loop")  # a symlink loop, inside the root
+    for bad in ("~nosuchuser", str(env.scan_root / "loop"), str(env.scan_root / ("x" * 5000))):
+        refused = env.http.post("/api/collections/scan", headers=KEY, json={"path": bad})
+        assert refused.status_code == 422 and isinstance(refused.json()["detail"], str), (bad[:40], refused.text)
     assert env.http.post("/api/collections/scan", json={"path": str(env.scan_root)}).status_code == 401
     (env.scan_root / "birds").mkdir()
     for name in ("owl.jpg", "bird.jpg"):

@@ -60,7 +60,7 @@ def test_every_error_is_a_detail_with_the_status_its_exception_stands_for():
 
     from api import errors
     from clip_embedder.images import ImageError
-    from clip_embedder.intake.ingest import QueueFullError, ScanRefusedError
+    from clip_embedder.intake.ingest import QueueFullError, ScanPathError, ScanRefusedError
     from clip_embedder.models.embedders import SpaceMismatchError
     from clip_embedder.search.records import QueryError
 
@@ -68,7 +68,8 @@ def test_every_error_is_a_detail_with_the_status_its_exception_stands_for():
     errors.install(app)
     raised = {"image": ImageError("not an image", 415), "query": QueryError("no such space", 409),
               "mismatch": SpaceMismatchError("built by another model"), "full": QueueFullError("queue is full"),
-              "scan": ScanRefusedError("outside SCAN_ROOTS"), "missing": FileNotFoundError("no such file"),
+              "scan": ScanRefusedError("outside SCAN_ROOTS"),
+              "path": ScanPathError("~nosuchuser cannot be looked up"), "missing": FileNotFoundError("no such file"),
               "db": psycopg.OperationalError("connection refused")}
 
     @app.get("/raise/{what}")
@@ -79,7 +80,8 @@ def test_every_error_is_a_detail_with_the_status_its_exception_stands_for():
     def body(b: TopK):
         return b
 
-    want = {"image": 415, "query": 409, "mismatch": 409, "full": 503, "scan": 403, "missing": 404, "db": 503}
+    want = {"image": 415, "query": 409, "mismatch": 409, "full": 503, "scan": 403, "path": 422, "missing": 404,
+            "db": 503}
     with TestClient(app) as c:
         for what, status in want.items():
             r = c.get(f"/raise/{what}")
