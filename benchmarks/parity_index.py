@@ -106,13 +106,13 @@ def main() -> int:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="parity_"))
     env = {**os.environ, "PGDATA_DIR": str(work / "pgdata"), "FAISS_DIR": str(work / "faiss"),
-           "DATABASE_URL": "", "SPACES": "mobilenet,text", "OCR": args.ocr, "TAGGER": "imagenet",
+           "SPACES": "mobilenet,text", "OCR": args.ocr, "TAGGER": "imagenet",
            "DETECTOR_WEIGHTS": str(SHARED / "models/yolov5/yolov5n.pt"),
            "MOBILENET_WEIGHTS": str(SHARED / "models/mobilenet/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
            "TAGGER_WEIGHTS": str(SHARED / "models/mobilenet/mobilenet_quant_v1_224_head_layers.tflite"),
            "TAGGER_LABELS": str(SHARED / "models/mobilenet/imagenet_labels.txt"),
            "EXPORT_DIR": str(work / "exported"), "PYTHONPATH": str(args.root.resolve())}
-    env.pop("DATABASE_URL")
+    env.pop("DATABASE_URL", None)  # the embedded server in this run's own folder
     subprocess.run([sys.executable, "-m", "clip_embedder.scripts.embed_and_index", "--dataset_path",
                     str(SHARED / "datasets/coco128/images"), "--limit", str(args.limit), "--no-progress"],
                    cwd=work, env=env, check=True)

