@@ -24,13 +24,13 @@ def one(cur: psycopg.Cursor[DictRow]) -> DictRow:
 
 
 def vec_table(space: str) -> str:
-    if not _SPACE_RE.match(space):
-        raise ValueError(f"invalid space name {space!r}")
     """The vectors table of a space (`vectors_<space>`).
 
     Raises:
         ValueError: a name that is not lower-case letters, digits and underscores (it is spliced into SQL).
     """
+    if not _SPACE_RE.match(space):
+        raise ValueError(f"invalid space name {space!r}")
     return f"vectors_{space}"
 
 

@@ -39,9 +39,14 @@ def sync_app(url: str) -> procrastinate.App:
     return procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=url, min_size=1, max_size=2))
 
 
+POOL_TIMEOUT_S = 10.0  # a worker's wait for a pooled connection before it takes the database for gone
+
+
 def async_app(url: str) -> procrastinate.App:
-    """A procrastinate app for the worker's event loop."""
-    return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
+    """A procrastinate app for the worker's event loop. Its pool (procrastinate checks each connection before
+    handing it out) gives up after POOL_TIMEOUT_S, so a lost database is noticed in seconds (psycopg_pool's default
+    waits 30 s per attempt)."""
+    return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url, timeout=POOL_TIMEOUT_S))
 
 
 def defer_index_job(app: procrastinate.App, job: IndexJob) -> int | None:

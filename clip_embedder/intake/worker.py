@@ -5,13 +5,15 @@ queue in the project's PostgreSQL through the same stage functions as the CLI
 (`clip_embedder.indexing.pipeline`). Start as many as you like, on one machine or several sharing
 DATABASE_URL (and STORAGE_ROOT: a shared folder or gs://). Ctrl-C / SIGTERM finish the jobs in
 hand, then stop; a worker killed outright has its jobs run again by another worker once its
-heartbeat is WORKER_STALLED_AFTER seconds old.
+heartbeat is WORKER_STALLED_AFTER seconds old. A database that goes away (restarted, failed over, killed) does
+not take the worker with it: it waits with backoff and resumes (`clip_embedder.intake.reconnect`).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -97,29 +99,6 @@ class IndexWorker:
         return {"image_id": image.id if image else None, "objects": out.objects, "batch": out.batch_size}
 
 
-async def retry_stalled_jobs(app, *, every: float, stalled_after: float, max_attempts: int) -> None:
-    """Forever: run again the jobs whose worker stopped sending heartbeats (killed, machine lost);
-    a job that already used `max_attempts` fails instead (it may be what kills its workers)."""
-    from procrastinate.jobs import Status  # noqa: PLC0415
-
-    while True:
-        try:
-            for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
-                try:
-                    if job.attempts + 1 >= max_attempts:
-                        await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
-                        log.warning("job %s failed: its workers died %d times", job.id, job.attempts + 1)
-                    else:
-                        await app.job_manager.retry_job(job)
-                        log.warning("job %s (%s) was running on a worker that died: queued again", job.id,
-                                    job.task_kwargs.get("file_name"))
-                except Exception as e:  # another worker got there first
-                    log.debug("stalled job %s: %s", job.id, e)
-        except Exception as e:
-            log.warning("stalled-job check failed: %s", e)
-        await asyncio.sleep(every)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m clip_embedder.worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("clip_embedder").setLevel(logging.INFO)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # one line per failed connection: the supervisor says it
     from procrastinate import RetryStrategy  # noqa: PLC0415
+    from procrastinate.worker import Worker  # noqa: PLC0415
 
     from clip_embedder.config import Settings  # noqa: PLC0415
     from clip_embedder.intake.queue import QUEUE, TASK_NAME, async_app  # noqa: PLC0415
+    from clip_embedder.intake.reconnect import retry_stalled_jobs, supervise  # noqa: PLC0415
     from clip_embedder.models.embedders import SpaceMismatchError  # noqa: PLC0415
 
     overrides = {}
@@ -164,21 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     app.task(name=TASK_NAME, queue=QUEUE, retry=RetryStrategy(
         max_attempts=settings.worker_max_attempts, exponential_wait=settings.worker_retry_wait))(worker.index_image)
 
-    async def run() -> None:
-        async with app.open_async():
-            stalled = asyncio.create_task(retry_stalled_jobs(
-                app, every=max(1.0, settings.worker_stalled_after / 3), stalled_after=settings.worker_stalled_after,
-                max_attempts=settings.worker_max_attempts))
-            try:
-                await app.run_worker_async(queues=[QUEUE], concurrency=settings.worker_concurrency,
-                                           wait=not args.burst, update_heartbeat_interval=settings.worker_heartbeat,
-                                           stalled_worker_timeout=settings.worker_stalled_after,
-                                           name=f"index-worker-{__import__('os').getpid()}")
-            finally:
-                stalled.cancel()
+    def make_worker() -> Worker:
+        return Worker(app=app, queues=[QUEUE], concurrency=settings.worker_concurrency, wait=not args.burst,
+                      update_heartbeat_interval=settings.worker_heartbeat,
+                      stalled_worker_timeout=settings.worker_stalled_after, install_signal_handlers=False,
+                      name=f"index-worker-{os.getpid()}")
+
+    def stalled_check():
+        return retry_stalled_jobs(app, every=max(1.0, settings.worker_stalled_after / 3),
+                                  stalled_after=settings.worker_stalled_after,
+                                  max_attempts=settings.worker_max_attempts)
 
     try:
-        asyncio.run(run())
+        asyncio.run(supervise(app, worker.store.url, make_worker, burst=args.burst, side_task=stalled_check))
     finally:
         worker.store.close()
     return 0
