@@ -69,7 +69,7 @@ def start_worker(tmp: Path, name: str, metrics_port: int, **env_extra: str) -> s
            "TAGGER_WEIGHTS": str(TAGGER_HEAD), "TAGGER_LABELS": str(IMAGENET_LABELS), "OCR": "off",
            "STORAGE_ROOT": str(tmp / "originals"), "WORKER_CONCURRENCY": "1", "WORKER_HEARTBEAT": "0.5",
            "WORKER_STALLED_AFTER": "30", "WORKER_RETRY_WAIT": "0", **env_extra}
-    return subprocess.Popen([sys.executable, *os.environ.get("WORKER_CMD", "-m clip_embedder.worker").split()], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "clip_embedder.worker"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "w"))
 
 
