@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse
 from api import errors
 from api.deps import ReadKey
 from api.lifespan import make_lifespan
-from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyLimitMiddleware, OptionsMiddleware
+from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyCap, BodyLimitMiddleware, OptionsMiddleware
 from api.metrics import instrument
 from api.routes import collections, images, search, service, tasks
 from clip_embedder import offline  # noqa: F401
@@ -54,18 +54,20 @@ def _reads_need_key(settings: Settings | None) -> bool:
         return False
 
 
-def _body_cap(app: FastAPI, settings: Settings | None) -> Callable[[str, str], tuple[int, str]]:
-    """The body size cap of a request (bytes, and the setting that sets it): uploads are refused before the multipart
-    body is spooled to disk; every other body is small JSON."""
+def _body_cap(app: FastAPI, settings: Settings | None) -> Callable[[str, str], BodyCap]:
+    """The body caps of a request: uploads are refused before the multipart body is spooled to disk, and at the
+    part past their file limit before it is parsed; every other body is small JSON."""
 
-    def cap_for(method: str, path: str) -> tuple[int, str]:
+    def cap_for(method: str, path: str) -> BodyCap:
         s = getattr(app.state, "settings", None) or settings or get_settings()
         if method == "POST" and path == "/api/search_image":
-            return s.max_upload_bytes + MULTIPART_ALLOWANCE, "MAX_UPLOAD_BYTES"
+            return BodyCap(s.max_upload_bytes + MULTIPART_ALLOWANCE, "MAX_UPLOAD_BYTES", 1,
+                           "a search takes one image")
         if method == "POST" and path == "/api/images":
-            return (s.max_upload_bytes + MULTIPART_ALLOWANCE) * s.max_files_per_upload, \
-                "MAX_UPLOAD_BYTES per file x MAX_FILES_PER_UPLOAD"
-        return JSON_BODY_MAX, "1 MiB for JSON bodies"
+            return BodyCap((s.max_upload_bytes + MULTIPART_ALLOWANCE) * s.max_files_per_upload,
+                           "MAX_UPLOAD_BYTES per file x MAX_FILES_PER_UPLOAD", s.max_files_per_upload,
+                           "MAX_FILES_PER_UPLOAD")
+        return BodyCap(JSON_BODY_MAX, "1 MiB for JSON bodies")
     return cap_for
 
 

@@ -40,6 +40,8 @@ from clip_embedder.db.spaces import SpaceRepository
 from clip_embedder.db.tasks import TaskRepository
 from clip_embedder.db.vectors import VectorRepository
 
+RECONNECT_TIMEOUT_S = 8.0  # seconds one pool slot keeps retrying (1, 2, 4 s apart) before the next request retries
+
 
 class Store(Repository):
     """Typed access to the database: one repository per concern on one pool. Build with `Store.open(settings)`;
@@ -52,9 +54,12 @@ class Store(Repository):
         # The extension and the schema must exist before a pooled connection registers the vector type.
         migrate(url)
         # check: a connection broken while idle (server restarted) is replaced, not handed out; timeout:
-        # while the database is away, requests fail in seconds (503), not after psycopg's 30 s default
+        # while the database is away, requests fail in seconds (503), not after psycopg's 30 s default;
+        # reconnect_timeout: a connection attempt that keeps failing is given up after RECONNECT_TIMEOUT_S, so the
+        # next request tries again at once — psycopg_pool's default (300 s, doubling delays) left a pool that had
+        # lost its server for 90 s waiting up to a minute more after the server came back
         super().__init__(ConnectionPool(url, min_size=min_size, max_size=max_size, open=True, timeout=5.0,
-                                        check=ConnectionPool.check_connection,
+                                        check=ConnectionPool.check_connection, reconnect_timeout=RECONNECT_TIMEOUT_S,
                                         configure=register_vector, kwargs={"row_factory": dict_row}))
         #: one repository per concern, all on this pool
         self.spaces = SpaceRepository(self.pool, pgvector_index)

@@ -1,7 +1,7 @@
 """A worker outlives its database: the queue loop runs under a supervisor that waits out an outage and resumes.
 
 When PostgreSQL stops answering (restarted, upgraded, failed over, killed by the OOM killer), procrastinate's worker
-stops with a `ConnectorException`. `supervise` catches that, waits for the database with exponential backoff
+stops with a `ConnectorException`. `Supervisor` catches that, waits for the database with exponential backoff
 (`wait_for_database`: the embedded server is started again when it is this process's; an external one is waited
 for, with a log line that says what to check), puts the jobs this worker held back on the queue
 (`requeue_held_jobs`) and starts the queue loop again — in the same process, with the models still loaded.
@@ -32,7 +32,7 @@ log = logging.getLogger("clip_embedder.worker")
 #: what a lost database raises out of procrastinate's worker loop (or out of opening its pool)
 DATABASE_ERRORS = (ConnectorException, psycopg.Error, psycopg_pool.PoolTimeout, OSError)
 BACKOFF_FIRST_S = 0.5  # first wait between two probes of a database that does not answer
-BACKOFF_MAX_S = 10.0  # the longest wait between two probes (exponential backoff, doubling, capped here)
+BACKOFF_MAX_S = 5.0  # the longest wait between two probes (exponential backoff, doubling, capped here)
 PROBE_TIMEOUT_S = 3  # libpq connect_timeout of one probe
 WATCH_EVERY_S = 2.0  # seconds between two probes while the queue loop runs
 
@@ -50,14 +50,11 @@ def _first_line(e: BaseException) -> str:
 
 
 async def probe(url: str) -> str | None:
-    """One connection attempt to `url` (`SELECT 1`). Returns None when the database answers, else the reason
+    """One connection attempt to `url`. Returns None when the database answers, else the reason
     (one line)."""
-    try:
+    try:  # a server that accepts a session is up (one starting or recovering refuses it)
         conn = await psycopg.AsyncConnection.connect(url, connect_timeout=PROBE_TIMEOUT_S)
-        try:
-            await conn.execute("SELECT 1")
-        finally:
-            await conn.close()
+        await conn.close()
     except (psycopg.Error, OSError) as e:
         return _first_line(e)
     return None
@@ -163,68 +160,77 @@ async def retry_stalled_jobs(app: procrastinate.App, *, every: float, stalled_af
         await asyncio.sleep(every)
 
 
-async def supervise(app: procrastinate.App, url: str, make_worker: Callable[[], Worker], *, burst: bool,
-                    side_task: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
-    """Run the queue loop until a signal (SIGTERM, SIGINT) stops it, or, with `burst`, until the queue is empty.
+class Supervisor:
+    """Runs the queue loop until a signal (SIGTERM, SIGINT) stops it, or, with `burst`, until the queue is empty.
 
-    Each round opens `app`, starts `side_task()` beside it (the stalled-job check) and runs a fresh
-    `make_worker()` (procrastinate's `Worker` on `app`, its own signal handlers off). When that raises one of
+    Each round opens `app`, starts the database watch and `side_task()` (the stalled-job check) beside it and runs a
+    fresh `make_worker()` (procrastinate's `Worker` on `app`, its own signal handlers off). When that raises one of
     `DATABASE_ERRORS` — or returns on its own while not in `burst` mode (a side task of it lost the database) —
     the database is gone: wait for it (`wait_for_database`), requeue the jobs held under the lost worker id
     (`requeue_held_jobs`) and run again, the models still loaded. A signal lets the jobs in hand finish first
-    (procrastinate's graceful stop), then returns.
+    (procrastinate's graceful stop), then `run` returns.
     """
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    running: asyncio.Task | None = None
 
-    def on_signal() -> None:
-        stopping.set()
-        if running is not None:
-            running.cancel()  # procrastinate: a cancelled worker finishes its jobs in hand, then stops
+    def __init__(self, app: procrastinate.App, url: str, make_worker: Callable[[], Worker], *, burst: bool,
+                 side_task: Callable[[], Coroutine[Any, Any, None]] | None = None):
+        self.app, self.url, self.make_worker, self.burst, self.side_task = app, url, make_worker, burst, side_task
+        self.stopping = asyncio.Event()
+        self.running: asyncio.Task | None = None
+        self.held: int | None = None  # the worker id of a round that lost the database
+        self.lost_at: float | None = None
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    held: int | None = None
-    lost_at: float | None = None
-    while not stopping.is_set():
-        worker = make_worker()
-        try:
-            async with app.open_async():
-                if held is not None:
-                    await requeue_held_jobs(app, held)
-                    held = None
-                if lost_at is not None:
-                    DB_OUTAGE_SECONDS.observe(time.monotonic() - lost_at)
-                    lost_at = None
-                DB_UP.set(1)
-                if stopping.is_set():
-                    return
-                sides = [asyncio.create_task(watch_database(url))]
-                if side_task is not None:
-                    sides.append(asyncio.create_task(side_task()))
-                running = asyncio.create_task(worker.run(), name="queue worker")
-                try:
-                    await running
-                finally:
-                    for side in sides:
-                        side.cancel()
-                if burst:
+    def on_signal(self) -> None:
+        self.stopping.set()
+        if self.running is not None:
+            self.running.cancel()  # procrastinate: a cancelled worker finishes its jobs in hand, then stops
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_signal)
+        while not self.stopping.is_set():
+            worker = self.make_worker()
+            try:
+                if await self._round(worker):
                     return
                 log.warning("the queue loop stopped by itself (it lost the database for a moment)")
-        except asyncio.CancelledError:
-            if stopping.is_set():
+            except asyncio.CancelledError:
+                if self.stopping.is_set():
+                    return
+                raise
+            except DATABASE_ERRORS as e:
+                log.warning("lost the database: %s", _first_line(e))
+            finally:
+                self.running = None
+            self.held = worker.worker_id or self.held  # procrastinate clears it only after unregistering cleanly
+            if self.stopping.is_set():
                 return
-            raise
-        except DATABASE_ERRORS as e:
-            log.warning("lost the database: %s", _first_line(e))
-        finally:
-            running = None
-        held = worker.worker_id or held  # procrastinate clears it only after unregistering cleanly
-        if stopping.is_set():
-            return
-        DB_UP.set(0)
-        DB_OUTAGES.inc()
-        lost_at = lost_at or time.monotonic()
-        if not await wait_for_database(url, stopping):
-            return
+            DB_UP.set(0)
+            DB_OUTAGES.inc()
+            self.lost_at = self.lost_at or time.monotonic()
+            if not await wait_for_database(self.url, self.stopping):
+                return
+
+    async def _round(self, worker: Worker) -> bool:
+        """One run of the queue loop on a freshly opened app. Returns True when it ended as asked (a signal, or
+        the queue empty in `burst` mode)."""
+        async with self.app.open_async():
+            if self.held is not None:
+                await requeue_held_jobs(self.app, self.held)
+                self.held = None
+            if self.lost_at is not None:
+                DB_OUTAGE_SECONDS.observe(time.monotonic() - self.lost_at)
+                self.lost_at = None
+            DB_UP.set(1)
+            if self.stopping.is_set():
+                return True
+            sides = [asyncio.create_task(watch_database(self.url))]
+            if self.side_task is not None:
+                sides.append(asyncio.create_task(self.side_task()))
+            self.running = asyncio.create_task(worker.run(), name="queue worker")
+            try:
+                await self.running
+            finally:
+                for side in sides:
+                    side.cancel()
+        return self.burst or self.stopping.is_set()

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from clip_embedder.config import Settings  # noqa: PLC0415
     from clip_embedder.intake.queue import QUEUE, TASK_NAME, async_app  # noqa: PLC0415
-    from clip_embedder.intake.reconnect import retry_stalled_jobs, supervise  # noqa: PLC0415
+    from clip_embedder.intake.reconnect import Supervisor, retry_stalled_jobs  # noqa: PLC0415
     from clip_embedder.models.embedders import SpaceMismatchError  # noqa: PLC0415
 
     overrides = {}
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                   max_attempts=settings.worker_max_attempts)
 
     try:
-        asyncio.run(supervise(app, worker.store.url, make_worker, burst=args.burst, side_task=stalled_check))
+        asyncio.run(Supervisor(app, worker.store.url, make_worker, burst=args.burst, side_task=stalled_check).run())
     finally:
         worker.store.close()
     return 0

@@ -1,0 +1,111 @@
+"""A schemathesis campaign against the live service: every operation of the OpenAPI schema, every check.
+
+Indexes the 7-class COCO128 subset with the CLI (as `bench_load.py` does), serves the API under uvicorn on
+127.0.0.1 with one queue worker beside it and a write key, then runs schemathesis' own CLI (`st run`) over
+`/openapi.json` with `--checks all`, a fixed seed and `--max-examples` per operation (writes included: uploads,
+scans, deletes). Prints schemathesis' summary, then the answers by status code of every request it made (from its
+NDJSON event log) and whether any was a 5xx. The exit status is schemathesis' own.
+
+    python benchmarks/fuzz_api.py [--max-examples 300] [--seed 20261130] [--root another/checkout]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench_load import prepare
+
+from common import ROOT, machine
+
+KEY = "bench"
+
+
+def wait_up(url: str, proc: subprocess.Popen, seconds: float = 240) -> None:
+    import httpx
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    raise RuntimeError("the API did not start")
+
+
+def statuses(ndjson: Path) -> Counter:
+    """Status codes of every response in schemathesis' NDJSON event log (by operation for the 5xx)."""
+    codes: Counter = Counter()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            resp = node.get("response")
+            if isinstance(resp, dict) and isinstance(resp.get("status_code"), int):
+                codes[resp["status_code"]] += 1
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    with open(ndjson) as f:
+        for line in f:
+            walk(json.loads(line))
+    return codes
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=ROOT, help="the checkout to serve (default: this one)")
+    p.add_argument("--max-examples", type=int, default=300, help="examples per operation and phase")
+    p.add_argument("--seed", type=int, default=20261130)
+    args = p.parse_args()
+    root = args.root.resolve()
+    work = Path(tempfile.mkdtemp(prefix="fuzz_api_"))
+    env = prepare(root, work)
+    (work / "library").mkdir()
+    env.update(API_KEYS=KEY, SCAN_ROOTS=str(work / "library"), WORKER_CONCURRENCY="2")
+    port = 20000 + random.randrange(1000)
+    url = f"http://127.0.0.1:{port}"
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port), "--log-level",
+                            "warning", "--no-access-log"], cwd=root, env=env, stderr=open(work / "api.log", "w"))
+    worker = None
+    try:
+        wait_up(url, api)
+        worker = subprocess.Popen([sys.executable, "-m", "clip_embedder.worker"], cwd=root, env=env,
+                                  stderr=open(work / "worker.log", "w"))
+        print(f"{machine()}\nchecking {url} ({root}), seed {args.seed}, {args.max_examples} examples per operation",
+              flush=True)
+        ndjson = work / "events.ndjson"
+        t = time.perf_counter()
+        st = subprocess.run([str(Path(sys.executable).with_name("st")), "run", f"{url}/openapi.json",
+                             "--checks", "all", "--seed", str(args.seed), "--max-examples", str(args.max_examples),
+                             "-H", f"X-API-Key: {KEY}", "--continue-on-failure", "--request-timeout", "120",
+                             "--report", "ndjson", "--report-ndjson-path", str(ndjson), "--no-color"],
+                            cwd=work, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+        print(st.stdout[-12000:], st.stderr[-3000:])
+        codes = statuses(ndjson)
+        server_errors = sum(n for c, n in codes.items() if c >= 500)
+        print(f"{sum(codes.values()):,} requests in {time.perf_counter() - t:.0f} s; answers by status "
+              f"{dict(sorted(codes.items()))}; 5xx: {server_errors}")
+        return st.returncode
+    finally:
+        for proc in (worker, api):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
