@@ -110,8 +110,9 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(f"the request body passed {cap.max_bytes:,} bytes ({cap.setting}); "
                                        "nothing was kept")
                 if counter is not None and counter.feed(chunk) > cap.max_parts:  # type: ignore[operator]
-                    raise BodyTooLarge(f"the request holds more than {cap.max_parts} files (multipart parts); the "
-                                       f"limit is {cap.max_parts} ({cap.parts_setting}); nothing was kept")
+                    raise BodyTooLarge(f"the request holds more than {cap.max_parts} files or fields (multipart "
+                                       f"parts); the limit is {cap.max_parts} ({cap.parts_setting}); nothing was "
+                                       "kept")
             return message
 
         async def tracking_send(message: Message) -> None:

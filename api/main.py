@@ -23,6 +23,7 @@ from clip_embedder import offline  # noqa: F401
 from clip_embedder.config import Settings, get_settings
 
 log = logging.getLogger("api")
+SEARCH_IMAGE_MAX_PARTS = 16  # multipart parts of an image search: its one image, and room for a client's own fields
 LOG_VALUE_MAX = 300  # characters of one logged value (a request path with its query string, say)
 
 
@@ -61,8 +62,8 @@ def _body_cap(app: FastAPI, settings: Settings | None) -> Callable[[str, str], B
     def cap_for(method: str, path: str) -> BodyCap:
         s = getattr(app.state, "settings", None) or settings or get_settings()
         if method == "POST" and path == "/api/search_image":
-            return BodyCap(s.max_upload_bytes + MULTIPART_ALLOWANCE, "MAX_UPLOAD_BYTES", 1,
-                           "a search takes one image")
+            return BodyCap(s.max_upload_bytes + MULTIPART_ALLOWANCE, "MAX_UPLOAD_BYTES",
+                           SEARCH_IMAGE_MAX_PARTS, "one image and a few fields")
         if method == "POST" and path == "/api/images":
             return BodyCap((s.max_upload_bytes + MULTIPART_ALLOWANCE) * s.max_files_per_upload,
                            "MAX_UPLOAD_BYTES per file x MAX_FILES_PER_UPLOAD", s.max_files_per_upload,

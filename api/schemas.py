@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 BBox = tuple[float, float, float, float]
 
@@ -84,7 +84,10 @@ class ImageSearchResponse(BaseModel):
 
 
 class TextSearchRequest(BaseModel):
-    """A text query (the JSON body of POST /api/search_text)."""
+    """A text query (the JSON body of POST /api/search_text). Strict: JSON types as the schema says them (`0` is
+    not `false`, `"10"` is not `10`)."""
+
+    model_config = ConfigDict(strict=True)
 
     query: str = Field(min_length=1, max_length=1000, examples=["handbag"])
     top_k: int = Field(10, ge=1, le=100)

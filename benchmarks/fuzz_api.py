@@ -3,8 +3,8 @@
 Indexes the 7-class COCO128 subset with the CLI (as `bench_load.py` does), serves the API under uvicorn on
 127.0.0.1 with one queue worker beside it and a write key, then runs schemathesis' own CLI (`st run`) over
 `/openapi.json` with `--checks all`, a fixed seed and `--max-examples` per operation (writes included: uploads,
-scans, deletes). Prints schemathesis' summary, then the answers by status code of every request it made (from its
-NDJSON event log) and whether any was a 5xx. The exit status is schemathesis' own.
+scans, deletes). Prints schemathesis' summary, then the requests per operation and the answers by status code
+(from its NDJSON event log), and which operation answered a 5xx, if any. The exit status is schemathesis' own.
 
     python benchmarks/fuzz_api.py [--max-examples 300] [--seed 20261130] [--root another/checkout]
 """
@@ -44,25 +44,28 @@ def wait_up(url: str, proc: subprocess.Popen, seconds: float = 240) -> None:
     raise RuntimeError("the API did not start")
 
 
-def statuses(ndjson: Path) -> Counter:
-    """Status codes of every response in schemathesis' NDJSON event log (by operation for the 5xx)."""
+def tally(ndjson: Path) -> tuple[Counter, Counter, Counter]:
+    """From schemathesis' NDJSON event log: requests per operation, answers by status code, and the 5xx per
+    operation."""
+    per_op: Counter = Counter()
     codes: Counter = Counter()
-
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            resp = node.get("response")
-            if isinstance(resp, dict) and isinstance(resp.get("status_code"), int):
-                codes[resp["status_code"]] += 1
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
+    server_errors: Counter = Counter()
     with open(ndjson) as f:
         for line in f:
-            walk(json.loads(line))
-    return codes
+            event = json.loads(line).get("ScenarioFinished")
+            if not event:
+                continue
+            for case_id, case in event["recorder"].get("cases", {}).items():
+                value = case["value"]
+                op = f"{value['method']} {value['path']}"
+                per_op[op] += 1
+                response = event["recorder"].get("interactions", {}).get(case_id, {}).get("response") or {}
+                code = response.get("status_code")
+                if code is not None:
+                    codes[code] += 1
+                    if code >= 500:
+                        server_errors[op] += 1
+    return per_op, codes, server_errors
 
 
 def main() -> int:
@@ -95,10 +98,11 @@ def main() -> int:
                              "--report", "ndjson", "--report-ndjson-path", str(ndjson), "--no-color"],
                             cwd=work, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
         print(st.stdout[-12000:], st.stderr[-3000:])
-        codes = statuses(ndjson)
-        server_errors = sum(n for c, n in codes.items() if c >= 500)
-        print(f"{sum(codes.values()):,} requests in {time.perf_counter() - t:.0f} s; answers by status "
-              f"{dict(sorted(codes.items()))}; 5xx: {server_errors}")
+        per_op, codes, server_errors = tally(ndjson)
+        print(f"{sum(per_op.values()):,} requests in {time.perf_counter() - t:.0f} s; answers by status "
+              f"{dict(sorted(codes.items()))}; 5xx: {sum(server_errors.values())} {dict(server_errors)}")
+        for op, n in sorted(per_op.items(), key=lambda kv: kv[1]):
+            print(f"  {n:6,d}  {op}")
         return st.returncode
     finally:
         for proc in (worker, api):

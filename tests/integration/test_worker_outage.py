@@ -163,6 +163,8 @@ def test_a_worker_alone_restarts_its_embedded_database(tmp_path):
         assert worker.wait(timeout=60) == 0, (tmp_path / "alone.log").read_text()[-3000:]
         if q is not None:
             q.close()
+    # the last user (this test) stops the server the worker started again: no stray postmaster
+    assert wait_for(lambda: not _postmaster_alive(tmp_path, -1), 30), "the restarted server outlived its users"
 
 
 def _postmaster_alive(tmp: Path, old: int) -> bool:
