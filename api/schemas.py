@@ -119,6 +119,12 @@ class ObjectInfo(BaseModel):
     tags: list[TagInfo] = Field(default_factory=list, description="the crop's ImageNet tags, best first")
 
 
+EnrichmentState = Literal["queued", "running", "done", "failed", "not run"]
+Enrichments = dict[Literal["ocr"], EnrichmentState]
+ENRICHMENTS_DOC = ("what is read after the image is searchable, and where it stands: `ocr` (the text in it) is queued, "
+                   "running, done, failed or not run (OCR off); empty until the image is written")
+
+
 class ImageInfo(BaseModel):
     """An indexed image and its detected objects."""
 
@@ -135,6 +141,7 @@ class ImageInfo(BaseModel):
     objects: list[ObjectInfo]
     image_url: str
     thumbnail_url: str
+    enrichments: Enrichments = Field(default_factory=dict, description=ENRICHMENTS_DOC)
 
 
 class HealthResponse(BaseModel):
@@ -169,6 +176,7 @@ class TaskPublic(BaseModel):
     sha256: str
     created_at: datetime
     updated_at: datetime
+    enrichments: Enrichments = Field(default_factory=dict, description=ENRICHMENTS_DOC)
 
 
 class TaskBatch(BaseModel):

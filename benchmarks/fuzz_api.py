@@ -101,8 +101,11 @@ def main() -> int:
         per_op, codes, server_errors = tally(ndjson)
         print(f"{sum(per_op.values()):,} requests in {time.perf_counter() - t:.0f} s; answers by status "
               f"{dict(sorted(codes.items()))}; 5xx: {sum(server_errors.values())} {dict(server_errors)}")
+        probes = {op: n for op, n in per_op.items() if n == 1}  # one request each: methods a path does not serve
         for op, n in sorted(per_op.items(), key=lambda kv: kv[1]):
-            print(f"  {n:6,d}  {op}")
+            if op not in probes:
+                print(f"  {n:6,d}  {op}")
+        print(f"  and {len(probes)} probes of methods the paths do not serve (one request each)")
         return st.returncode
     finally:
         for proc in (worker, api):

@@ -155,6 +155,12 @@ class Settings(BaseSettings):
     worker_stalled_after: float = Field(30.0, gt=0, description="a job whose worker sent no heartbeat for this many "
                                                                  "seconds is run again by another worker")
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port of a worker; 0 = off")
+    enrich: Literal["queue", "inline"] = Field(
+        "queue", description="where the queue workers read text in photos (OCR): queue = a follow-up job once the "
+                             "photo is searchable (its objects, tags and vectors do not wait for OCR), inline = in "
+                             "the indexing job itself")
+    enrich_concurrency: int = Field(1, ge=1, description="enrichment jobs (OCR) one worker process holds at once, "
+                                                          "besides its WORKER_CONCURRENCY indexing jobs")
     index_refresh_seconds: float = Field(5.0, gt=0, description="how often the API re-checks its FAISS indexes "
                                                                  "against Postgres besides LISTEN/NOTIFY")
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, Response
 from PIL import Image, ImageOps
 
-from api.deps import ImagesDep, ImageSlot, IngestDep, ItemsDep, SettingsDep, WriteKey
+from api.deps import ImagesDep, ImageSlot, IngestDep, ItemsDep, SettingsDep, TasksDep, WriteKey
 from api.routes.tasks import batch_model
 from api.schemas import ERRORS, DeleteResponse, ImageInfo, ObjectInfo, OcrLineInfo, TaskBatch, tag_infos
 from api.uploads import read_upload
@@ -102,10 +102,12 @@ def add_images(ingest: IngestDep, settings: SettingsDep,
 
 
 @router.get("/images/{image_id}", response_model=ImageInfo, responses=ERRORS)
-def image_info(image_id: int, images: ImagesDep, settings: SettingsDep):
-    """An indexed image: file name, size, split, description and its detected objects."""
+def image_info(image_id: int, images: ImagesDep, tasks: TasksDep, settings: SettingsDep):
+    """An indexed image: file name, size, split, description, its detected objects, and where the enrichments
+    read after it became searchable (OCR) stand."""
     d = _image(images, image_id)
     im = d.image
+    ocr = tasks.ocr_state(image_id)
     base = settings.public_url.rstrip("/")
     return ImageInfo(id=im.id, sha256=im.sha256, file_name=im.file_name,
                      source="upload" if im.storage == "originals" else "folder", width=im.width,
@@ -116,7 +118,8 @@ def image_info(image_id: int, images: ImagesDep, settings: SettingsDep):
                      ocr=[OcrLineInfo(text=ln.text, confidence=ln.confidence, bbox=ln.bbox) for ln in d.ocr],
                      objects=[ObjectInfo(item_id=o.id, label=o.label, score=o.score, bbox=o.bbox,
                                          crop_url=f"{base}/api/items/{o.id}/crop",
-                                         tags=tag_infos(d.tags.get(o.id, []))) for o in d.objects])
+                                         tags=tag_infos(d.tags.get(o.id, []))) for o in d.objects],
+                     enrichments={"ocr": ocr} if ocr else {})  # type: ignore[dict-item]
 
 
 @router.get("/images/{image_id}/file", responses=ERRORS, response_class=Response)

@@ -18,7 +18,8 @@ _UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-
 def task_model(t: TaskRecord) -> TaskPublic:
     return TaskPublic(id=t.id, batch=t.batch, status=t.status, file_name=t.file_name,  # type: ignore[arg-type]
                       image_id=t.image_id, attempts=t.attempts, error=t.error, sha256=t.sha256,
-                      created_at=t.created_at, updated_at=t.updated_at)
+                      created_at=t.created_at, updated_at=t.updated_at,
+                      enrichments={"ocr": t.ocr} if t.ocr else {})  # type: ignore[dict-item]
 
 
 def batch_model(batch: str, tasks: list[TaskRecord]) -> TaskBatch:

@@ -24,7 +24,7 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 def migrate(url: str) -> list[str]:
-    """Apply the pending migrations (and procrastinate's queue schema when absent), each in its own
+    """Apply procrastinate's queue schema when absent, then the pending migrations, each in its own
     transaction, under a PostgreSQL advisory lock so concurrent starts apply each once.
 
     Returns:
@@ -36,6 +36,13 @@ def migrate(url: str) -> list[str]:
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                          "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            # the queue's tables first: a migration may index them
+            if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] is None:  # type: ignore[index]
+                from procrastinate.schema import SchemaManager  # noqa: PLC0415
+
+                with conn.transaction():
+                    conn.execute(SchemaManager.get_schema())  # type: ignore[arg-type]
+                applied.append("procrastinate schema")
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
             for version, name, sql in migrations():
                 if version in done:
@@ -45,12 +52,6 @@ def migrate(url: str) -> list[str]:
                     conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
                 applied.append(f"{version:04d}_{name}")
                 log.info("database migration %04d_%s applied", version, name)
-            if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] is None:  # type: ignore[index]
-                from procrastinate.schema import SchemaManager  # noqa: PLC0415
-
-                with conn.transaction():
-                    conn.execute(SchemaManager.get_schema())  # type: ignore[arg-type]
-                applied.append("procrastinate schema")
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied

@@ -172,6 +172,8 @@ class TaskRecord:
     job_id: int | None
     created_at: datetime
     updated_at: datetime
+    #: where the text read in the image stands (queued | running | done | failed | not run); None before it is written
+    ocr: str | None = None
 
 
 @dataclass

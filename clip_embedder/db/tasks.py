@@ -6,7 +6,20 @@ from psycopg.rows import class_row
 from clip_embedder.db.common import Repository, one
 from clip_embedder.db.records import TaskRecord
 
-_TASK_SELECT = """
+#: the latest follow-up enrichment job of the image `im` (lock `enrich:<sha256>`, see intake.queue.defer_enrich_job)
+_ENRICH_JOIN = """
+LEFT JOIN LATERAL (SELECT e.status FROM procrastinate_jobs e WHERE e.queue_name = 'enrich'
+                   AND e.lock = 'enrich:' || im.sha256 ORDER BY e.id DESC LIMIT 1) ej ON true
+"""
+#: where the text in the image `im` stands: its enrichment job's state, else what its enrichment signature says
+#: (read inline: done; `ocr=off`: not run); NULL while the image is not written yet
+_OCR_STATE = """
+CASE WHEN im.id IS NULL THEN NULL
+     WHEN ej.status = 'todo' THEN 'queued' WHEN ej.status = 'doing' THEN 'running'
+     WHEN ej.status IN ('failed', 'cancelled', 'aborted') THEN 'failed'
+     WHEN ej.status = 'succeeded' OR (im.enrichment IS NOT NULL AND im.enrichment NOT LIKE '%%;ocr=off') THEN 'done'
+     ELSE 'not run' END"""
+_TASK_SELECT = f"""
 SELECT t.id::text AS id, t.batch::text AS batch, t.sha256, t.file_name,
        CASE WHEN t.status = 'failed' THEN 'failed'
             WHEN j.id IS NULL THEN t.status
@@ -18,11 +31,12 @@ SELECT t.id::text AS id, t.batch::text AS batch, t.sha256, t.file_name,
        CASE WHEN t.error IS NULL AND j.status IN ('failed', 'cancelled', 'aborted')
             THEN 'the indexing job ' || j.status::text || ' after ' || j.attempts || ' attempt(s)'
             ELSE t.error END AS error,
-       im.id AS image_id, t.job_id, t.created_at, greatest(t.updated_at, j.scheduled_at) AS updated_at
+       im.id AS image_id, t.job_id, t.created_at, greatest(t.updated_at, j.scheduled_at) AS updated_at,
+       {_OCR_STATE} AS ocr
 FROM tasks t
 LEFT JOIN procrastinate_jobs j ON j.id = t.job_id
 LEFT JOIN images im ON im.sha256 = t.sha256
-"""
+{_ENRICH_JOIN}"""
 
 
 class TaskRepository(Repository):
@@ -42,6 +56,13 @@ class TaskRepository(Repository):
         with self.conn() as c, c.cursor(row_factory=class_row(TaskRecord)) as cur:
             return cur.execute(_TASK_SELECT + f" WHERE {where} ORDER BY t.created_at, t.file_name LIMIT %s",
                                (*args, limit)).fetchall()
+
+    def ocr_state(self, image_id: int) -> str | None:
+        """Where the text in an image stands: queued | running | done | failed | not run (None: no such image)."""
+        with self.conn() as c:
+            r = c.execute(f"SELECT {_OCR_STATE} AS ocr FROM images im {_ENRICH_JOIN} WHERE im.id = %s",
+                          (image_id,)).fetchone()
+        return r["ocr"] if r else None
 
     def active_job_for(self, sha256: str) -> int | None:
         """The id of a queued or running indexing job for these bytes, if there is one."""

@@ -3,6 +3,7 @@ sequential batches, and `index_batch` for every other runner) and `MicroBatcher`
 batched). The Ray runner (`clip_embedder.indexing.ray_runner`) calls `Indexer.index_batch` on its actors."""
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -55,8 +56,26 @@ class Indexer:
         self.extractor = extractor or (mobilenet if isinstance(mobilenet, MobileNetEmbedder) else None)
         if tagger is not None and self.extractor is None:
             raise ValueError("the ImageNet tagger needs the MobileNet feature extractor (MOBILENET_WEIGHTS)")
+        #: the enrichment signature stamped on the images this indexer writes
         self.enrichment = (f"{DESCRIPTION_FORMAT};tags={tagger.signature if tagger else 'off'};"
                            f"ocr={ocr.signature if ocr else 'off'}")
+        #: whether stored images enriched under another signature are re-enriched (False: left to a follow-up job)
+        self.reenrich = True
+
+    def deferring_enrichments(self) -> "Indexer":
+        """This indexer without its follow-up enrichments (OCR), sharing its models: new images are written
+        searchable at once (objects, tags, vectors, description), stamped `ocr=off`; stored images are left as they
+        are. Their enrichment is the job of this indexer itself (`needs_enrichment`, then `index_batch`)."""
+        twin = copy.copy(self)
+        twin.ocr = None
+        twin.reenrich = False
+        twin.enrichment = self.enrichment.rsplit(";ocr=", 1)[0] + ";ocr=off"
+        return twin
+
+    def needs_enrichment(self, enrichment: str | None) -> bool:
+        """Whether an image stamped `enrichment` lacks what this indexer adds after the fact (OCR on, another
+        signature)."""
+        return self.ocr is not None and enrichment != self.enrichment
 
     @classmethod
     def from_settings(cls, settings, store: Store, detector: Detector, embedders: dict[str, Embedder], *,
@@ -128,7 +147,7 @@ class Indexer:
         sha = self.detector.weights_sha256
         read_stage(batch, max_bytes=self.max_bytes)
         plan_stage(batch, self.store, spaces=self.embedders, detector_sha256=sha, redetect=self.redetect,
-                   enrichment=self.enrichment)
+                   enrichment=self.enrichment if self.reenrich else None)
         decode_stage(batch, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
         detect_stage(batch, self.detector)
         crop_stage(batch, self.policy, detector_sha256=sha, enrichment=self.enrichment)

@@ -1,5 +1,8 @@
 """The durable indexing queue: procrastinate jobs in the project's own PostgreSQL (no Redis).
 
+Enrichments that need not hold a photo back from search (OCR) run as follow-up jobs on the `enrich` queue
+(ENRICH=queue), deferred by the worker once the photo is written.
+
 One job per distinct image content: the job's `lock` and `queueing_lock` are the image's sha256, so
 the same bytes are never queued twice and never indexed by two workers at once. Jobs are retried
 with exponential backoff (WORKER_MAX_ATTEMPTS, WORKER_RETRY_WAIT); a job whose worker stopped sending
@@ -18,6 +21,11 @@ log = logging.getLogger(__name__)
 
 QUEUE = "index"
 TASK_NAME = "clip_embedder.index_image"
+#: follow-up enrichments (OCR) of images already searchable: their own queue, so workers give them their own
+#: concurrency (ENRICH_CONCURRENCY) and indexing never waits behind them
+ENRICH_QUEUE = "enrich"
+ENRICH_TASK = "clip_embedder.enrich_image"
+ENRICH_LOCK_PREFIX = "enrich:"
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,17 @@ def async_app(url: str) -> procrastinate.App:
     handing it out) gives up after POOL_TIMEOUT_S, so a lost database is noticed in seconds (psycopg_pool's default
     waits 30 s per attempt)."""
     return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url, timeout=POOL_TIMEOUT_S))
+
+
+async def defer_enrich_job(app: procrastinate.App, job: IndexJob) -> int | None:
+    """Queue the enrichment of an indexed image (lock and queueing lock `enrich:<sha256>`: one at a time, never
+    queued twice). Returns its id, or None when one is already queued."""
+    lock = ENRICH_LOCK_PREFIX + job.sha256
+    try:
+        return await app.configure_task(ENRICH_TASK, queue=ENRICH_QUEUE, lock=lock, queueing_lock=lock).defer_async(
+            **asdict(job))
+    except AlreadyEnqueued:
+        return None
 
 
 def defer_index_job(app: procrastinate.App, job: IndexJob) -> int | None:

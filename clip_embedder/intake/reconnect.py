@@ -161,22 +161,24 @@ async def retry_stalled_jobs(app: procrastinate.App, *, every: float, stalled_af
 
 
 class Supervisor:
-    """Runs the queue loop until a signal (SIGTERM, SIGINT) stops it, or, with `burst`, until the queue is empty.
+    """Runs the queue loop until a signal (SIGTERM, SIGINT) stops it, or, with `burst`, until the queues are empty.
 
-    Each round opens `app`, starts the database watch and `side_task()` (the stalled-job check) beside it and runs a
-    fresh `make_worker()` (procrastinate's `Worker` on `app`, its own signal handlers off). When that raises one of
-    `DATABASE_ERRORS` — or returns on its own while not in `burst` mode (a side task of it lost the database) —
-    the database is gone: wait for it (`wait_for_database`), requeue the jobs held under the lost worker id
-    (`requeue_held_jobs`) and run again, the models still loaded. A signal lets the jobs in hand finish first
-    (procrastinate's graceful stop), then `run` returns.
+    Each round opens `app`, starts the database watch and `side_task()` (the stalled-job check) beside it and runs
+    fresh `make_workers()` (procrastinate `Worker`s on `app`, one per queue, their own signal handlers off):
+    together, or with `burst` one after the other (a later queue gets the jobs the earlier one deferred). When one
+    raises one of `DATABASE_ERRORS` — or returns on its own while not in `burst` mode (a side task of it lost the
+    database) — the others are stopped gracefully and the database is taken for gone: wait for it
+    (`wait_for_database`), requeue the jobs held under the lost worker ids (`requeue_held_jobs`) and run again, the
+    models still loaded. A signal lets the jobs in hand finish first (procrastinate's graceful stop), then `run`
+    returns.
     """
 
-    def __init__(self, app: procrastinate.App, url: str, make_worker: Callable[[], Worker], *, burst: bool,
+    def __init__(self, app: procrastinate.App, url: str, make_workers: Callable[[], list[Worker]], *, burst: bool,
                  side_task: Callable[[], Coroutine[Any, Any, None]] | None = None):
-        self.app, self.url, self.make_worker, self.burst, self.side_task = app, url, make_worker, burst, side_task
+        self.app, self.url, self.make_workers, self.burst, self.side_task = app, url, make_workers, burst, side_task
         self.stopping = asyncio.Event()
         self.running: asyncio.Task | None = None
-        self.held: int | None = None  # the worker id of a round that lost the database
+        self.held: set[int] = set()  # the worker ids of a round that lost the database
         self.lost_at: float | None = None
 
     def on_signal(self) -> None:
@@ -189,9 +191,9 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_signal)
         while not self.stopping.is_set():
-            worker = self.make_worker()
+            workers = self.make_workers()
             try:
-                if await self._round(worker):
+                if await self._round(workers):
                     return
                 log.warning("the queue loop stopped by itself (it lost the database for a moment)")
             except asyncio.CancelledError:
@@ -202,7 +204,8 @@ class Supervisor:
                 log.warning("lost the database: %s", _first_line(e))
             finally:
                 self.running = None
-            self.held = worker.worker_id or self.held  # procrastinate clears it only after unregistering cleanly
+            # procrastinate clears a worker's id only after unregistering cleanly
+            self.held |= {w.worker_id for w in workers if w.worker_id is not None}
             if self.stopping.is_set():
                 return
             DB_UP.set(0)
@@ -211,13 +214,13 @@ class Supervisor:
             if not await wait_for_database(self.url, self.stopping):
                 return
 
-    async def _round(self, worker: Worker) -> bool:
+    async def _round(self, workers: list[Worker]) -> bool:
         """One run of the queue loop on a freshly opened app. Returns True when it ended as asked (a signal, or
-        the queue empty in `burst` mode)."""
+        the queues empty in `burst` mode)."""
         async with self.app.open_async():
-            if self.held is not None:
-                await requeue_held_jobs(self.app, self.held)
-                self.held = None
+            for worker_id in sorted(self.held):
+                await requeue_held_jobs(self.app, worker_id)
+            self.held.clear()
             if self.lost_at is not None:
                 DB_OUTAGE_SECONDS.observe(time.monotonic() - self.lost_at)
                 self.lost_at = None
@@ -227,10 +230,32 @@ class Supervisor:
             sides = [asyncio.create_task(watch_database(self.url))]
             if self.side_task is not None:
                 sides.append(asyncio.create_task(self.side_task()))
-            self.running = asyncio.create_task(worker.run(), name="queue worker")
+            run = _one_after_another(workers) if self.burst else _together(workers)
+            self.running = asyncio.create_task(run, name="queue workers")
             try:
                 await self.running
             finally:
                 for side in sides:
                     side.cancel()
         return self.burst or self.stopping.is_set()
+
+
+async def _one_after_another(workers: list[Worker]) -> None:
+    for worker in workers:
+        await worker.run()
+
+
+async def _together(workers: list[Worker]) -> None:
+    """Run the workers at once until one ends (returns or raises) or this is cancelled; then stop the others
+    gracefully and raise the first error, if any."""
+    tasks = [asyncio.create_task(w.run(), name=f"worker {w.worker_name}") for w in workers]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for r in results:
+        if isinstance(r, Exception):
+            raise r

@@ -2,7 +2,9 @@
 
 Loads the detector and the embedders of the active spaces once, then runs indexing jobs from the
 queue in the project's PostgreSQL through the same stage functions as the CLI
-(`clip_embedder.indexing.pipeline`). Start as many as you like, on one machine or several sharing
+(`clip_embedder.indexing.pipeline`). With ENRICH=queue (the default) an indexing job writes the photo searchable
+without reading its text, and queues a follow-up enrichment job (OCR, `enrich` queue, ENRICH_CONCURRENCY at once)
+that re-describes it and re-embeds what changed. Start as many as you like, on one machine or several sharing
 DATABASE_URL (and STORAGE_ROOT: a shared folder or gs://). Ctrl-C / SIGTERM finish the jobs in
 hand, then stop; a worker killed outright has its jobs run again by another worker once its
 heartbeat is WORKER_STALLED_AFTER seconds old. A database that goes away (restarted, failed over, killed) does
@@ -18,7 +20,10 @@ import signal
 import sys
 import time
 
+import procrastinate
+
 from clip_embedder import offline  # noqa: F401
+from clip_embedder.intake.queue import IndexJob, defer_enrich_job
 
 log = logging.getLogger("clip_embedder.worker")
 
@@ -47,12 +52,21 @@ class IndexWorker:
             self.store.spaces.ensure(emb.identity)  # SpaceMismatchError: refuse to mix models
             emb.load()
         self.originals = open_originals(settings.storage_root)
-        self.indexer = Indexer.from_settings(settings, self.store, detector, embedders)
+        #: the enrichment jobs' indexer (OCR as configured); the indexing jobs' one defers OCR with ENRICH=queue
+        self.enricher = Indexer.from_settings(settings, self.store, detector, embedders)
+        self.indexer = self.enricher.deferring_enrichments() if settings.enrich == "queue" else self.enricher
         self.batcher = MicroBatcher(self.indexer, max_batch=settings.worker_concurrency, on_batch=self._observe)
+        self.enrich_batcher = MicroBatcher(self.enricher, max_batch=settings.enrich_concurrency,
+                                           on_batch=self._observe)
+        #: set by `main`: the queue app and its event loop (enrichment jobs are deferred from job threads)
+        self.app: procrastinate.App | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         freeze_heap()  # the models' objects stay out of every full collection (see runtimes.freeze_heap)
         log.info("worker ready in %.1fs: spaces %s, detector %s", time.perf_counter() - t0, ",".join(embedders),
                  detector.weights_sha256[:12])
         self.jobs = Counter("clip_embedder_worker_jobs", "indexing jobs finished by this worker", ["outcome"])
+        self.enrichments = Counter("clip_embedder_worker_enrichments", "enrichment (OCR) jobs finished by this worker",
+                                   ["outcome"])
         self.images_written = Counter("clip_embedder_worker_images_indexed", "new images written by this worker")
         self.stage_seconds = Histogram("clip_embedder_worker_stage_seconds", "seconds per pipeline stage per batch",
                                        ["stage"])
@@ -93,10 +107,39 @@ class IndexWorker:
             self.tasks.finish(sha256, error=f"{file_name} changed since it was queued; scan it again")
             self.jobs.labels("failed").inc()
             return {"error": "changed"}
+        image = self.images.by_sha(sha256)
+        if image is not None and self.enricher.needs_enrichment(image.enrichment):
+            self._defer_enrichment(IndexJob(sha256, path, storage, file_name))  # raises: retried, indexing skipped
         self.tasks.finish(sha256, error=None)
         self.jobs.labels("succeeded").inc()
-        image = self.images.by_sha(sha256)
         return {"image_id": image.id if image else None, "objects": out.objects, "batch": out.batch_size}
+
+    def _defer_enrichment(self, job: IndexJob) -> None:
+        """Queue the follow-up enrichment of an image just written (on the worker's event loop: this runs in a job
+        thread)."""
+        assert self.app is not None and self.loop is not None, "main() sets the queue app and its loop"
+        asyncio.run_coroutine_threadsafe(defer_enrich_job(self.app, job), self.loop).result(timeout=30)
+
+    def enrich_image(self, sha256: str, path: str, storage: str, file_name: str) -> dict:
+        """The follow-up job: read the text in an indexed image (OCR), re-describe it and re-embed what changed
+        (`Indexer.index_batch` re-enriches a stored image). An image deleted or already enriched meanwhile is left
+        alone; a failure raises and is retried (WORKER_MAX_ATTEMPTS), then the job fails."""
+        from clip_embedder.indexing.batch import SourceFile  # noqa: PLC0415
+
+        image = self.images.by_sha(sha256)
+        if image is None or not self.enricher.needs_enrichment(image.enrichment):
+            self.enrichments.labels("skipped").inc()
+            return {"skipped": "not indexed" if image is None else "already enriched"}
+        try:
+            data = self.originals.get(path) if storage == "originals" else None
+            out = self.enrich_batcher.submit(SourceFile(path, file_name, None, storage, data))
+            if out.error is not None:
+                raise RuntimeError(out.error)
+        except Exception:
+            self.enrichments.labels("retried").inc()
+            raise
+        self.enrichments.labels("succeeded").inc()
+        return {"image_id": image.id, "batch": out.batch_size}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and embedded together in one batch")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on this port (default: WORKER_METRICS_PORT; 0 = off)")
-    p.add_argument("--burst", action="store_true", help="stop when the queue is empty (batch use, benchmarks)")
+    p.add_argument("--burst", action="store_true",
+                   help="stop when the queues are empty: indexing first, then the enrichments it queued (batch use, "
+                        "benchmarks)")
     return p
 
 
@@ -123,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     from procrastinate.worker import Worker  # noqa: PLC0415
 
     from clip_embedder.config import Settings  # noqa: PLC0415
-    from clip_embedder.intake.queue import QUEUE, TASK_NAME, async_app  # noqa: PLC0415
+    from clip_embedder.intake.queue import ENRICH_QUEUE, ENRICH_TASK, QUEUE, TASK_NAME, async_app  # noqa: PLC0415
     from clip_embedder.intake.reconnect import Supervisor, retry_stalled_jobs  # noqa: PLC0415
     from clip_embedder.models.embedders import SpaceMismatchError  # noqa: PLC0415
 
@@ -142,23 +187,30 @@ def main(argv: list[str] | None = None) -> int:
 
         start_http_server(port)
         log.info("metrics on :%d/metrics", port)
-    app = async_app(worker.store.url)
-    app.task(name=TASK_NAME, queue=QUEUE, retry=RetryStrategy(
-        max_attempts=settings.worker_max_attempts, exponential_wait=settings.worker_retry_wait))(worker.index_image)
+    app = worker.app = async_app(worker.store.url)
+    retry = RetryStrategy(max_attempts=settings.worker_max_attempts, exponential_wait=settings.worker_retry_wait)
+    app.task(name=TASK_NAME, queue=QUEUE, retry=retry)(worker.index_image)
+    app.task(name=ENRICH_TASK, queue=ENRICH_QUEUE, retry=retry)(worker.enrich_image)
 
-    def make_worker() -> Worker:
-        return Worker(app=app, queues=[QUEUE], concurrency=settings.worker_concurrency, wait=not args.burst,
-                      update_heartbeat_interval=settings.worker_heartbeat,
-                      stalled_worker_timeout=settings.worker_stalled_after, install_signal_handlers=False,
-                      name=f"index-worker-{os.getpid()}")
+    def make_workers() -> list[Worker]:
+        common = dict(app=app, wait=not args.burst, update_heartbeat_interval=settings.worker_heartbeat,
+                      stalled_worker_timeout=settings.worker_stalled_after, install_signal_handlers=False)
+        return [Worker(queues=[QUEUE], concurrency=settings.worker_concurrency,
+                       name=f"index-worker-{os.getpid()}", **common),  # type: ignore[arg-type]
+                Worker(queues=[ENRICH_QUEUE], concurrency=settings.enrich_concurrency,
+                       name=f"enrich-worker-{os.getpid()}", **common)]  # type: ignore[arg-type]
 
     def stalled_check():
         return retry_stalled_jobs(app, every=max(1.0, settings.worker_stalled_after / 3),
                                   stalled_after=settings.worker_stalled_after,
                                   max_attempts=settings.worker_max_attempts)
 
+    async def run() -> None:
+        worker.loop = asyncio.get_running_loop()
+        await Supervisor(app, worker.store.url, make_workers, burst=args.burst, side_task=stalled_check).run()
+
     try:
-        asyncio.run(Supervisor(app, worker.store.url, make_worker, burst=args.burst, side_task=stalled_check).run())
+        asyncio.run(run())
     finally:
         worker.store.close()
     return 0

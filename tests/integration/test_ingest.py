@@ -64,13 +64,13 @@ class Env:
         self.thread.join(timeout=30)
         self.http.close()
 
-    def start_worker(self, metrics_port: int = 0) -> subprocess.Popen:
+    def start_worker(self, metrics_port: int = 0, **extra_env: str) -> subprocess.Popen:
         env = {**os.environ, "WORKER_METRICS_PORT": str(metrics_port), "DATABASE_URL": self.db_url,
                "SPACES": "mobilenet,text",
                "DETECTOR_WEIGHTS": str(YOLO_WEIGHTS), "MOBILENET_WEIGHTS": str(MOBILENET),
                "TAGGER_WEIGHTS": str(TAGGER_HEAD), "TAGGER_LABELS": str(IMAGENET_LABELS), "OCR": "off",
                "STORAGE_ROOT": str(self.tmp / "originals"), "WORKER_CONCURRENCY": "1",
-               "WORKER_HEARTBEAT": "0.5", "WORKER_STALLED_AFTER": "3", "WORKER_RETRY_WAIT": "0"}
+               "WORKER_HEARTBEAT": "0.5", "WORKER_STALLED_AFTER": "3", "WORKER_RETRY_WAIT": "0", **extra_env}
         p = subprocess.Popen([sys.executable, "-m", "clip_embedder.worker"], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"worker{len(self.workers)}.log", "w"))
         self.workers.append(p)

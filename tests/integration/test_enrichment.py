@@ -1,0 +1,59 @@
+"""Searchable first, read after: a worker with OCR on (ENRICH=queue) writes a photo searchable without reading its
+text, then reads it in a follow-up job on the `enrich` queue — real RapidOCR, a real worker process, the API under
+uvicorn on its embedded PostgreSQL, a COCO128 photo with a sign rendered onto it."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.helpers import FONTS, IMAGES, render_sign, wait_for
+from tests.integration.test_ingest import KEY, Env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    e = Env(tmp_path_factory.mktemp("enrich"))
+    e.start_api()
+    yield e
+    e.stop_workers()
+    e.stop_api()
+
+
+def test_a_photo_is_searchable_before_its_text_is_read_then_found_by_it(env):
+    sign = env.tmp / "sign_en.jpg"
+    render_sign(IMAGES / "000000000049.jpg", "PHARMACY", sign, FONTS["en"])
+    plain = IMAGES / "000000000009.jpg"
+    worker = env.start_worker(OCR="rapidocr", ENRICH="queue", ENRICH_CONCURRENCY="1")
+    up = env.upload([sign, plain])
+    assert up.status_code == 202, up.text
+    batch = up.json()["batch"]
+    done = env.wait_batch(batch, timeout=240)
+    assert [t["status"] for t in done["tasks"]] == ["succeeded", "succeeded"], done
+    ids = {t["file_name"]: t["image_id"] for t in done["tasks"]}
+    first = env.http.get(f"/api/images/{ids['sign_en.jpg']}").json()
+    assert first["objects"] and first["enrichments"]["ocr"] in ("queued", "running", "done")
+    if first["enrichments"]["ocr"] != "done":  # searchable with its objects, its text not read yet
+        assert first["ocr"] == []
+    # the follow-up jobs read the text; nothing is indexed twice
+    assert wait_for(lambda: all(t["enrichments"].get("ocr") == "done" for t in env.http.get(
+        "/api/tasks", params={"batch": batch}).json()["tasks"]), 240), env.http.get(
+        "/api/tasks", params={"batch": batch}).json()
+    info = env.http.get(f"/api/images/{ids['sign_en.jpg']}").json()
+    assert info["enrichments"] == {"ocr": "done"} and "PHARMACY" in " ".join(ln["text"] for ln in info["ocr"])
+    assert len(info["objects"]) == len(first["objects"])
+    hits = env.http.get("/api/search_text", params={"query": '"pharmacy"', "top_k": 3}).json()["results"]
+    assert hits and hits[0]["image_id"] == ids["sign_en.jpg"], hits
+    # the enrichment job started once the image was written (searchable), deferred by its indexing job
+    order = env.sql("SELECT j.queue_name, min(e.at) FILTER (WHERE e.type = 'started'), im.created_at "
+                    "FROM procrastinate_jobs j JOIN procrastinate_events e ON e.job_id = j.id "
+                    "JOIN images im ON im.sha256 = j.args->>'sha256' WHERE j.args->>'file_name' = 'sign_en.jpg' "
+                    "GROUP BY j.id, j.queue_name, im.created_at ORDER BY j.id")
+    assert [q for q, _, _ in order] == ["index", "enrich"] and order[1][2] <= order[1][1], order
+    items, vectors = env.sql("SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM vectors_text)")[0]
+    assert items == vectors
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    assert KEY  # the uploads above used the write key
