@@ -52,6 +52,10 @@ def show_batch(api: Api, batch: str, *, wait: bool) -> None:
     if not ok:
         return
     st.subheader(f"{len(ok)} photos searchable")
+    reading = sum(1 for t in ok if t.get("enrichments", {}).get("ocr") in ("queued", "running"))
+    if reading:
+        st.caption(f"The text in {reading} of them is still being read (OCR runs after a photo is searchable): "
+                   f"reopen [this batch](?mode=add&batch={batch}) to see them found by their words too.")
     for row in range(0, len(ok), COLUMNS):
         for col, t in zip(st.columns(COLUMNS), ok[row:row + COLUMNS]):
             img = api.image(f"/api/images/{t['image_id']}/thumbnail")

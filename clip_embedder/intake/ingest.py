@@ -18,9 +18,10 @@ from PIL import Image
 from clip_embedder.config import Settings
 from clip_embedder.db.records import Removed, TaskRecord
 from clip_embedder.db.store import Store
-from clip_embedder.images import decode_image, list_images, sha256_bytes
+from clip_embedder.images import decode_image, file_sha256, list_images, sha256_bytes
+from clip_embedder.indexing.batch import SourceFile
 from clip_embedder.intake.originals import OriginalsStore, original_key
-from clip_embedder.intake.queue import IndexJob, defer_index_job
+from clip_embedder.intake.queue import IndexJob, defer_enrich_job_sync, defer_index_job, sync_app
 
 log = logging.getLogger(__name__)
 
@@ -199,3 +200,20 @@ class Ingest:
                 except OSError as e:  # the rows are gone; an orphan file is harmless and logged
                     log.warning("could not delete original %s: %s", key, e)
         return removed
+
+
+def queue_enrichments(store: Store, enrichment: str, sources: list[SourceFile]) -> int:
+    """Queue the follow-up enrichment (OCR) of the indexed images of `sources` (files indexed where they lie) whose
+    enrichment signature is not `enrichment` (the full one: `Indexer.enrichment` with OCR on). Returns how many
+    jobs were queued; the workers (`python -m clip_embedder.worker`) run them."""
+    by_sha = {file_sha256(s.path): s for s in sources if s.storage == "file"}
+    ids = store.images.ids_by_sha(list(by_sha))
+    need = store.images.enriched_otherwise(list(ids.values()), enrichment)
+    app = sync_app(store.url)
+    queued = 0
+    with app.open():
+        for sha, image_id in ids.items():
+            if image_id in need:
+                src = by_sha[sha]
+                queued += defer_enrich_job_sync(app, IndexJob(sha, src.path, "file", src.file_name)) is not None
+    return queued

@@ -68,6 +68,15 @@ async def defer_enrich_job(app: procrastinate.App, job: IndexJob) -> int | None:
         return None
 
 
+def defer_enrich_job_sync(app: procrastinate.App, job: IndexJob) -> int | None:
+    """`defer_enrich_job` from synchronous code (the CLI); `app` from `sync_app`, opened."""
+    lock = ENRICH_LOCK_PREFIX + job.sha256
+    try:
+        return app.configure_task(ENRICH_TASK, queue=ENRICH_QUEUE, lock=lock, queueing_lock=lock).defer(**asdict(job))
+    except AlreadyEnqueued:
+        return None
+
+
 def defer_index_job(app: procrastinate.App, job: IndexJob) -> int | None:
     """Queue an indexing job; returns its id, or None when a job for the same bytes is already queued
     (then look it up with `TaskRepository.active_job_for`)."""

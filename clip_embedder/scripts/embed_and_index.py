@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read text in the photos (default: OCR setting); a change re-reads indexed images")
     p.add_argument("--tagger", default=None, choices=TAGGERS.names(),
                    help="ImageNet tags per image and crop (default: TAGGER setting)")
+    p.add_argument("--queue-enrichments", action="store_true",
+                   help="write the images searchable without reading their text, and queue OCR as follow-up jobs "
+                        "for the workers (python -m clip_embedder.worker); default: read inline, so a finished "
+                        "command means a finished index")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--runner", default="sequential", choices=("sequential", "ray"),
                    help="sequential: batches one after another in this process (the default); ray: batches spread "
@@ -145,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
             indexer = Indexer.from_settings(settings, store, detector, embedders, redetect=args.redetect)
             freeze_heap()  # the models' objects stay out of every full collection (runtimes.freeze_heap)
             load_s = time.perf_counter() - t0
-            stats = indexer.run(sources, batch_size=settings.batch_size, progress=not args.no_progress)
+            runner = indexer.deferring_enrichments() if args.queue_enrichments else indexer
+            stats = runner.run(sources, batch_size=settings.batch_size, progress=not args.no_progress)
+            if args.queue_enrichments and indexer.ocr is not None:
+                from clip_embedder.intake.ingest import queue_enrichments  # noqa: PLC0415
+
+                queued = queue_enrichments(store, indexer.enrichment, sources)
+                print(f"queued {queued} enrichment job(s) (OCR): `python -m clip_embedder.worker` reads them")
         t = time.perf_counter()
         for emb in embedders.values():
             SpaceIndex.for_settings(store, emb.identity, settings)

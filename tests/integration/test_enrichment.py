@@ -57,3 +57,42 @@ def test_a_photo_is_searchable_before_its_text_is_read_then_found_by_it(env):
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
     assert KEY  # the uploads above used the write key
+
+
+def test_the_cli_can_queue_the_reading_for_the_workers(tmp_path, monkeypatch, capsys):
+    """`embed_and_index --queue-enrichments`: the folder is indexed without OCR and one enrichment job per image
+    is queued; a burst worker reads them; a second run queues nothing."""
+    import os
+    import subprocess
+    import sys
+
+    import psycopg
+
+    from clip_embedder.scripts import embed_and_index
+    from tests.helpers import IMAGENET_LABELS, MOBILENET, ROOT, TAGGER_HEAD, YOLO_WEIGHTS
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    render_sign(IMAGES / "000000000049.jpg", "PHARMACY", folder / "sign_en.jpg", FONTS["en"])
+    (folder / "plain.jpg").write_bytes((IMAGES / "000000000009.jpg").read_bytes())
+    env = {"PGDATA_DIR": tmp_path / "pg", "FAISS_DIR": tmp_path / "faiss", "DETECTOR_WEIGHTS": YOLO_WEIGHTS,
+           "MOBILENET_WEIGHTS": MOBILENET, "SPACES": "mobilenet,text", "DATABASE_URL": "",
+           "TAGGER_WEIGHTS": TAGGER_HEAD, "TAGGER_LABELS": IMAGENET_LABELS, "OCR": "rapidocr",
+           "STORAGE_ROOT": tmp_path / "originals"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.chdir(tmp_path)
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--queue-enrichments"]) == 0
+    assert "queued 2 enrichment job(s)" in capsys.readouterr().out
+    burst = subprocess.run([sys.executable, "-m", "clip_embedder.worker", "--burst"], cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                           timeout=300)
+    assert burst.returncode == 0, burst.stderr[-3000:]
+    from clip_embedder.db.server import resolve_database_url
+
+    with psycopg.connect(resolve_database_url(None, tmp_path / "pg")) as c:
+        text = " ".join(r[0] for r in c.execute("SELECT text FROM ocr_lines"))
+        states = {r[0] for r in c.execute("SELECT status::text FROM procrastinate_jobs WHERE queue_name = 'enrich'")}
+    assert "PHARMACY" in text and states == {"succeeded"}
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--queue-enrichments"]) == 0
+    assert "queued 0 enrichment job(s)" in capsys.readouterr().out
