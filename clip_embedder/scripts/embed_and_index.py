@@ -104,6 +104,19 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def run_sequential(indexer, store, sources: list, args: argparse.Namespace, batch_size: int):
+    """The sequential runner over `sources`; with --queue-enrichments without OCR, then one enrichment job per image
+    queued for the workers. Returns the run's `IndexStats`."""
+    runner = indexer.deferring_enrichments() if args.queue_enrichments else indexer
+    stats = runner.run(sources, batch_size=batch_size, progress=not args.no_progress)
+    if args.queue_enrichments and indexer.ocr is not None:
+        from clip_embedder.intake.ingest import queue_enrichments  # noqa: PLC0415
+
+        queued = queue_enrichments(store, indexer.enrichment, sources)
+        print(f"queued {queued} enrichment job(s) (OCR): `python -m clip_embedder.worker` reads them")
+    return stats
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM ends the run like Ctrl-C: exit hooks run, so the embedded PostgreSQL is released
@@ -149,13 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             indexer = Indexer.from_settings(settings, store, detector, embedders, redetect=args.redetect)
             freeze_heap()  # the models' objects stay out of every full collection (runtimes.freeze_heap)
             load_s = time.perf_counter() - t0
-            runner = indexer.deferring_enrichments() if args.queue_enrichments else indexer
-            stats = runner.run(sources, batch_size=settings.batch_size, progress=not args.no_progress)
-            if args.queue_enrichments and indexer.ocr is not None:
-                from clip_embedder.intake.ingest import queue_enrichments  # noqa: PLC0415
-
-                queued = queue_enrichments(store, indexer.enrichment, sources)
-                print(f"queued {queued} enrichment job(s) (OCR): `python -m clip_embedder.worker` reads them")
+            stats = run_sequential(indexer, store, sources, args, settings.batch_size)
         t = time.perf_counter()
         for emb in embedders.values():
             SpaceIndex.for_settings(store, emb.identity, settings)
