@@ -139,6 +139,29 @@ def dataset_names(data_yaml: Path) -> list[str]:
     return list(names.values()) if isinstance(names, dict) else list(names)
 
 
+def split_images(data_yaml: Path, task: str) -> list[Path]:
+    """The image files of split `task` of a yolov5 dataset YAML (a folder, or a .txt list of files), sorted.
+
+    Raises:
+        RuntimeError: the YAML has no such split.
+    """
+    import yaml  # noqa: PLC0415
+
+    d = yaml.safe_load(Path(data_yaml).read_text())
+    if task not in d:
+        raise RuntimeError(f"{data_yaml} has no {task!r} split")
+    root = Path(d.get("path") or Path(data_yaml).parent)
+    entries = d[task] if isinstance(d[task], list) else [d[task]]
+    out: list[Path] = []
+    for e in entries:
+        p = Path(e) if Path(e).is_absolute() else root / e
+        if p.suffix == ".txt":
+            out += [Path(line.strip()) for line in p.read_text().splitlines() if line.strip()]
+        else:
+            out += [f for f in p.rglob("*") if f.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    return sorted(out)
+
+
 def checkpoint_from_state_dict(path: str | Path, out_dir: Path) -> str:
     """A yolov5 checkpoint (the pickle `yolov5 val` loads) rebuilt locally from a state-dict file, which is
     read with `weights_only=True`: weights fetched from a tracking server are never unpickled.

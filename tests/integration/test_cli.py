@@ -54,7 +54,8 @@ def test_embed_and_index_cli(tmp_path, monkeypatch, capsys):
 def test_help_texts():
     cmds = [["-m", "clip_embedder.scripts.embed_and_index"], ["-m", "clip_embedder.scripts.fetch_assets"],
             [str(ROOT / "scripts" / "extract_coco_subset.py")]]
-    cmds += [[str(ROOT / "yolov5" / f)] for f in ("train_mlflow.py", "evaluate.py", "baseline.py", "promote.py")]
+    cmds += [[str(ROOT / "yolov5" / f)] for f in ("train_mlflow.py", "evaluate.py", "baseline.py", "promote.py",
+                                                          "operating_points.py")]
     for cmd in cmds:
         r = subprocess.run([sys.executable, *cmd, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert r.returncode == 0 and "Example" in r.stdout, (cmd, r.stderr[-500:])

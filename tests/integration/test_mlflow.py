@@ -99,6 +99,31 @@ def test_evaluate_logs_per_class_ap_linked_to_training(trained, tiny_subset, tmp
     assert {"per_class_ap.csv", "plots/confusion_matrix.png"} <= artifact_paths(r.info.run_id)
 
 
+def test_operating_points_are_one_run_with_a_table_and_a_plot(trained, tiny_subset):
+    """Accuracy at two input sizes (yolov5 val) and the serving path's latency on two runtimes, in one MLflow
+    run; a larger input is slower on each runtime."""
+    import csv
+
+    import mlflow
+
+    op = yolov5_script("operating_points")
+    rc = op.main(["--weights", f"models:/{MODEL}@champion", "--coco_subset_data_version", tiny_subset.name,
+                  "--datasets-root", str(tiny_subset.parent), "--task", "test", "--imgsz", "160,640",
+                  "--runtimes", "torch,onnx", "--images", "3", "--experiment", "t"])
+    assert rc == 0
+    r = mlflow.search_runs(experiment_names=["t"], filter_string="tags.task = 'operating_points/test'",
+                           output_format="list")[0]
+    m = r.data.metrics
+    assert {f"op/{sz}/{k}" for sz in (160, 640) for k in ("mAP50-95", "mAP50", "torch/ms_per_image",
+                                                          "onnx/ms_per_image")} <= set(m)
+    assert all(m[f"op/640/{rt}/ms_per_image"] > m[f"op/160/{rt}/ms_per_image"] for rt in ("torch", "onnx"))
+    assert r.data.tags["training_run_id"] == trained.info.run_id
+    assert {"operating_points.csv", "operating_points.png"} <= artifact_paths(r.info.run_id)
+    rows = list(csv.DictReader(open(mlflow.artifacts.download_artifacts(run_id=r.info.run_id,
+                                                                         artifact_path="operating_points.csv"))))
+    assert len(rows) == 4 and {row["runtime"] for row in rows} == {"torch", "onnx"}
+
+
 def test_promotion_only_when_better(trained, tmp_path):
     import mlflow
     promote = yolov5_script("promote")
