@@ -58,11 +58,16 @@ class Service:
         env = {**os.environ, "DATABASE_URL": self.db_url, "SPACES": ",".join(self.settings.spaces),
                "DETECTOR_WEIGHTS": self.settings.detector_weights,
                "MOBILENET_WEIGHTS": str(self.settings.mobilenet_weights),
+               "TAGGER_WEIGHTS": str(self.settings.tagger_weights), "TAGGER_LABELS": str(self.settings.tagger_labels),
                "STORAGE_ROOT": self.settings.storage_root}
         for _ in range(n):
             self.workers.append(subprocess.Popen([sys.executable, "-m", "clip_embedder.worker"], cwd=ROOT, env=env,
                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         while self.http.get("/api/health").json().get("workers", 0) < n:
+            dead = [w for w in self.workers if w.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a worker exited ({dead[0].returncode}) before it was ready: run "
+                                   "`python -m clip_embedder.worker` with the same settings to see why")
             time.sleep(0.2)
 
     def upload(self, paths: list[Path]) -> dict:

@@ -61,6 +61,8 @@ class Indexer:
                            f"ocr={ocr.signature if ocr else 'off'}")
         #: whether stored images enriched under another signature are re-enriched (False: left to a follow-up job)
         self.reenrich = True
+        #: whether files not stored yet are skipped instead of indexed (the follow-up enrichment jobs' indexer)
+        self.only_stored = False
 
     def deferring_enrichments(self) -> "Indexer":
         """This indexer without its follow-up enrichments (OCR), sharing its models: new images are written
@@ -70,6 +72,13 @@ class Indexer:
         twin.ocr = None
         twin.reenrich = False
         twin.enrichment = self.enrichment.rsplit(";ocr=", 1)[0] + ";ocr=off"
+        return twin
+
+    def enriching_only(self) -> "Indexer":
+        """This indexer for follow-up enrichment jobs, sharing its models: stored images are re-enriched, a file
+        whose image is not stored (deleted since the job was queued) is skipped, never indexed again."""
+        twin = copy.copy(self)
+        twin.only_stored = True
         return twin
 
     def needs_enrichment(self, enrichment: str | None) -> bool:
@@ -147,7 +156,7 @@ class Indexer:
         sha = self.detector.weights_sha256
         read_stage(batch, max_bytes=self.max_bytes)
         plan_stage(batch, self.store, spaces=self.embedders, detector_sha256=sha, redetect=self.redetect,
-                   enrichment=self.enrichment if self.reenrich else None)
+                   enrichment=self.enrichment if self.reenrich else None, only_stored=self.only_stored)
         decode_stage(batch, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
         detect_stage(batch, self.detector)
         crop_stage(batch, self.policy, detector_sha256=sha, enrichment=self.enrichment)

@@ -69,10 +69,11 @@ def read_stage(batch: Batch, *, max_bytes: int) -> Batch:
 
 
 def plan_stage(batch: Batch, store: Store, *, spaces: Iterable[str], detector_sha256: str,
-               redetect: bool, enrichment: str | None = None) -> Batch:
+               redetect: bool, enrichment: str | None = None, only_stored: bool = False) -> Batch:
     """Decide per file: skip (stored and complete, or a duplicate in this batch), index (new), detect again
     (stored by another detector, when `redetect`), back-fill (stored but lacking a vector in a space), or
-    re-enrich (tagged / OCR'd / described under another `enrichment` signature)."""
+    re-enrich (tagged / OCR'd / described under another `enrichment` signature). `only_stored`: a file not stored
+    is skipped, never indexed (an enrichment job whose image was deleted meanwhile)."""
     with batch.timed("plan"):
         batch.known = store.images.ids_by_sha([r.sha256 for r in batch.raw])
         batch.redetect_ids = (store.images.detected_by_other(list(batch.known.values()), detector_sha256)
@@ -85,7 +86,8 @@ def plan_stage(batch: Batch, store: Store, *, spaces: Iterable[str], detector_sh
                       | set(batch.reenrich))
         seen: set[str] = set()
         for raw in batch.raw:
-            if (raw.sha256 in batch.known and batch.known[raw.sha256] not in update_ids) or raw.sha256 in seen:
+            if ((raw.sha256 in batch.known and batch.known[raw.sha256] not in update_ids) or raw.sha256 in seen
+                    or (only_stored and raw.sha256 not in batch.known)):
                 batch.skipped += 1
                 continue
             seen.add(raw.sha256)

@@ -56,7 +56,7 @@ class IndexWorker:
         self.enricher = Indexer.from_settings(settings, self.store, detector, embedders)
         self.indexer = self.enricher.deferring_enrichments() if settings.enrich == "queue" else self.enricher
         self.batcher = MicroBatcher(self.indexer, max_batch=settings.worker_concurrency, on_batch=self._observe)
-        self.enrich_batcher = MicroBatcher(self.enricher, max_batch=settings.enrich_concurrency,
+        self.enrich_batcher = MicroBatcher(self.enricher.enriching_only(), max_batch=settings.enrich_concurrency,
                                            on_batch=self._observe)
         #: set by `main`: the queue app and its event loop (enrichment jobs are deferred from job threads)
         self.app: procrastinate.App | None = None

@@ -96,3 +96,20 @@ def test_the_cli_can_queue_the_reading_for_the_workers(tmp_path, monkeypatch, ca
     assert "PHARMACY" in text and states == {"succeeded"}
     assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--queue-enrichments"]) == 0
     assert "queued 0 enrichment job(s)" in capsys.readouterr().out
+
+
+def test_an_enrichment_never_indexes_an_image_that_is_not_stored(store, tmp_path):
+    """The enrichment jobs' plan (`only_stored`): a file whose image is not stored — deleted after its job was
+    queued — is skipped, not indexed again; the same file is indexed by an ordinary plan."""
+    import numpy as np
+    from PIL import Image
+
+    from clip_embedder.indexing.batch import Batch, SourceFile
+    from clip_embedder.indexing.stages import plan_stage, read_stage
+
+    path = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(7).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    for only_stored, decoded in ((True, 0), (False, 1)):
+        batch = read_stage(Batch([SourceFile.from_folder(path)]), max_bytes=10**7)
+        plan_stage(batch, store, spaces=["mobilenet"], detector_sha256="x", redetect=False, only_stored=only_stored)
+        assert (len(batch.to_decode), batch.skipped) == (decoded, 1 - decoded)
