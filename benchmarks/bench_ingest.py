@@ -5,9 +5,11 @@ Side by side in one run, on the same COCO128 images and the same models (spaces 
 - the API + queue + 1 and 2 `python -m clip_embedder.worker` processes (already started and idle):
   images/s from the upload's response to the last task succeeded, and the ratio to the CLI;
 - single uploads on an idle system (1 worker): seconds from the upload's response to the first image
-  search that returns the photo (similarity 1.0), p50 / p95.
+  search that returns the photo (similarity 1.0), p50 / p95;
+- with OCR on (`OCR`, `ENRICH` from the environment, as the workers read them): photos with a word rendered onto
+  them, each timed from its upload to the first quoted query for the word that ranks it first.
 
-    python benchmarks/bench_ingest.py [--images 64] [--latency-samples 10]
+    OCR=rapidocr ENRICH=queue python benchmarks/bench_ingest.py [--images 64] [--latency-samples 10]
 """
 from __future__ import annotations
 
@@ -152,6 +154,37 @@ def latency(work: Path, spaces: str, files: list[Path]) -> list[float]:
     return out
 
 
+SIGN_WORDS = ["PHARMACY", "BAKERY", "HOTEL", "GARAGE", "LIBRARY", "MUSEUM", "STATION", "MARKET"]
+
+
+def text_latency(work: Path, spaces: str, photos: list[Path]) -> list[float]:
+    """Upload → found by the text in it: photos with a word rendered onto them uploaded one at a time, each timed
+    until a quoted query for its word ranks it first (OCR inline in the indexing job, or its follow-up job)."""
+    from tests.helpers import FONTS, render_sign
+
+    svc = Service(work, spaces)
+    out = []
+    try:
+        svc.start_workers(1)
+        for word, photo in zip(SIGN_WORDS, photos):
+            sign = work / f"sign_{word.lower()}.jpg"
+            render_sign(photo, word, sign, FONTS["en"])
+            svc.upload([sign])
+            t0 = time.perf_counter()
+            while True:
+                hits = svc.http.get("/api/search_text", params={"query": f'"{word.lower()}"', "top_k": 1}).json()
+                if hits.get("results") and hits["results"][0]["file_name"] == sign.name:
+                    break
+                if time.perf_counter() - t0 > 300:
+                    raise RuntimeError(f"{sign.name} was not found by its text in 300 s")
+                time.sleep(0.05)
+            out.append(time.perf_counter() - t0)
+            time.sleep(0.5)
+    finally:
+        svc.close()
+    return out
+
+
 def main() -> None:
     import argparse
 
@@ -173,6 +206,11 @@ def main() -> None:
     print(f"queue, 2 workers:             {q2:.2f} images/s = {q2 / cli:.2f}x the CLI")
     print(f"upload → searchable (1 worker, idle, n={len(lat)}): p50 {statistics.median(lat):.2f}s "
           f"p95 {pct(lat, 95):.2f}s max {max(lat):.2f}s")
+    if os.environ.get("OCR", "rapidocr") != "off":
+        words = text_latency(root / "words", args.spaces, sorted(COCO.glob("*.jpg"))[-args.latency_samples - 8:])
+        print(f"upload → found by its text (OCR={os.environ.get('OCR', 'rapidocr')}, "
+              f"ENRICH={os.environ.get('ENRICH', 'queue')}, n={len(words)}): p50 {statistics.median(words):.2f}s "
+              f"p95 {pct(words, 95):.2f}s max {max(words):.2f}s")
 
 
 if __name__ == "__main__":
