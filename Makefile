@@ -16,7 +16,7 @@ export LOCAL_MODELS COCO_ANNOTATIONS COCO_IMAGES
 API_PORT ?= 8000
 UI_PORT ?= 8501
 
-.PHONY: demo test test-unit install index mlflow-ui baseline train evaluate benchmarks benchmarks-scale clean-index help
+.PHONY: demo test test-unit install index mlflow-ui baseline train evaluate operating-points benchmarks benchmarks-scale clean-index help
 DATA_VERSION ?= version_1
 EPOCHS ?= 10
 IMGSZ ?= 640
@@ -76,6 +76,11 @@ train: install
 evaluate: install
 	$(PY) yolov5/evaluate.py --weights "models:/$${REGISTERED_MODEL_NAME:-coco-subset-yolov5}@$${MODEL_ALIAS:-champion}" \
 	  --coco_subset_data_version $(DATA_VERSION) --task test --imgsz $(IMGSZ) --project runs/eval --name eval_champion
+
+# the champion's accuracy against serving latency at several input sizes and runtimes, one MLflow run (table + plot)
+operating-points: install
+	$(PY) yolov5/operating_points.py --weights "models:/$${REGISTERED_MODEL_NAME:-coco-subset-yolov5}@$${MODEL_ALIAS:-champion}" \
+	  --coco_subset_data_version $(DATA_VERSION) --task test --imgsz 320,416,512,640 --runtimes torch,onnx,openvino
 
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --port 5000
