@@ -12,14 +12,14 @@ Public API (heavy modules load on first use, so `clip_embedder.config` stays lig
 
 Where a change goes (each folder's `__init__` says more):
 
-| folder      | what lives there                                                                         |
-|-------------|------------------------------------------------------------------------------------------|
-| `db/`       | the embedded server, migrations, the COPY codec, one repository per concern (`Store`)    |
-| `models/`   | detector, embedders (one module per space), tagger, OCR, runtimes; registries by kind    |
-| `indexing/` | pipeline records, stage functions and runners; crop policy; descriptions; FAISS; live    |
-| `intake/`   | uploads and scans, content-addressed originals, the queue and its workers                |
-| `search/`   | the search service; text search as steps; rank fusion; result records                    |
-| `scripts/`  | the CLIs (`embed_and_index`, `fetch_assets`)                                             |
+| folder      | what lives there                                                                           |
+|-------------|--------------------------------------------------------------------------------------------|
+| `db/`       | the embedded server, migrations, the COPY codec, one repository per concern (`Store`)      |
+| `models/`   | detector, embedders (one module per space), tagger, OCR, runtimes; registries by kind      |
+| `indexing/` | pipeline records, stage functions and runners; crop policy; descriptions; FAISS; live      |
+| `intake/`   | uploads and scans, originals, the queues (index, enrich), the workers and their supervisor |
+| `search/`   | the search service; text search as steps; rank fusion; result records                      |
+| `scripts/`  | the CLIs (`embed_and_index`, `fetch_assets`)                                               |
 """
 from importlib import import_module
 
