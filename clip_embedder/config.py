@@ -145,7 +145,8 @@ class Settings(BaseSettings):
     scan_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="server folders POST /api/collections/scan may read (comma separated); "
                                           "empty = scanning is off")
-    queue_max_depth: int = Field(10_000, ge=1, description="queued jobs above which uploads get 503 + Retry-After")
+    queue_max_depth: int = Field(10_000, ge=1, description="queued indexing jobs above which uploads get 503 + "
+                                                            "Retry-After (follow-up OCR jobs do not count)")
     max_files_per_upload: int = Field(200, ge=1, description="files accepted in one POST /api/images")
     worker_concurrency: int = Field(8, ge=1, description="jobs one worker process holds at once; their images are "
                                                           "detected and embedded together, in one batch")

@@ -93,8 +93,10 @@ class TaskRepository(Repository):
             return int(one(c.execute("SELECT count(*) AS n FROM procrastinate_workers WHERE last_heartbeat > "
                                       "now() - make_interval(secs => %s)", (seconds,)))["n"])
 
-    def queue_depth(self) -> dict[str, int]:
-        """Number of queue jobs by procrastinate status (todo, doing, succeeded, failed, …)."""
+    def queue_depth(self, queue: str | None = None) -> dict[str, int]:
+        """Number of queue jobs by procrastinate status (todo, doing, succeeded, failed, …), of one queue (`index`,
+        `enrich`) or of all."""
         with self.conn() as c:
             return {r["status"]: int(r["n"]) for r in c.execute(
-                "SELECT status::text AS status, count(*) AS n FROM procrastinate_jobs GROUP BY 1")}
+                "SELECT status::text AS status, count(*) AS n FROM procrastinate_jobs "
+                "WHERE %(q)s::text IS NULL OR queue_name = %(q)s GROUP BY 1", {"q": queue})}

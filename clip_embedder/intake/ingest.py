@@ -21,7 +21,7 @@ from clip_embedder.db.store import Store
 from clip_embedder.images import decode_image, file_sha256, list_images, sha256_bytes
 from clip_embedder.indexing.batch import SourceFile
 from clip_embedder.intake.originals import OriginalsStore, original_key
-from clip_embedder.intake.queue import IndexJob, defer_enrich_job_sync, defer_index_job, sync_app
+from clip_embedder.intake.queue import QUEUE, IndexJob, defer_enrich_job_sync, defer_index_job, sync_app
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Ingest:
 
     def check_capacity(self, n_new: int = 1) -> None:
         """Raise `QueueFullError` when `n_new` more jobs would pass QUEUE_MAX_DEPTH queued jobs."""
-        depth = self.store.tasks.queue_depth().get("todo", 0)
+        depth = self.store.tasks.queue_depth(QUEUE).get("todo", 0)  # follow-up OCR jobs do not hold uploads back
         if depth + n_new > self.settings.queue_max_depth:
             raise QueueFullError(f"the indexing queue holds {depth:,} jobs (QUEUE_MAX_DEPTH="
                                  f"{self.settings.queue_max_depth:,}); retry later", retry_after=30)
