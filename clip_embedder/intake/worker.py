@@ -23,7 +23,7 @@ import time
 import procrastinate
 
 from clip_embedder import offline  # noqa: F401
-from clip_embedder.intake.queue import IndexJob, defer_enrich_job
+from clip_embedder.intake.queue import IndexJob, defer_enrich_job, defer_enrich_job_sync, sync_app
 
 log = logging.getLogger("clip_embedder.worker")
 
@@ -115,10 +115,14 @@ class IndexWorker:
         return {"image_id": image.id if image else None, "objects": out.objects, "batch": out.batch_size}
 
     def _defer_enrichment(self, job: IndexJob) -> None:
-        """Queue the follow-up enrichment of an image just written (on the worker's event loop: this runs in a job
-        thread)."""
-        assert self.app is not None and self.loop is not None, "main() sets the queue app and its loop"
-        asyncio.run_coroutine_threadsafe(defer_enrich_job(self.app, job), self.loop).result(timeout=30)
+        """Queue the follow-up enrichment of an image just written: on the worker's event loop when the job runs
+        under `main` (this runs in a job thread), else through a short-lived synchronous connection (the job
+        function called on its own)."""
+        if self.app is not None and self.loop is not None and self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(defer_enrich_job(self.app, job), self.loop).result(timeout=30)
+            return
+        with sync_app(self.store.url).open() as app:
+            defer_enrich_job_sync(app, job)
 
     def enrich_image(self, sha256: str, path: str, storage: str, file_name: str) -> dict:
         """The follow-up job: read the text in an indexed image (OCR), re-describe it and re-embed what changed

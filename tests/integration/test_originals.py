@@ -87,11 +87,17 @@ def test_worker_job_reads_its_original_from_gcs(gcs, tmp_path):
         out = worker.index_image(**job_kwargs)
         image = worker.store.images.by_sha(sha256_bytes(PHOTO.read_bytes()))
         assert out["image_id"] == image.id and image.file_name == "owl.jpg"
-        detail = worker.store.images.get(image.id)  # the worker tags (and reads text) like the CLI
+        detail = worker.store.images.get(image.id)  # the worker tags like the CLI; the text is read after
         assert detail.tags[detail.image_item_id] and image.enrichment == worker.indexer.enrichment
-        assert worker.store.tasks.get(task_id=tasks[0].id)[0].image_id == image.id
-        # idempotent: a job that runs twice writes once
+        task = worker.store.tasks.get(task_id=tasks[0].id)[0]
+        assert task.image_id == image.id and task.ocr == "queued"
+        # idempotent: a job that runs twice writes once (and queues its enrichment once)
         assert worker.index_image(**job_kwargs) == {"image_id": image.id, "objects": 0, "batch": 1}
+        assert worker.store.counts()["images"] == 1
+        # the follow-up job reads the original from GCS too, and stamps the image read
+        assert worker.enrich_image(**job_kwargs) == {"image_id": image.id, "batch": 1}
+        assert worker.store.images.by_sha(image.sha256).enrichment == worker.enricher.enrichment
+        assert worker.enrich_image(**job_kwargs) == {"skipped": "already enriched"}
         assert worker.store.counts()["images"] == 1
     finally:
         worker.store.close()
