@@ -113,3 +113,21 @@ def test_an_enrichment_never_indexes_an_image_that_is_not_stored(store, tmp_path
         batch = read_stage(Batch([SourceFile.from_folder(path)]), max_bytes=10**7)
         plan_stage(batch, store, spaces=["mobilenet"], detector_sha256="x", redetect=False, only_stored=only_stored)
         assert (len(batch.to_decode), batch.skipped) == (decoded, 1 - decoded)
+
+
+def test_the_text_gate_reads_a_sign_and_skips_a_photo_without_text(tmp_path):
+    """OCR_GATE: RapidOCR's detector alone decides whether a photo is worth recognising — a rendered sign passes
+    and is read; a smooth gradient (no text at all) is skipped before recognition; the gate is in the signature."""
+    import numpy as np
+    from PIL import Image
+
+    from clip_embedder.models.ocr import RapidOcrEngine
+
+    sign = tmp_path / "sign.jpg"
+    render_sign(IMAGES / "000000000049.jpg", "PHARMACY", sign, FONTS["en"])
+    gated = RapidOcrEngine(0.6, gate=True)
+    assert "PHARMACY" in " ".join(ln.text for ln in gated.read(Image.open(sign).convert("RGB")))
+    ramp = np.tile(np.linspace(0, 255, 640, dtype=np.uint8), (480, 1))
+    assert gated.read(Image.fromarray(np.stack([ramp] * 3, axis=-1))) == []
+    assert (gated.gate_passed, gated.gate_skipped) == (1, 1)
+    assert gated.signature != RapidOcrEngine(0.6).signature  # switching the gate re-reads the photos
