@@ -157,7 +157,8 @@ class HealthResponse(BaseModel):
                                        "image size, device, MLflow source")
     labels: list[str]
     queue: dict[str, int] = Field(default_factory=dict, description="indexing jobs by status (todo = queued)")
-    workers: int = Field(0, description="queue workers with a recent heartbeat")
+    workers: int = Field(0, description="queue workers with a recent heartbeat (each worker process runs two: "
+                                        "indexing and enrichment)")
 
 
 TaskStatus = Literal["queued", "running", "succeeded", "failed"]

@@ -65,7 +65,7 @@ class Service:
         for _ in range(n):
             self.workers.append(subprocess.Popen([sys.executable, "-m", "clip_embedder.worker"], cwd=ROOT, env=env,
                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        while self.http.get("/api/health").json().get("workers", 0) < n:
+        while self.http.get("/api/health").json().get("workers", 0) < 2 * n:  # indexing + enrichment per process
             dead = [w for w in self.workers if w.poll() is not None]
             if dead:
                 raise RuntimeError(f"a worker exited ({dead[0].returncode}) before it was ready: run "
