@@ -21,14 +21,14 @@ MODES = ["image", "text", "add photos"]
 
 
 def sidebar(health: dict, params) -> tuple[str, int]:
-    """The mode switch, top_k, what the index holds, refused spaces and the detector's classes; returns the chosen
-    (mode, top_k)."""
+    """The mode switch, top_k (searches only), what the index holds, refused spaces and the detector's classes;
+    returns the chosen (mode, top_k)."""
     with st.sidebar:
         if params.get("mode") == "add":
             params["mode"] = "add photos"
         mode = st.radio("Mode", MODES, horizontal=True,
                         index=MODES.index(params.get("mode")) if params.get("mode") in MODES else 0)
-        top_k = st.slider("results per list (top_k)", 1, 50, 10)
+        top_k = 10 if mode == "add photos" else st.slider("results per list (top_k)", 1, 50, 10)
         counts = health["counts"]
         st.caption(f"{counts.get('images', 0)} images · {counts.get('objects', 0)} objects indexed · "
                    f"spaces: {', '.join(health['spaces']) or 'none'}")
@@ -56,9 +56,9 @@ def main() -> None:
     params = st.query_params  # shareable links: ?mode=text&q=handbag, ?mode=image&image_id=12, ?mode=add&batch=…
     mode, top_k = sidebar(health, params)
     if mode == "add photos":
-        add_photos(api, params, settings.api_key.get_secret_value() if settings.api_key else "")
+        add_photos(api, params, health, settings.api_key.get_secret_value() if settings.api_key else "")
     elif mode == "image":
-        image_mode(api, params, top_k)
+        image_mode(api, params, health, top_k)
     else:
         text_mode(api, params, health, top_k)
 

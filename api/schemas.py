@@ -144,8 +144,15 @@ class ImageInfo(BaseModel):
     enrichments: Enrichments = Field(default_factory=dict, description=ENRICHMENTS_DOC)
 
 
+class UploadLimits(BaseModel):
+    """What one request may send (the page sizes its uploaders from these)."""
+
+    max_upload_bytes: int = Field(description="bytes of one photo (MAX_UPLOAD_BYTES)")
+    max_files_per_upload: int = Field(description="photos in one POST /api/images (MAX_FILES_PER_UPLOAD)")
+
+
 class HealthResponse(BaseModel):
-    """Service state: spaces, counts, detector and its source, refused spaces, labels."""
+    """Service state: spaces, counts, detector and its source, refused spaces, labels, upload limits."""
 
     status: str
     counts: dict[str, int]
@@ -159,6 +166,7 @@ class HealthResponse(BaseModel):
     queue: dict[str, int] = Field(default_factory=dict, description="indexing jobs by status (todo = queued)")
     workers: int = Field(0, description="queue workers with a recent heartbeat (each worker process runs two: "
                                         "indexing and enrichment)")
+    limits: UploadLimits | None = None
 
 
 TaskStatus = Literal["queued", "running", "succeeded", "failed"]

@@ -6,7 +6,7 @@ import time
 
 import streamlit as st
 
-from ui.common import COLUMNS, PHOTO_TYPES, Api, answer
+from ui.common import COLUMNS, PHOTO_TYPES, Api, answer, upload_mb
 
 POLL_SECONDS = 0.5
 POLL_LIMIT_SECONDS = 600
@@ -64,7 +64,7 @@ def show_batch(api: Api, batch: str, *, wait: bool) -> None:
             col.caption(f"#{t['image_id']} · [search like this](?mode=image&image_id={t['image_id']})")
 
 
-def add_photos(api: Api, params, default_key: str) -> None:
+def add_photos(api: Api, params, health: dict, default_key: str) -> None:
     """The mode: the API key in the sidebar, an uploader, and the batch followed until its photos are searchable."""
     key = st.sidebar.text_input("API key (X-API-Key)", value=default_key, type="password",
                                 help="one of the server's API_KEYS; `make demo` prints it")
@@ -72,7 +72,11 @@ def add_photos(api: Api, params, default_key: str) -> None:
         st.caption(f"batch {params['batch']}")
         show_batch(api, str(params["batch"]), wait=True)
         return
-    files = st.file_uploader("Photos to add to the index", accept_multiple_files=True, type=PHOTO_TYPES)
+    mb = upload_mb(health)
+    most = (health.get("limits") or {}).get("max_files_per_upload", 200)
+    files = st.file_uploader("Photos to add to the index", accept_multiple_files=True, type=PHOTO_TYPES,
+                             max_upload_size=mb, help=f"up to {mb} MB per photo and {most} photos at once (the "
+                                                      "service's limits)")
     if not files:
         st.info("Choose photos: each is checked, stored once (the same photo twice is one image) and indexed "
                 "by the workers; this page follows them until they are searchable.")

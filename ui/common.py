@@ -13,6 +13,13 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f
 COLUMNS = 5
 #: the photo formats the uploaders accept (what the API decodes)
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+DEFAULT_UPLOAD_MB = 10  # an API too old to say its limit: MAX_UPLOAD_BYTES' default
+
+
+def upload_mb(health: dict) -> int:
+    """The service's per-photo upload limit in whole MB (what Streamlit's uploader takes), from `/api/health`."""
+    limit = (health.get("limits") or {}).get("max_upload_bytes")
+    return max(1, -(-int(limit) // 2**20)) if limit else DEFAULT_UPLOAD_MB
 
 
 @dataclass

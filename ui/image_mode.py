@@ -7,7 +7,7 @@ import io
 import streamlit as st
 from PIL import Image
 
-from ui.common import PHOTO_TYPES, Api, answer, draw_boxes, grid
+from ui.common import PHOTO_TYPES, Api, answer, draw_boxes, grid, upload_mb
 
 
 def _indexed_photo(api: Api, image_id: str) -> tuple[str, bytes, str] | None:
@@ -51,10 +51,11 @@ def _show_results(api: Api, data: bytes, res: dict) -> None:
             grid(api, o["neighbours"], use_crop=True)
 
 
-def image_mode(api: Api, params, top_k: int) -> None:
+def image_mode(api: Api, params, health: dict, top_k: int) -> None:
     """The mode: an uploader (or `?image_id=` from a link), then `POST /api/search_image` and its results."""
     same_class = st.sidebar.checkbox("object neighbours of the same class only", value=False)
-    up = st.file_uploader("Upload a photo", type=PHOTO_TYPES)
+    up = st.file_uploader("Upload a photo", type=PHOTO_TYPES, max_upload_size=upload_mb(health),
+                          help=f"JPEG, PNG, WebP, BMP or TIFF, up to {upload_mb(health)} MB (the service's limit)")
     if up is not None:
         query: tuple[str, bytes, str] | None = (up.name, up.getvalue(), up.type or "application/octet-stream")
     elif str(params.get("image_id", "")).isdigit():

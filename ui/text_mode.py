@@ -12,7 +12,7 @@ def text_mode(api: Api, params, health: dict, top_k: int) -> None:
     label = st.sidebar.selectbox("only objects of class", labels)
     query = st.text_input("Describe what you are looking for", value=params.get("q", ""),
                           placeholder='e.g. handbag, a red car, a macaw, "EXIT" (quotes: text in the photo)')
-    include_weak = st.sidebar.checkbox("also show weak matches", value=False,
+    include_weak = st.sidebar.checkbox("also show weak matches", key="include_weak",
                                        help="results below the relevance floor, flagged 'weak match'")
     if not query.strip():
         st.info("Type a few words: images are ranked by the text spaces " + ", ".join(
@@ -24,8 +24,14 @@ def text_mode(api: Api, params, health: dict, top_k: int) -> None:
     res = answer(api.get("/api/search_text", **request), "query")
     if res is None:
         return
-    st.markdown(f"**{len(res['results'])} images** for “{res['query']}” · spaces {', '.join(res['spaces'])} · "
-                f"{res['took_ms']:.0f} ms")
-    if not res["results"] and res.get("hidden_weak"):
-        st.caption("Tick “also show weak matches” in the sidebar to see the closest ones anyway.")
+    n, hidden = len(res["results"]), res.get("hidden_weak", 0)
+    found = f"**{n} {'image' if n == 1 else 'images'}** for “{res['query']}”"
+    st.markdown(found + (f" ({hidden} weaker {'match' if hidden == 1 else 'matches'} hidden)" if hidden else "")
+                + f" · spaces {', '.join(res['spaces'])} · {res['took_ms']:.0f} ms")
+    if hidden:
+        st.button(f"Show the {hidden} weaker {'match' if hidden == 1 else 'matches'} too", on_click=_show_weak)
     grid(api, res["results"], use_crop=False, outline=True)
+
+
+def _show_weak() -> None:
+    st.session_state["include_weak"] = True  # the sidebar checkbox, ticked for the rerun

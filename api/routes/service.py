@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ItemsDep, ServiceDep, TasksDep, WriteKey, get_service
 from api.health import StaleWhileRevalidate
-from api.schemas import ERRORS, ErrorResponse, HealthResponse
+from api.schemas import ERRORS, ErrorResponse, HealthResponse, UploadLimits
 
 router = APIRouter(prefix="/api", tags=["service"])
 
@@ -34,6 +34,8 @@ async def health(request: Request, items: ItemsDep, tasks: TasksDep):
         h = service.health()
         h["queue"] = tasks.queue_depth()
         h["workers"] = tasks.active_workers(2 * service.settings.worker_stalled_after)
+        h["limits"] = UploadLimits(max_upload_bytes=service.settings.max_upload_bytes,
+                                   max_files_per_upload=service.settings.max_files_per_upload)
         return HealthResponse(status="ok" if service.indexes else "degraded", labels=items.labels(), **h)
 
     cache: StaleWhileRevalidate = request.app.state.health_cache

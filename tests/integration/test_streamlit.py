@@ -27,8 +27,25 @@ def test_text_mode(monkeypatch, live_api):
     at.sidebar.radio[0].set_value("text").run()
     at.text_input[0].input("handbag").run()
     assert not at.error
-    assert any("images** for" in m.value for m in at.markdown)
+    assert any("** for “handbag”" in m.value for m in at.markdown)
     assert len(at.get("image")) >= 1
+    # the page says what it hid, and a button shows it (the API's own answer for the same query)
+    import httpx
+
+    api = httpx.get(f"{live_api}/api/search_text", params={"query": "handbag", "top_k": 10}).json()
+    line = next(m.value for m in at.markdown if "** for “handbag”" in m.value)
+    if api["hidden_weak"]:
+        assert f"({api['hidden_weak']} weaker" in line and at.button, line
+        at.button[0].click().run()
+        assert at.sidebar.checkbox(key="include_weak").value and "weaker" not in next(
+            m.value for m in at.markdown if "** for “handbag”" in m.value)
+    else:
+        assert "weaker" not in line and not at.button
+    # top_k applies to searches only; uploads are sized by the service's limit
+    at.sidebar.radio[0].set_value("add photos").run()
+    assert not at.sidebar.slider
+    health = httpx.get(f"{live_api}/api/health").json()
+    assert health["limits"]["max_upload_bytes"] > 0 and health["limits"]["max_files_per_upload"] > 0
 
 
 def test_links_open_a_text_query_and_a_similar_image_search(monkeypatch, live_api):
@@ -37,7 +54,7 @@ def test_links_open_a_text_query_and_a_similar_image_search(monkeypatch, live_ap
     at.query_params["mode"] = "text"
     at.query_params["q"] = "car"
     at.run()
-    assert not at.error and any("images** for “car”" in m.value for m in at.markdown)
+    assert not at.error and any("** for “car”" in m.value for m in at.markdown)
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["mode"] = "image"
     at.query_params["image_id"] = "1"

@@ -105,3 +105,12 @@ def test_uvicorn_finds_the_app_with_every_router():
     for path in ("/api/search_text", "/api/search_image", "/api/images", "/api/images/{image_id}", "/api/tasks",
                  "/api/tasks/{task_id}", "/api/collections/scan", "/api/health", "/api/reload"):
         assert path in paths, path
+
+
+def test_the_page_sizes_its_uploaders_from_the_service():
+    from ui.common import DEFAULT_UPLOAD_MB, upload_mb
+
+    assert upload_mb({"limits": {"max_upload_bytes": 10 * 2**20}}) == 10
+    assert upload_mb({"limits": {"max_upload_bytes": 10 * 2**20 + 1}}) == 11  # never below the service's limit
+    assert upload_mb({"limits": {"max_upload_bytes": 1000}}) == 1
+    assert upload_mb({}) == upload_mb({"limits": None}) == DEFAULT_UPLOAD_MB  # an older API
