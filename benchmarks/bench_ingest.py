@@ -49,7 +49,8 @@ class Service:
             port = sk.getsockname()[1]
         self.app = create_app(self.settings)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
-        threading.Thread(target=self.server.run, daemon=True).start()
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
         while not self.server.started:
             time.sleep(0.1)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
@@ -91,7 +92,7 @@ class Service:
         for p in self.workers:
             p.wait(timeout=60)
         self.server.should_exit = True
-        time.sleep(1)
+        self.thread.join(timeout=60)  # the lifespan's shutdown releases the embedded server (stops with its last user)
 
 
 def cli_rate(work: Path, spaces: str, files: list[Path]) -> float:
