@@ -19,10 +19,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import ROOT, SHARED, http_load, pct
+from common import ROOT, SHARED, http_load, pct, wait_for_api
 
 QUERIES = ["car", "person", "handbag", "a red bus", "dog", "traffic light", "bicycle", "book", "a man on a bench"]
 
@@ -67,7 +66,6 @@ def main() -> None:
     p.add_argument("--clients", default="16,64")
     p.add_argument("--seconds", type=float, default=20.0)
     args = p.parse_args()
-    import httpx
     import psutil
 
     root = args.root.resolve()
@@ -78,13 +76,7 @@ def main() -> None:
                             "warning", "--no-access-log"], cwd=root, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        wait_for_api(url, api, seconds=120)
         images = [p.read_bytes() for p in sorted((SHARED / "datasets/coco128/images").glob("*.jpg"))[:8]]
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
         print(f"checkout {root} ({git.stdout.strip()}), {args.seconds:.0f}s per run, 70% text / 30% image")

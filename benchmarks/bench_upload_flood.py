@@ -26,14 +26,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import ROOT, SHARED, machine, pct, probe_health
+from common import ROOT, SHARED, machine, pct, probe_health, wait_for_api
 
 KEY = "bench"
 
 
 def serve(root: Path, work: Path) -> tuple[subprocess.Popen, str]:
     """The checkout's API under uvicorn on a free port, on a fresh embedded PostgreSQL under `work`."""
-    import httpx
 
     models = SHARED / "models"
     env = {**os.environ, "PGDATA_DIR": str(work / "pgdata"), "FAISS_DIR": str(work / "faiss"),
@@ -48,17 +47,12 @@ def serve(root: Path, work: Path) -> tuple[subprocess.Popen, str]:
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port), "--log-level",
                             "warning", "--no-access-log"], cwd=root, env=env)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(480):
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                return api, url
-        except httpx.HTTPError:
-            pass
-        if api.poll() is not None:
-            break
-        time.sleep(0.5)
-    api.kill()
-    raise RuntimeError(f"the API of {root} did not start")
+    try:
+        wait_for_api(url, api)
+    except RuntimeError:
+        api.kill()
+        raise
+    return api, url
 
 
 def hostile_body(parts: int) -> tuple[bytes, dict[str, str]]:

@@ -80,6 +80,26 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def wait_for_api(url: str, proc, seconds: float = 240) -> None:
+    """Until `url`/api/health answers 200. Raises RuntimeError when `proc` (the API's process) exits first or
+    `seconds` pass."""
+    import time  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    raise RuntimeError(f"the API at {url} did not start")
+
+
 def probe_health(url: str, seconds: float, every: float) -> list[float]:
     """GET `url`/api/health every `every` seconds for `seconds`; the latency of each answer in ms (sync httpx)."""
     import time  # noqa: PLC0415

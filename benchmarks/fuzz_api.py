@@ -23,25 +23,9 @@ from pathlib import Path
 
 from bench_load import prepare
 
-from common import ROOT, machine
+from common import ROOT, machine, wait_for_api
 
 KEY = "bench"
-
-
-def wait_up(url: str, proc: subprocess.Popen, seconds: float = 240) -> None:
-    import httpx
-
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.5)
-    raise RuntimeError("the API did not start")
 
 
 def tally(ndjson: Path) -> tuple[Counter, Counter, Counter]:
@@ -85,7 +69,7 @@ def main() -> int:
                             "warning", "--no-access-log"], cwd=root, env=env, stderr=open(work / "api.log", "w"))
     worker = None
     try:
-        wait_up(url, api)
+        wait_for_api(url, api)
         worker = subprocess.Popen([sys.executable, "-m", "clip_embedder.worker"], cwd=root, env=env,
                                   stderr=open(work / "worker.log", "w"))
         print(f"{machine()}\nchecking {url} ({root}), seed {args.seed}, {args.max_examples} examples per operation",

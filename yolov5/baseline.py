@@ -23,17 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python yolov5/baseline.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="yolov5n.pt", help="pretrained weights: a path or a name in models/")
-    p.add_argument("--data", default="coco_subset.yaml")
-    p.add_argument("--coco_subset_data_version", "--coco-subset-data-version", default=None)
-    p.add_argument("--datasets-root", type=Path, default=mc.ROOT / "datasets" / "coco_subset")
+    mc.add_dataset_args(p)
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--project", default="runs/baseline")
-    p.add_argument("--experiment", default=mc.settings().mlflow_experiment_name)
     p.add_argument("--registered-model-name", default=mc.settings().registered_model_name)
     p.add_argument("--alias", default=mc.settings().model_alias)
-    p.add_argument("--tracking-uri", default=None)
+    mc.add_tracking_args(p)
     p.add_argument("--no-register", action="store_true")
     args = p.parse_args(argv)
 
@@ -42,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from promote import register_and_promote
 
     from clip_embedder.models.detector import file_sha256
-    from clip_embedder.models.mlflow_registry import SHA_TAG, configure_mlflow
+    from clip_embedder.models.mlflow_registry import SHA_TAG
 
     try:
         data = mc.resolve_data(args.data, args.coco_subset_data_version, args.datasets_root)
@@ -51,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = mc.cpu_fallback(args.device)
-    configure_mlflow(args.tracking_uri)
-    mlflow.set_experiment(args.experiment)
+    mc.start_tracking(args)
     data_r = mc.materialize_yaml(data, Path(args.project) / "_data")
     served = Path(mc.subset_head_weights(weights, mc.dataset_names(data_r), Path(args.project) / "_init"))
     manifest, manifest_sha = mc.manifest_of(data_r)

@@ -120,9 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python yolov5/evaluate.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help="local .pt, runs:/… or models:/name@alias")
-    p.add_argument("--data", default="coco_subset.yaml", help="dataset YAML")
-    p.add_argument("--coco_subset_data_version", "--coco-subset-data-version", default=None)
-    p.add_argument("--datasets-root", type=Path, default=mc.ROOT / "datasets" / "coco_subset")
+    mc.add_dataset_args(p)
     p.add_argument("--task", choices=("test", "val"), default="test")
     p.add_argument("--imgsz", "--img", type=int, default=640)
     p.add_argument("--batch-size", type=int, default=16)
@@ -130,19 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--project", default="runs/eval")
     p.add_argument("--name", default="eval")
-    p.add_argument("--experiment", default=mc.settings().mlflow_experiment_name)
-    p.add_argument("--tracking-uri", default=None)
+    mc.add_tracking_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import mlflow
-
-    from clip_embedder.models.mlflow_registry import configure_mlflow
-
-    configure_mlflow(args.tracking_uri)
-    mlflow.set_experiment(args.experiment)
+    mc.start_tracking(args)
     try:
         data = mc.resolve_data(args.data, args.coco_subset_data_version, args.datasets_root)
         weights, run_id = resolve_weights(args.weights, mc.ROOT / "models" / "mlflow")

@@ -36,6 +36,30 @@ def settings():
     return get_settings()
 
 
+def add_dataset_args(p, data_help: str = "dataset YAML") -> None:
+    """The dataset options every script takes: --data, --coco_subset_data_version, --datasets-root (`resolve_data`
+    turns them into a YAML path)."""
+    p.add_argument("--data", default="coco_subset.yaml", help=data_help)
+    p.add_argument("--coco_subset_data_version", "--coco-subset-data-version", default=None)
+    p.add_argument("--datasets-root", type=Path, default=ROOT / "datasets" / "coco_subset")
+
+
+def add_tracking_args(p) -> None:
+    """--experiment and --tracking-uri (`start_tracking` applies them)."""
+    p.add_argument("--experiment", default=settings().mlflow_experiment_name)
+    p.add_argument("--tracking-uri", default=None)
+
+
+def start_tracking(args) -> None:
+    """Point MLflow at `args.tracking_uri` (default: MLFLOW_TRACKING_URI) and `args.experiment`."""
+    import mlflow  # noqa: PLC0415
+
+    from clip_embedder.models.mlflow_registry import configure_mlflow  # noqa: PLC0415
+
+    configure_mlflow(args.tracking_uri)
+    mlflow.set_experiment(args.experiment)
+
+
 def resolve_data(data: str, version: str | None, datasets_root: Path = ROOT / "datasets" / "coco_subset") -> Path:
     """The dataset YAML: `datasets_root/<version>/coco_subset.yaml` when a version is given, else `data`.
 

@@ -100,15 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python yolov5/operating_points.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help="local .pt, runs:/… or models:/name@alias")
-    p.add_argument("--data", default="coco_subset.yaml", help="dataset YAML")
-    p.add_argument("--coco_subset_data_version", "--coco-subset-data-version", default=None)
-    p.add_argument("--datasets-root", type=Path, default=mc.ROOT / "datasets" / "coco_subset")
+    mc.add_dataset_args(p)
     p.add_argument("--task", choices=("test", "val"), default="test")
     p.add_argument("--imgsz", default="320,416,512,640", help="input sizes, comma separated (multiples of 32)")
     p.add_argument("--runtimes", default="torch,onnx,openvino", help="serving runtimes, comma separated")
     p.add_argument("--images", type=int, default=50, help="images of the split timed per point")
-    p.add_argument("--experiment", default=mc.settings().mlflow_experiment_name)
-    p.add_argument("--tracking-uri", default=None)
+    mc.add_tracking_args(p)
     return p
 
 
@@ -116,10 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import mlflow
 
-    from clip_embedder.models.mlflow_registry import configure_mlflow
-
-    configure_mlflow(args.tracking_uri)
-    mlflow.set_experiment(args.experiment)
+    mc.start_tracking(args)
     sizes = [int(s) for s in args.imgsz.split(",")]
     runtimes = [r.strip() for r in args.runtimes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="operating_points_"))

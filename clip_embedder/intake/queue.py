@@ -57,22 +57,26 @@ def async_app(url: str) -> procrastinate.App:
     return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url, timeout=POOL_TIMEOUT_S))
 
 
-async def defer_enrich_job(app: procrastinate.App, job: IndexJob) -> int | None:
-    """Queue the enrichment of an indexed image (lock and queueing lock `enrich:<sha256>`: one at a time, never
-    queued twice). Returns its id, or None when one is already queued."""
+def _enrich_task(app: procrastinate.App, job: IndexJob):
+    """The enrichment task configured for one image: lock and queueing lock `enrich:<sha256>` (one at a time, never
+    queued twice)."""
     lock = ENRICH_LOCK_PREFIX + job.sha256
+    return app.configure_task(ENRICH_TASK, queue=ENRICH_QUEUE, lock=lock, queueing_lock=lock)
+
+
+async def defer_enrich_job(app: procrastinate.App, job: IndexJob) -> int | None:
+    """Queue the enrichment of an indexed image (`_enrich_task`). Returns its id, or None when one is already
+    queued."""
     try:
-        return await app.configure_task(ENRICH_TASK, queue=ENRICH_QUEUE, lock=lock, queueing_lock=lock).defer_async(
-            **asdict(job))
+        return await _enrich_task(app, job).defer_async(**asdict(job))
     except AlreadyEnqueued:
         return None
 
 
 def defer_enrich_job_sync(app: procrastinate.App, job: IndexJob) -> int | None:
     """`defer_enrich_job` from synchronous code (the CLI); `app` from `sync_app`, opened."""
-    lock = ENRICH_LOCK_PREFIX + job.sha256
     try:
-        return app.configure_task(ENRICH_TASK, queue=ENRICH_QUEUE, lock=lock, queueing_lock=lock).defer(**asdict(job))
+        return _enrich_task(app, job).defer(**asdict(job))
     except AlreadyEnqueued:
         return None
 

@@ -73,11 +73,7 @@ async def wait_for_database(url: str, stopping: asyncio.Event, *, first: float =
     delay, attempts, t0 = first, 0, time.monotonic()
     while not stopping.is_set():
         attempts += 1
-        try:
-            if await asyncio.to_thread(restart_embedded_server, url):
-                log.warning("the embedded PostgreSQL had stopped: this worker started it again")
-        except Exception as e:  # noqa: BLE001 - a failed restart is one more reason to wait, logged
-            log.warning("could not start the embedded PostgreSQL again: %s", _first_line(e))
+        await _restart_if_embedded(url)
         reason = await probe(url)
         if reason is None:
             log.warning("the database answers again after %.1f s (%d probes): resuming", time.monotonic() - t0,
@@ -111,12 +107,18 @@ async def watch_database(url: str, every: float = WATCH_EVERY_S) -> None:
             log.warning("the database stopped answering (%s): jobs wait until it is back", reason)
         down = reason is not None
         if reason:
-            try:
-                if await asyncio.to_thread(restart_embedded_server, url):
-                    log.warning("the embedded PostgreSQL had stopped (%s): this worker started it again", reason)
-            except Exception as e:  # noqa: BLE001 - the supervisor keeps waiting for it
-                log.warning("could not start the embedded PostgreSQL again: %s", _first_line(e))
+            await _restart_if_embedded(url)
         await asyncio.sleep(every)
+
+
+async def _restart_if_embedded(url: str) -> None:
+    """Start the embedded PostgreSQL again when `url` is this process's and its postmaster is gone (logged); a
+    failed restart is logged too, and is one more reason to keep waiting."""
+    try:
+        if await asyncio.to_thread(restart_embedded_server, url):
+            log.warning("the embedded PostgreSQL had stopped: this worker started it again")
+    except Exception as e:  # noqa: BLE001 - the supervisor keeps waiting for it
+        log.warning("could not start the embedded PostgreSQL again: %s", _first_line(e))
 
 
 async def requeue_held_jobs(app: procrastinate.App, worker_id: int) -> int:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -106,13 +107,18 @@ class Env:
             return c.execute(query, args).fetchall()
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    e = Env(tmp_path_factory.mktemp("ingest"))
+def serve(tmp: Path) -> Iterator[Env]:
+    """An `Env` with its API up for a test module; its workers and API stopped after."""
+    e = Env(tmp)
     e.start_api()
     yield e
     e.stop_workers()
     e.stop_api()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    yield from serve(tmp_path_factory.mktemp("ingest"))
 
 
 def test_fresh_service_starts_empty(env):
