@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
@@ -62,6 +63,42 @@ async def get_items(request: Request) -> ItemRepository:
 
 async def get_tasks(request: Request) -> TaskRepository:
     return (await get_store(request)).tasks
+
+
+_analyser_lock = threading.Lock()
+
+
+def get_analyser(request: Request) -> Any:
+    """The analyser ANALYSIS_PROVIDER names, built on the first analysis (the local one reuses the service's detector
+    and MobileNet extractor; its models load then, ~10 s once).
+
+    Raises:
+        HTTPException: 503 while the service starts, or when the provider cannot be built (its message says why).
+    """
+    state = request.app.state
+    if getattr(state, "analyser", None) is None:
+        settings, service = get_app_settings(request), get_service(request)
+        with _analyser_lock:
+            if getattr(state, "analyser", None) is None:
+                try:
+                    state.analyser = build_analyser(settings, service)
+                except (FileNotFoundError, RuntimeError, ValueError) as e:
+                    raise HTTPException(503, f"analysis is unavailable: {e}") from None
+    return state.analyser
+
+
+def build_analyser(settings: Settings, service: SearchService) -> Any:
+    """The configured analyser, loaded; the local one shares the service's detector and MobileNet extractor."""
+    if settings.analysis_provider != "local":
+        from clip_embedder.models.registry import ANALYSIS_PROVIDERS  # noqa: PLC0415
+
+        return ANALYSIS_PROVIDERS.create(settings.analysis_provider, settings)
+    from clip_embedder.analysis.local import LocalAnalyser  # noqa: PLC0415
+    from clip_embedder.models.mobilenet import MobileNetEmbedder  # noqa: PLC0415
+
+    extractor = service.embedders.get("mobilenet")
+    return LocalAnalyser.from_settings(settings, detector=service.detector, extractor=extractor if isinstance(
+        extractor, MobileNetEmbedder) else None).load()
 
 
 def _check_key(settings: Settings, key: str | None) -> None:

@@ -18,7 +18,7 @@ from api.deps import ReadKey
 from api.lifespan import make_lifespan
 from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyCap, BodyLimitMiddleware, OptionsMiddleware
 from api.metrics import instrument
-from api.routes import collections, images, search, service, tasks
+from api.routes import analysis, collections, images, search, service, tasks
 from clip_embedder import offline  # noqa: F401
 from clip_embedder.config import Settings, get_settings
 
@@ -61,7 +61,7 @@ def _body_cap(app: FastAPI, settings: Settings | None) -> Callable[[str, str], B
 
     def cap_for(method: str, path: str) -> BodyCap:
         s = getattr(app.state, "settings", None) or settings or get_settings()
-        if method == "POST" and path == "/api/search_image":
+        if method == "POST" and path in ("/api/search_image", "/api/analyze"):
             return BodyCap(s.max_upload_bytes + MULTIPART_ALLOWANCE, "MAX_UPLOAD_BYTES",
                            SEARCH_IMAGE_MAX_PARTS, "one image and a few fields")
         if method == "POST" and path == "/api/images":
@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/", _redirect_to_docs, methods=["GET"], include_in_schema=False)
     # reads are open unless REQUIRE_KEY_FOR_READS: the schema says which (Swagger's lock icons)
     reads = [ReadKey] if _reads_need_key(settings) else []
-    for r in (search.router, images.router, tasks.router):
+    for r in (search.router, images.router, tasks.router, analysis.router):
         app.include_router(r, dependencies=reads)
     app.include_router(collections.router)
     app.include_router(service.router)

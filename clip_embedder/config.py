@@ -13,7 +13,15 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from clip_embedder.models.registry import EMBEDDING_SPACES, OCR_ENGINES, TAGGERS
+from clip_embedder.models.registry import (
+    ANALYSIS_PROVIDERS,
+    EMBEDDING_SPACES,
+    FACE_DETECTORS,
+    NUDITY_MODELS,
+    OCR_ENGINES,
+    PERSONAL_DATA,
+    TAGGERS,
+)
 
 #: Embedding spaces this project knows how to build (the registry `clip_embedder.models.registry.EMBEDDING_SPACES`).
 KNOWN_SPACES = EMBEDDING_SPACES.names()
@@ -136,6 +144,35 @@ class Settings(BaseSettings):
     clip_min_similarity: float = Field(0.2, ge=-1, le=1, description="cosine floor of a confident text→image hit "
                                                                       "in the clip space")
 
+    # --- analysis: description, sensitive verdict, labels ------------------------------------------
+    analysis_provider: str = Field("local", description="who analyses a photo: local (this service's models, offline),"
+                                                        " openai (any OpenAI-compatible API) or bedrock (Claude)")
+    faces: str = Field("full", description="face detector: full (BlazeFace full range) or short (short range), off")
+    face_weights_dir: Path = Field(Path("models"), description="folder of the BlazeFace .tflite files")
+    face_min_score: float | None = Field(None, ge=0, le=1, description="face score floor; empty = the model's own "
+                                                                       "(MediaPipe: 0.6 full, 0.5 short range)")
+    face_identifiable_px: int = Field(32, ge=1, description="a face at least this many pixels on its shorter side "
+                                                            "makes a photo sensitive")
+    nudity: str = Field("opennsfw+nudenet", description="nudity check: opennsfw+nudenet (probability and regions), "
+                                                        "opennsfw (probability only) or off")
+    nudity_floor: float = Field(0.8, ge=0, le=1, description="open_nsfw probability at which a photo is nudity")
+    nudity_region_floor: float = Field(0.8, ge=0, le=1, description="NudeNet score at which an exposed region counts")
+    personal_data: str = Field("presidio", description="personal data in the text read: presidio or off")
+    analysis_base_url: str = Field("https://api.openai.com/v1", description="openai: the chat-completions base URL "
+                                   "(Azure: https://<resource>.openai.azure.com/openai/v1; Ollama: "
+                                   "http://127.0.0.1:11434/v1)")
+    analysis_model: str = Field("gpt-4o-mini", description="openai: the model; bedrock: the model id, e.g. "
+                                                            "anthropic.claude-3-haiku-20240307-v1:0")
+    analysis_api_key: SecretStr | None = Field(None, description="openai: the provider's API key (never logged)")
+    analysis_region: str | None = Field(None, description="bedrock: the AWS region (credentials: the usual AWS "
+                                                          "variables or profile)")
+    analysis_temperature: float = Field(0.2, ge=0, le=2, description="hosted providers: sampling temperature")
+    analysis_max_tokens: int = Field(1024, ge=16, description="hosted providers: most tokens of one answer")
+    analysis_timeout_s: float = Field(60.0, gt=0, description="hosted providers: seconds one call may take")
+    analysis_max_retries: int = Field(3, ge=0, description="hosted providers: retries of a 429 / 5xx / timeout")
+    analysis_prompts_dir: Path | None = Field(None, description="folder with describe.txt / sensitive.txt / labels.txt "
+                                                                "overriding the built-in prompts")
+
     # --- indexing and serving ------------------------------------------------------------------
     batch_size: int = Field(16, ge=1, description="images per indexing batch")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="upload size cap in bytes")
@@ -220,6 +257,14 @@ class Settings(BaseSettings):
     def _known_tagger(cls, v: str) -> str:
         """A name of the registry `TAGGERS`."""
         return TAGGERS.get(v).name
+
+    @field_validator("faces", "nudity", "personal_data", "analysis_provider")
+    @classmethod
+    def _known_analyser(cls, v: str, info) -> str:
+        """A name of its registry (`FACE_DETECTORS`, `NUDITY_MODELS`, `PERSONAL_DATA`, `ANALYSIS_PROVIDERS`)."""
+        registry = {"faces": FACE_DETECTORS, "nudity": NUDITY_MODELS, "personal_data": PERSONAL_DATA,
+                    "analysis_provider": ANALYSIS_PROVIDERS}[info.field_name]
+        return registry.get(v).name
 
 
 @lru_cache

@@ -6,6 +6,10 @@ of names are derived (the way OpenCLIP's factory lists its model configs).
 | `EMBEDDING_SPACES` | `SPACES`           | clip, mobilenet, text                                        |
 | `OCR_ENGINES`      | `OCR`              | rapidocr, tesseract, off                                     |
 | `TAGGERS`          | `TAGGER`           | imagenet, off                                                |
+| `FACE_DETECTORS`   | `FACES`            | full, short, off                                             |
+| `NUDITY_MODELS`    | `NUDITY`           | opennsfw+nudenet, opennsfw, off                              |
+| `PERSONAL_DATA`    | `PERSONAL_DATA`    | presidio, off                                                |
+| `ANALYSIS_PROVIDERS` | `ANALYSIS_PROVIDER` | local, openai, bedrock                                   |
 
 A builder is named as "module:attribute" and imported on first use, so this module (and the settings that
 validate against it) import no model library. A builder takes the `Settings` and returns the model, not loaded yet
@@ -94,4 +98,34 @@ TAGGERS = ModelRegistry("tagger", [
     ModelEntry("imagenet", "clip_embedder.models.tagger:ImageNetTagger.from_settings",
                "ImageNet classes from MobileNet-v1's head over the mobilenet features"),
     ModelEntry("off", None, "no tags"),
+])
+
+FACE_DETECTORS = ModelRegistry("face detector", [
+    ModelEntry("full", "clip_embedder.analysis.faces:BlazeFaceDetector.from_settings",
+               "MediaPipe BlazeFace full range (192 px input: faces near and far)"),
+    ModelEntry("short", "clip_embedder.analysis.faces:BlazeFaceDetector.from_settings",
+               "MediaPipe BlazeFace short range (128 px input: faces within ~2 m)"),
+    ModelEntry("off", None, "no faces"),
+])
+
+NUDITY_MODELS = ModelRegistry("nudity model", [
+    ModelEntry("opennsfw+nudenet", "clip_embedder.analysis.nudity:NudityScorer.from_settings",
+               "open_nsfw's image probability and NudeNet's exposed regions (boxes)"),
+    ModelEntry("opennsfw", "clip_embedder.analysis.nudity:NudityScorer.from_settings",
+               "open_nsfw's image probability only"),
+    ModelEntry("off", None, "no nudity check"),
+])
+
+PERSONAL_DATA = ModelRegistry("personal-data recognizer", [
+    ModelEntry("presidio", "clip_embedder.analysis.personal_data:PresidioRecognizer.from_settings",
+               "Presidio's pattern recognizers over the text read (cards, e-mails, phones, IBAN, IP, URLs, KR ids)"),
+    ModelEntry("off", None, "the text read is not checked for personal data"),
+])
+
+ANALYSIS_PROVIDERS = ModelRegistry("analysis provider", [
+    ModelEntry("local", "clip_embedder.analysis.providers:build_local", "this service's own models, offline"),
+    ModelEntry("openai", "clip_embedder.analysis.providers:OpenAiProvider.from_settings",
+               "an OpenAI-compatible chat-completions API (OpenAI, Azure OpenAI, Ollama, vLLM, llama.cpp)"),
+    ModelEntry("bedrock", "clip_embedder.analysis.providers:BedrockProvider.from_settings",
+               "Anthropic Claude on Amazon Bedrock (invoke_model, messages API)"),
 ])

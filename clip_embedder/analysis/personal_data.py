@@ -1,0 +1,151 @@
+"""Personal data in the text read from a photo: Microsoft Presidio's pattern recognizers (`presidio-analyzer`, MIT)
+on a blank spaCy pipeline, so no spaCy model is downloaded (and no PERSON / LOCATION names are found: those need a
+trained NER model).
+
+Recognizers (each validates what its pattern matches: Luhn for cards, the IBAN checksum, the Korean resident
+registration number's check digit, `phonenumbers` for phones in the regions of `PHONE_REGIONS`): credit cards,
+e-mail addresses, phone numbers, IBANs, IP addresses, URLs, Korean resident and business registration numbers.
+Each finding is mapped back to the OCR line it was read in, so it carries that line's box.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from clip_embedder.models.base import LazyModel
+from clip_embedder.models.ocr import OcrLine
+
+#: phone-number regions tried (`phonenumbers` region codes): Korea first, then the common English-speaking ones
+PHONE_REGIONS = ("KR", "US", "GB", "CA", "AU", "IN", "DE", "FR")
+#: Presidio's entity types → words a person reads
+KINDS = {"CREDIT_CARD": "card number", "EMAIL_ADDRESS": "e-mail address", "PHONE_NUMBER": "phone number",
+         "IBAN_CODE": "IBAN", "IP_ADDRESS": "IP address", "URL": "URL", "KR_RRN": "Korean resident registration number",
+         "KR_BRN": "Korean business registration number"}
+#: a finding less sure than this is not reported (Presidio scores a phone number 0.4)
+MIN_SCORE = 0.4
+#: kinds with a floor of their own: Presidio scores a URL without a scheme 0.5, and OCR noise on photo credits
+#: ("wwwjuannonly.coml.So") reads as one; with "http(s)://" it scores 0.6
+KIND_MIN_SCORE = {"URL": 0.6}
+#: OCR drops the space between a word and a number ("Tel010-1234-5678"), which hides the number from the phone
+#: matcher: a space goes back between three or more letters (or Hangul, or a colon) and a digit
+_GLUED = re.compile(r"(?<=[A-Za-z]{3})(?=\d)|(?<=[\uac00-\ud7a3:])(?=\d)")
+
+
+@dataclass(frozen=True)
+class PersonalDataFinding:
+    """Personal data found in one OCR line: `kind` (Presidio's entity type, e.g. CREDIT_CARD), `text` (the match,
+    masked for the log-safe `masked`), `score` 0..1, and the line's `bbox` xyxy pixels."""
+
+    kind: str
+    text: str
+    score: float
+    bbox: tuple[float, float, float, float]
+
+    @property
+    def masked(self) -> str:
+        """The match with all but its last four characters hidden ("•••• 1111")."""
+        return "•" * max(0, len(self.text) - 4) + self.text[-4:]
+
+    @property
+    def describe(self) -> str:
+        return KINDS.get(self.kind, self.kind.lower().replace("_", " "))
+
+
+class PresidioRecognizer(LazyModel):
+    """`PERSONAL_DATA=presidio|off`: Presidio's pattern recognizers over each OCR line (~13 s to load: spaCy and
+    Presidio's imports; ~1–5 ms per line)."""
+
+    name = "presidio"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PresidioRecognizer:
+        return cls()
+
+    @property
+    def signature(self) -> str:
+        return f"presidio:{','.join(KINDS)}:{MIN_SCORE:g}"
+
+    def _load(self) -> None:
+        # its e-mail recognizer's tldextract would fetch the public suffix list first (and hang offline)
+        os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+        try:
+            import spacy  # noqa: PLC0415
+            from presidio_analyzer import AnalyzerEngine, RecognizerRegistry  # noqa: PLC0415
+            from presidio_analyzer.nlp_engine import SpacyNlpEngine  # noqa: PLC0415
+            from presidio_analyzer.predefined_recognizers import (  # noqa: PLC0415
+                CreditCardRecognizer,
+                EmailRecognizer,
+                IbanRecognizer,
+                IpRecognizer,
+                KrBrnRecognizer,
+                KrRrnRecognizer,
+                PhoneRecognizer,
+                UrlRecognizer,
+            )
+        except ImportError as e:
+            raise RuntimeError("PERSONAL_DATA=presidio needs the PyPI package presidio-analyzer==2.2.366, or set "
+                               "PERSONAL_DATA=off") from e
+        with tempfile.TemporaryDirectory(prefix="blank-spacy-") as folder:
+            spacy.blank("en").to_disk(folder)  # a tokenizer only: no model download, no names found
+            nlp = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": folder}])
+            nlp.load()
+        registry = RecognizerRegistry(supported_languages=["en"])
+        for recognizer in (CreditCardRecognizer(), EmailRecognizer(), PhoneRecognizer(supported_regions=PHONE_REGIONS),
+                           IbanRecognizer(), IpRecognizer(), UrlRecognizer(),
+                           KrRrnRecognizer(supported_language="en"), KrBrnRecognizer(supported_language="en")):
+            registry.add_recognizer(recognizer)
+        self._engine = AnalyzerEngine(registry=registry, nlp_engine=nlp, supported_languages=["en"])
+        self._run_lock = threading.Lock()
+
+    def find_in_text(self, text: str) -> list[tuple[str, str, float]]:
+        """(kind, matched text, score) of each finding in `text`, best first; a finding under its floor (`MIN_SCORE`,
+        `KIND_MIN_SCORE`) or inside a better or equal one (the "URL" inside an e-mail address) is dropped."""
+        self.load()
+        with self._run_lock:
+            results = self._engine.analyze(text, language="en", score_threshold=MIN_SCORE)
+        results.sort(key=lambda r: (-r.score, -(r.end - r.start)))
+        kept: list[Any] = []
+        for r in results:
+            if r.score < KIND_MIN_SCORE.get(r.entity_type, MIN_SCORE):
+                continue
+            if not any(k.start <= r.start and r.end <= k.end for k in kept):
+                kept.append(r)
+        return [(r.entity_type, text[r.start:r.end], round(float(r.score), 3)) for r in kept]
+
+    def find(self, lines: list[OcrLine]) -> list[PersonalDataFinding]:
+        """The personal data in OCR lines, each finding with its box: the union of the boxes of the lines it was read
+        in. Lines on one row (OCR often cuts "4111 1111 1111 1111" into two boxes) are read together, left to right."""
+        out = []
+        for row in rows(lines):
+            text, spans = "", []
+            for line in row:
+                read = _GLUED.sub(" ", line.text)
+                spans.append((len(text), len(text) + len(read), line.bbox))
+                text += read + " "
+            for kind, match, score in self.find_in_text(text.rstrip()):
+                start = text.find(match)
+                boxes = [b for s, e, b in spans if s < start + len(match) and start < e] or [row[0].bbox]
+                box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                       max(b[3] for b in boxes))
+                out.append(PersonalDataFinding(kind, match, score, box))
+        return out
+
+
+def rows(lines: list[OcrLine]) -> list[list[OcrLine]]:
+    """OCR lines grouped into rows: a line joins a row when their vertical extents overlap by at least half the
+    shorter one's height; each row left to right, rows top to bottom."""
+    out: list[list[OcrLine]] = []
+    for line in sorted(lines, key=lambda ln: (ln.bbox[1], ln.bbox[0])):
+        for row in out:
+            top, bottom = min(r.bbox[1] for r in row), max(r.bbox[3] for r in row)
+            overlap = min(bottom, line.bbox[3]) - max(top, line.bbox[1])
+            if overlap >= 0.5 * min(bottom - top, line.bbox[3] - line.bbox[1]):
+                row.append(line)
+                break
+        else:
+            out.append([line])
+    return [sorted(row, key=lambda ln: ln.bbox[0]) for row in out]
