@@ -1,10 +1,12 @@
 """Streamlit search page: `streamlit run streamlit_app.py`.
 
-Three modes, one module each in `ui/`: "image" (upload a photo → its detected objects drawn on it → for each object
+Four modes, one module each in `ui/`: "image" (upload a photo → its detected objects drawn on it → for each object
 a grid of the nearest indexed crops, plus the nearest whole images), "text" (type words → matching images with the
 matched object outlined) and "add photos" (upload many files → a progress bar while the workers index them →
-failures with their reason → the new photos, each a link to search like it). This file lays the page out and
-dispatches. Talks to the API over HTTP at API_URL; adding photos sends API_KEY (or the key typed in the sidebar).
+failures with their reason → the new photos, each a link to search like it) and "analyse" (a photo → its boxes
+drawn by source, the sensitive-content verdict with reasons, the description, the JSON to download). This file lays
+the page out and dispatches. Talks to the API over HTTP at API_URL; adding photos (and analysing with a hosted provider)
+sends API_KEY (or the key typed in the sidebar).
 """
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import streamlit as st
 
 from clip_embedder.config import Settings  # API_URL from the environment or .env
 from ui.add_photos import add_photos
+from ui.analyse_mode import analyse_mode
 from ui.common import Api
 from ui.image_mode import image_mode
 from ui.text_mode import text_mode
 
-MODES = ["image", "text", "add photos"]
+MODES = ["image", "text", "add photos", "analyse"]
 
 
 def sidebar(health: dict, params) -> tuple[str, int]:
@@ -28,7 +31,7 @@ def sidebar(health: dict, params) -> tuple[str, int]:
             params["mode"] = "add photos"
         mode = st.radio("Mode", MODES, horizontal=True,
                         index=MODES.index(params.get("mode")) if params.get("mode") in MODES else 0)
-        top_k = 10 if mode == "add photos" else st.slider("results per list (top_k)", 1, 50, 10)
+        top_k = 10 if mode in ("add photos", "analyse") else st.slider("results per list (top_k)", 1, 50, 10)
         counts = health["counts"]
         st.caption(f"{counts.get('images', 0)} images · {counts.get('objects', 0)} objects indexed · "
                    f"spaces: {', '.join(health['spaces']) or 'none'}")
@@ -55,8 +58,11 @@ def main() -> None:
         return
     params = st.query_params  # shareable links: ?mode=text&q=handbag, ?mode=image&image_id=12, ?mode=add&batch=…
     mode, top_k = sidebar(health, params)
+    key = settings.api_key.get_secret_value() if settings.api_key else ""
     if mode == "add photos":
-        add_photos(api, params, health, settings.api_key.get_secret_value() if settings.api_key else "")
+        add_photos(api, params, health, key)
+    elif mode == "analyse":
+        analyse_mode(api, params, health, key)
     elif mode == "image":
         image_mode(api, params, health, top_k)
     else:

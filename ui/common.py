@@ -41,14 +41,15 @@ class Api:
         return Image.open(io.BytesIO(r.content)) if r.status_code == 200 else None
 
 
-def draw_boxes(img: Image.Image, boxes: list[tuple[tuple[float, float, float, float], str]],
-               scale: float = 1.0) -> Image.Image:
-    """A copy of `img` with xyxy pixel boxes (multiplied by `scale`) outlined and labelled."""
+def draw_boxes(img: Image.Image, boxes: list[tuple[tuple[float, float, float, float], str]]
+               | list[tuple[tuple[float, float, float, float], str, str]], scale: float = 1.0) -> Image.Image:
+    """A copy of `img` with xyxy pixel boxes (multiplied by `scale`) outlined and labelled; each box is (box, text) —
+    coloured from `PALETTE` in turn — or (box, text, colour)."""
     img = img.convert("RGB").copy()
     d = ImageDraw.Draw(img)
     width = max(2, round(max(img.size) / 250))
-    for n, (box, text) in enumerate(boxes):
-        color = PALETTE[n % len(PALETTE)]
+    for n, (box, text, *own) in enumerate(boxes):
+        color = own[0] if own else PALETTE[n % len(PALETTE)]
         x1, y1, x2, y2 = (v * scale for v in box)
         d.rectangle((x1, y1, x2, y2), outline=color, width=width)
         if text:
@@ -89,4 +90,5 @@ def grid(api: Api, hits: list[dict], *, use_crop: bool, outline: bool = False) -
                 img = draw_boxes(img, [(tuple(h["bbox"]), h["label"] or "")], scale=img.width / h["image_width"])
             col.image(img, caption=caption, width="stretch")
             col.caption("found by " + ", ".join(f"{s} #{v['rank']}" for s, v in h["spaces"].items())
-                        + f" · [more like this](?mode=image&image_id={h['image_id']})")
+                        + f" · [more like this](?mode=image&image_id={h['image_id']})"
+                        + f" · [analyse](?mode=analyse&image_id={h['image_id']})")

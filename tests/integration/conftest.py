@@ -80,7 +80,8 @@ def settings(tmp_path_factory, tiny_clip):
                     spaces=["mobilenet", "text", "clip"], clip_model="tiny-test-clip",
                     clip_pretrained=str(tiny_clip[1]), clip_model_config=tiny_clip[0], batch_size=16,
                     api_keys=["test-key"], storage_root=str(d / "originals"), index_refresh_seconds=1.0,
-                    tagger_weights=TAGGER_HEAD, tagger_labels=IMAGENET_LABELS, ocr="off")
+                    tagger_weights=TAGGER_HEAD, tagger_labels=IMAGENET_LABELS, ocr="off",
+                    face_weights_dir=SHARED / "models" / "faces")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ PERSONAL = {"4111 1111 1111 1111": "CREDIT_CARD", "jane.doe@example.com": "EMAIL
 
 @pytest.fixture(scope="module")
 def local_settings(settings):
-    return settings.model_copy(update={"ocr": "rapidocr", "face_weights_dir": FACES_DIR})
+    return settings.model_copy(update={"ocr": "rapidocr"})
 
 
 @pytest.fixture(scope="module")

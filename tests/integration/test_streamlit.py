@@ -122,3 +122,23 @@ def test_no_match_is_said_on_the_page(monkeypatch, live_api):
     assert any("nothing in this index looks like 'spaceship'" in w.value for w in at.warning)
     assert any("**0 images**" in m.value for m in at.markdown) and not at.get("image")
     assert any("detector knows 80 object classes" in e.label for e in at.expander)
+
+
+def test_analyse_mode_draws_boxes_and_gives_the_verdict(monkeypatch, live_api):
+    """An indexed photo opened in the "analyse" mode (as its results' "analyse" link does): the photo with its boxes,
+    the verdict, the description, and the JSON to download."""
+    import httpx
+
+    hits = httpx.get(f"{live_api}/api/search_text", params={"query": "person", "include_weak": True}).json()
+    image_id = hits["results"][0]["image_id"]
+    monkeypatch.setenv("API_URL", live_api)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["mode"] = "analyse"
+    at.query_params["image_id"] = str(image_id)
+    at.run()
+    refusals = [e.value for e in at.error if not e.value.startswith("**Sensitive**")]  # the verdict is an st.error
+    assert not refusals and not at.exception, refusals
+    assert at.sidebar.radio[0].value == "analyse"
+    assert len(at.get("image")) == 1 and at.get("download_button")
+    assert any("Sensitive" in m.value for m in at.error) or any("Not sensitive" in m.value for m in at.success)
+    assert any(m.value.startswith("**") and m.value.endswith(".**") for m in at.markdown)  # the description
