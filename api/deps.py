@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
 from clip_embedder.config import Settings
+from clip_embedder.db.analyses import AnalysisRepository
 from clip_embedder.db.images import ImageRepository
 from clip_embedder.db.items import ItemRepository
 from clip_embedder.db.store import Store
@@ -63,6 +64,10 @@ async def get_items(request: Request) -> ItemRepository:
 
 async def get_tasks(request: Request) -> TaskRepository:
     return (await get_store(request)).tasks
+
+
+async def get_analyses(request: Request) -> AnalysisRepository:
+    return (await get_store(request)).analyses
 
 
 _analyser_lock = threading.Lock()
@@ -166,6 +171,7 @@ IngestDep = Annotated[Ingest, Depends(get_ingest)]
 ImagesDep = Annotated[ImageRepository, Depends(get_images)]
 ItemsDep = Annotated[ItemRepository, Depends(get_items)]
 TasksDep = Annotated[TaskRepository, Depends(get_tasks)]
+AnalysesDep = Annotated[AnalysisRepository, Depends(get_analyses)]
 WriteKey = Depends(require_write_key)
 #: a slot among MAX_CONCURRENT_IMAGE_REQUESTS (decoding and model work on pixels) or text searches
 ImageSlot = Depends(_slot("image"))

@@ -94,6 +94,10 @@ class TextSearchRequest(BaseModel):
     label: str | None = Field(None, max_length=200, description="only items detected with this class")
     spaces: list[str] | None = Field(None, max_length=8, description="restrict to these spaces (default: all)")
     include_weak: bool = Field(False, description="also return hits below the relevance floors, flagged weak")
+    sensitive: Literal["exclude", "only"] | None = Field(
+        None, description="content filter from the stored analyses: exclude = only images analysed as not sensitive, "
+                          "only = only sensitive ones (images not analysed yet pass neither)")
+    faces: bool = Field(False, description="only images whose stored analysis found a face")
 
 
 class TextSearchResponse(BaseModel):

@@ -145,6 +145,8 @@ class Settings(BaseSettings):
                                                                       "in the clip space")
 
     # --- analysis: description, sensitive verdict, labels ------------------------------------------
+    analyze: bool = Field(False, description="analyse every indexed image (a queue job after it is written; the "
+                                             "CLI: --analyze): search filters sensitive= and faces= need it")
     analysis_provider: str = Field("local", description="who analyses a photo: local (this service's models, offline),"
                                                         " openai (any OpenAI-compatible API) or bedrock (Claude)")
     faces: str = Field("full", description="face detector: full (BlazeFace full range) or short (short range), off")

@@ -3,7 +3,9 @@ warnings, and results laid out in a grid."""
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import streamlit as st
@@ -41,16 +43,16 @@ class Api:
         return Image.open(io.BytesIO(r.content)) if r.status_code == 200 else None
 
 
-def draw_boxes(img: Image.Image, boxes: list[tuple[tuple[float, float, float, float], str]]
-               | list[tuple[tuple[float, float, float, float], str, str]], scale: float = 1.0) -> Image.Image:
+def draw_boxes(img: Image.Image, boxes: Sequence[tuple[Any, ...]], scale: float = 1.0) -> Image.Image:
     """A copy of `img` with xyxy pixel boxes (multiplied by `scale`) outlined and labelled; each box is (box, text) —
     coloured from `PALETTE` in turn — or (box, text, colour)."""
     img = img.convert("RGB").copy()
     d = ImageDraw.Draw(img)
     width = max(2, round(max(img.size) / 250))
-    for n, (box, text, *own) in enumerate(boxes):
-        color = own[0] if own else PALETTE[n % len(PALETTE)]
-        x1, y1, x2, y2 = (v * scale for v in box)
+    for n, entry in enumerate(boxes):
+        box, text = entry[0], str(entry[1])
+        color = str(entry[2]) if len(entry) > 2 else PALETTE[n % len(PALETTE)]
+        x1, y1, x2, y2 = (float(v) * scale for v in box)
         d.rectangle((x1, y1, x2, y2), outline=color, width=width)
         if text:
             tw = d.textlength(text)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Security, UploadFile
+from fastapi.responses import JSONResponse
 
-from api.deps import ImageSlot, SettingsDep, _check_key, api_key_header, get_analyser, get_app_settings
+from api.deps import AnalysesDep, ImageSlot, SettingsDep, _check_key, api_key_header, get_analyser, get_app_settings
 from api.schemas import ERRORS
 from api.uploads import read_upload
 from clip_embedder.analysis.providers.base import ProviderError
@@ -49,15 +50,27 @@ def analyze(request: Request, settings: SettingsDep,
                          name=f"upload {file.filename or ''}".strip())
     analyser = get_analyser(request)
     try:
-        if settings.analysis_provider == "local":
-            result = analyser.analyse(image, wanted)
-            if prompt:
-                result.warnings.append("the local models ignore `prompt` (it is for hosted providers)")
-            return result
-        return analyser.analyse(image, wanted, prompt=prompt)
+        result = analyser.analyse(image, wanted, prompt=prompt)
+        if prompt and settings.analysis_provider == "local":
+            result.warnings.append("the local models ignore `prompt` (it is for hosted providers)")
+        return result
     except ProviderError as e:
         headers = {"Retry-After": str(round(e.retry_after))} if e.retry_after else None
         raise HTTPException(e.status, str(e), headers=headers) from None
     except (FileNotFoundError, RuntimeError) as e:  # a model file or package missing: the message says what to do
         log.error("analysis unavailable: %s", e)
         raise HTTPException(503, f"analysis is unavailable: {e}") from None
+
+
+@router.get("/images/{image_id}/analysis", response_model=Analysis, responses=ERRORS)
+def stored_analysis(image_id: int, analyses: AnalysesDep):
+    """The stored analysis of an indexed image (written by the analysis job with ANALYZE=true, or by
+    `embed_and_index --analyze`); the `X-Analysis-Signature` header names the analyser that wrote it, and
+    `Last-Modified` when. 404 when the image is unknown or not analysed yet."""
+    got = analyses.get(image_id)
+    if got is None:
+        raise HTTPException(404, f"image {image_id} has no stored analysis: it is not indexed, or not analysed yet "
+                                 "(ANALYZE=true analyses every indexed image; POST /api/analyze analyses any photo)")
+    return JSONResponse(got.analysis.model_dump(mode="json"), headers={
+        "X-Analysis-Signature": got.signature,
+        "Last-Modified": got.analysed_at.strftime("%a, %d %b %Y %H:%M:%S GMT")})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import Response
@@ -20,9 +21,13 @@ from api.schemas import (
 from api.uploads import read_upload
 from clip_embedder.config import Settings
 from clip_embedder.images import decode_image
+from clip_embedder.search.filters import ContentFilter
 from clip_embedder.search.records import Hit
 
 router = APIRouter(prefix="/api", tags=["search"])
+SensitiveFilter = Literal["exclude", "only"] | None
+SENSITIVE_DOC = ("content filter from the stored analyses (ANALYZE=true): exclude = only images analysed as not "
+                 "sensitive, only = only sensitive ones; images not analysed yet pass neither")
 
 
 def hit_model(h: Hit, s: Settings) -> SearchHit:
@@ -42,13 +47,16 @@ def search_image(service: ServiceDep, settings: SettingsDep,
                  file: UploadFile = File(description="a JPEG, PNG, WebP, BMP or TIFF image"),
                  top_k: int = Query(10, ge=1, le=100, description="results per list"),
                  same_class: bool = Query(False, description="object neighbours only of the same class"),
-                 spaces: list[str] | None = Query(None, max_length=8, description="restrict to these spaces")):
+                 spaces: list[str] | None = Query(None, max_length=8, description="restrict to these spaces"),
+                 sensitive: SensitiveFilter = Query(None, description=SENSITIVE_DOC),
+                 faces: bool = Query(False, description="only images whose stored analysis found a face")):
     """Find indexed images like this one: each detected object's nearest crops, and the whole image's
     nearest images."""
     data = read_upload(file, settings)
     image = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels,
                          name=f"upload {file.filename or ''}".strip())
-    r = service.search_image(image, top_k=top_k, same_class=same_class, spaces=spaces)
+    r = service.search_image(image, top_k=top_k, same_class=same_class, spaces=spaces,
+                             content=ContentFilter(sensitive, faces))
     return ImageSearchResponse(
         width=r.width, height=r.height, spaces=r.spaces, warnings=r.warnings, timings_ms=r.timings_ms,
         image_neighbours=[hit_model(h, settings) for h in r.image_neighbours],
@@ -67,7 +75,7 @@ async def _text(request: Request, req: TextSearchRequest) -> Response:
     def run() -> bytes:
         t = time.perf_counter()
         r = service.search_text(req.query, top_k=req.top_k, label=req.label, spaces=req.spaces,
-                                include_weak=req.include_weak)
+                                include_weak=req.include_weak, content=ContentFilter(req.sensitive, req.faces))
         return TextSearchResponse(query=req.query, results=[hit_model(h, settings) for h in r.hits],
                                   spaces=r.spaces, warnings=r.warnings, hidden_weak=r.hidden_weak,
                                   took_ms=round((time.perf_counter() - t) * 1000, 2)).model_dump_json().encode()
@@ -82,13 +90,15 @@ async def search_text(request: Request,
                       query: str = Query(..., min_length=1, max_length=1000, examples=["handbag"]),
                       top_k: int = Query(10, ge=1, le=100), label: str | None = Query(None, max_length=200),
                       spaces: list[str] | None = Query(None, max_length=8, description="restrict to these spaces"),
-                      include_weak: bool = Query(False, description="also return hits below the relevance floors")):
+                      include_weak: bool = Query(False, description="also return hits below the relevance floors"),
+                      sensitive: SensitiveFilter = Query(None, description=SENSITIVE_DOC),
+                      faces: bool = Query(False, description="only images whose stored analysis found a face")):
     """Images matching a text query: CLIP's text tower where the clip space exists, the text space over
     descriptions, and lexical matching of labels, ImageNet tags (with synonyms) and text read in the photos
     (a phrase in double quotes must appear in the photo's text), fused with RRF. Nothing confident → empty
     results and a warning."""
     return await _text(request, TextSearchRequest(query=query, top_k=top_k, label=label, spaces=spaces,
-                                                  include_weak=include_weak))
+                                                  include_weak=include_weak, sensitive=sensitive, faces=faces))
 
 
 @router.post("/search_text", response_model=TextSearchResponse, responses=ERRORS)

@@ -24,7 +24,7 @@ from clip_embedder.analysis.personal_data import PresidioRecognizer
 from clip_embedder.analysis.records import Analysis, ImageSize, Label, TextLine, clip_box
 from clip_embedder.models.detector import Detector
 from clip_embedder.models.mobilenet import MobileNetEmbedder
-from clip_embedder.models.ocr import OcrEngine
+from clip_embedder.models.ocr import OcrEngine, OcrLine
 from clip_embedder.models.tagger import ImageNetTagger
 
 NEEDS = {"describe": {"detector", "tagger", "faces", "ocr"},
@@ -93,9 +93,19 @@ class LocalAnalyser:
                 model.load()
         return self
 
-    def findings(self, image: Image.Image, needs: set[str], timings: dict[str, float]) -> Findings:
-        """Run each analyser in `needs` (names of `NEEDS`' values) that is on; `timings` gets ms per analyser."""
+    @property
+    def signature(self) -> str:
+        """What a stored analysis depends on: the provider and its models with their floors (a change re-runs it)."""
+        return f"local:{self.model}:faces>={self.face_min_side:g}px"
+
+    def findings(self, image: Image.Image, needs: set[str], timings: dict[str, float],
+                 lines: list[OcrLine] | None = None) -> Findings:
+        """Run each analyser in `needs` (names of `NEEDS`' values) that is on; `timings` gets ms per analyser.
+        `lines`: the text already read in the image (the enrichment job's OCR), so OCR does not run again."""
         m, f = self.models, Findings(image.width, image.height)
+        if lines is not None:
+            f.lines = list(lines)
+            needs = needs - {"ocr"}
 
         @contextmanager
         def timed(name: str):
@@ -124,8 +134,10 @@ class LocalAnalyser:
         run("nudity", m.nudity, lambda: setattr(f, "nudity", m.nudity.analyse(image)))  # type: ignore[union-attr]
         return f
 
-    def analyse(self, image: Image.Image, tasks: list[str]) -> Analysis:
+    def analyse(self, image: Image.Image, tasks: list[str], prompt: str | None = None, *,
+                lines: list[OcrLine] | None = None) -> Analysis:
         """The analysis of an RGB image for `tasks` (a subset of describe, sensitive, labels); boxes in its pixels.
+        `prompt` is for hosted providers (ignored here); `lines`: text already read in the image (OCR skipped).
 
         Raises:
             FileNotFoundError / RuntimeError: a model's file or package is missing (on first use).
@@ -133,7 +145,7 @@ class LocalAnalyser:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         needs = set().union(*(NEEDS[t] for t in tasks))
-        f = self.findings(image, needs, timings)
+        f = self.findings(image, needs, timings, lines)
         w, h = image.size
         return Analysis(image=ImageSize(width=w, height=h), provider=self.provider, model=self.model, tasks=tasks,
                         description=describe(f) if "describe" in tasks else "",

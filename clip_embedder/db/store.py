@@ -14,6 +14,7 @@ the first process that opens the database; the queue's own schema comes from pro
 - `spaces`: the identity `(model, weights, dim)` of each embedding space.
 - `vectors_<space>`: `(item_id, embedding vector(dim))` with an HNSW index (cosine).
 - `tasks`: one row per uploaded or scanned file, pointing at its queue job.
+- `analyses`: what each image holds (the `Analysis` JSON, its verdict and face count as columns for filters).
 
 Every indexing batch is written in one transaction: a crash leaves nothing half-written. Each write
 that adds or removes vectors sends `NOTIFY clip_embedder_index` (delivered on commit) so running API
@@ -30,6 +31,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from clip_embedder.db import server
+from clip_embedder.db.analyses import AnalysisRepository
 from clip_embedder.db.batches import BatchRepository
 from clip_embedder.db.common import Repository
 from clip_embedder.db.images import ImageRepository
@@ -69,6 +71,7 @@ class Store(Repository):
         self.lexical = LexicalRepository(self.pool)
         self.batches = BatchRepository(self.pool)
         self.tasks = TaskRepository(self.pool)
+        self.analyses = AnalysisRepository(self.pool)
 
     @classmethod
     def open(cls, settings, *, max_size: int = 4) -> "Store":

@@ -26,6 +26,9 @@ TASK_NAME = "clip_embedder.index_image"
 ENRICH_QUEUE = "enrich"
 ENRICH_TASK = "clip_embedder.enrich_image"
 ENRICH_LOCK_PREFIX = "enrich:"
+#: the analysis of an indexed image (ANALYZE=true): on the enrich queue, lock `analyse:<sha256>`
+ANALYSE_TASK = "clip_embedder.analyse_image"
+ANALYSE_LOCK_PREFIX = "analyse:"
 
 
 @dataclass(frozen=True)
@@ -57,26 +60,26 @@ def async_app(url: str) -> procrastinate.App:
     return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url, timeout=POOL_TIMEOUT_S))
 
 
-def _enrich_task(app: procrastinate.App, job: IndexJob):
-    """The enrichment task configured for one image: lock and queueing lock `enrich:<sha256>` (one at a time, never
-    queued twice)."""
-    lock = ENRICH_LOCK_PREFIX + job.sha256
-    return app.configure_task(ENRICH_TASK, queue=ENRICH_QUEUE, lock=lock, queueing_lock=lock)
+def _enrich_task(app: procrastinate.App, job: IndexJob, task: str = ENRICH_TASK):
+    """A follow-up task (`ENRICH_TASK` or `ANALYSE_TASK`) configured for one image on the enrich queue: lock and
+    queueing lock `enrich:<sha256>` / `analyse:<sha256>` (one at a time, never queued twice)."""
+    lock = (ANALYSE_LOCK_PREFIX if task == ANALYSE_TASK else ENRICH_LOCK_PREFIX) + job.sha256
+    return app.configure_task(task, queue=ENRICH_QUEUE, lock=lock, queueing_lock=lock)
 
 
-async def defer_enrich_job(app: procrastinate.App, job: IndexJob) -> int | None:
-    """Queue the enrichment of an indexed image (`_enrich_task`). Returns its id, or None when one is already
-    queued."""
+async def defer_enrich_job(app: procrastinate.App, job: IndexJob, task: str = ENRICH_TASK) -> int | None:
+    """Queue the enrichment (or, with `task=ANALYSE_TASK`, the analysis) of an indexed image (`_enrich_task`).
+    Returns its id, or None when one is already queued."""
     try:
-        return await _enrich_task(app, job).defer_async(**asdict(job))
+        return await _enrich_task(app, job, task).defer_async(**asdict(job))
     except AlreadyEnqueued:
         return None
 
 
-def defer_enrich_job_sync(app: procrastinate.App, job: IndexJob) -> int | None:
+def defer_enrich_job_sync(app: procrastinate.App, job: IndexJob, task: str = ENRICH_TASK) -> int | None:
     """`defer_enrich_job` from synchronous code (the CLI); `app` from `sync_app`, opened."""
     try:
-        return _enrich_task(app, job).defer(**asdict(job))
+        return _enrich_task(app, job, task).defer(**asdict(job))
     except AlreadyEnqueued:
         return None
 

@@ -4,8 +4,9 @@ Loads the detector and the embedders of the active spaces once, then runs indexi
 queue in the project's PostgreSQL through the same stage functions as the CLI
 (`clip_embedder.indexing.pipeline`). With ENRICH=queue (the default) an indexing job writes the photo searchable
 without reading its text, and queues a follow-up enrichment job (OCR, `enrich` queue, ENRICH_CONCURRENCY at once)
-that re-describes it and re-embeds what changed. Start as many as you like, on one machine or several sharing
-DATABASE_URL (and STORAGE_ROOT: a shared folder or gs://). Ctrl-C / SIGTERM finish the jobs in
+that re-describes it and re-embeds what changed; with ANALYZE=true an analysis job (description, sensitive verdict,
+labels: `clip_embedder.analysis`) follows on the same queue. Start as many as you like, on one machine or several
+sharing DATABASE_URL (and STORAGE_ROOT: a shared folder or gs://). Ctrl-C / SIGTERM finish the jobs in
 hand, then stop; a worker killed outright has its jobs run again by another worker once its
 heartbeat is WORKER_STALLED_AFTER seconds old. A database that goes away (restarted, failed over, killed) does
 not take the worker with it: it waits with backoff and resumes (`clip_embedder.intake.reconnect`).
@@ -19,11 +20,19 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import procrastinate
 
 from clip_embedder import offline  # noqa: F401
-from clip_embedder.intake.queue import IndexJob, defer_enrich_job, defer_enrich_job_sync, sync_app
+from clip_embedder.intake.queue import (
+    ANALYSE_TASK,
+    ENRICH_TASK,
+    IndexJob,
+    defer_enrich_job,
+    defer_enrich_job_sync,
+    sync_app,
+)
 
 log = logging.getLogger("clip_embedder.worker")
 
@@ -58,6 +67,9 @@ class IndexWorker:
         self.batcher = MicroBatcher(self.indexer, max_batch=settings.worker_concurrency, on_batch=self._observe)
         self.enrich_batcher = MicroBatcher(self.enricher.enriching_only(), max_batch=settings.enrich_concurrency,
                                            on_batch=self._observe)
+        #: ANALYZE=true: the analyser (built on first use, sharing the detector and the MobileNet extractor)
+        self._analyser = None
+        self._detector, self._embedders = detector, embedders
         #: set by `main`: the queue app and its event loop (enrichment jobs are deferred from job threads)
         self.app: procrastinate.App | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -67,6 +79,8 @@ class IndexWorker:
         self.jobs = Counter("clip_embedder_worker_jobs", "indexing jobs finished by this worker", ["outcome"])
         self.enrichments = Counter("clip_embedder_worker_enrichments", "enrichment (OCR) jobs finished by this worker",
                                    ["outcome"])
+        self.analyses = Counter("clip_embedder_worker_analyses", "analysis jobs finished by this worker",
+                                ["outcome"])
         self.images_written = Counter("clip_embedder_worker_images_indexed", "new images written by this worker")
         self.stage_seconds = Histogram("clip_embedder_worker_stage_seconds", "seconds per pipeline stage per batch",
                                        ["stage"])
@@ -110,19 +124,61 @@ class IndexWorker:
         image = self.images.by_sha(sha256)
         if image is not None and self.enricher.needs_enrichment(image.enrichment):
             self._defer_enrichment(IndexJob(sha256, path, storage, file_name))  # raises: retried, indexing skipped
+        if image is not None and self.settings.analyze and \
+                self.store.analyses.signature(image.id) != self.analyser.signature:
+            self._defer_enrichment(IndexJob(sha256, path, storage, file_name), ANALYSE_TASK)
         self.tasks.finish(sha256, error=None)
         self.jobs.labels("succeeded").inc()
         return {"image_id": image.id if image else None, "objects": out.objects, "batch": out.batch_size}
 
-    def _defer_enrichment(self, job: IndexJob) -> None:
-        """Queue the follow-up enrichment of an image just written: on the worker's event loop when the job runs
-        under `main` (this runs in a job thread), else through a short-lived synchronous connection (the job
-        function called on its own)."""
+    def _defer_enrichment(self, job: IndexJob, task: str = ENRICH_TASK) -> None:
+        """Queue a follow-up job (`task`: the enrichment or the analysis) of an image just written: on the worker's
+        event loop when the job runs under `main` (this runs in a job thread), else through a short-lived
+        synchronous connection (the job function called on its own)."""
         if self.app is not None and self.loop is not None and self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(defer_enrich_job(self.app, job), self.loop).result(timeout=30)
+            asyncio.run_coroutine_threadsafe(defer_enrich_job(self.app, job, task), self.loop).result(timeout=30)
             return
         with sync_app(self.store.url).open() as app:
-            defer_enrich_job_sync(app, job)
+            defer_enrich_job_sync(app, job, task)
+
+    @property
+    def analyser(self):
+        """The ANALYSIS_PROVIDER analyser (built on first use; the local one shares this worker's detector and
+        MobileNet extractor and loads its models then)."""
+        if self._analyser is None:
+            from clip_embedder.models.registry import ANALYSIS_PROVIDERS  # noqa: PLC0415
+
+            if self.settings.analysis_provider == "local":
+                from clip_embedder.analysis.local import LocalAnalyser  # noqa: PLC0415
+                from clip_embedder.models.mobilenet import MobileNetEmbedder  # noqa: PLC0415
+
+                extractor = self._embedders.get("mobilenet")
+                self._analyser = LocalAnalyser.from_settings(self.settings, detector=self._detector, extractor=(
+                    extractor if isinstance(extractor, MobileNetEmbedder) else None))
+            else:
+                self._analyser = ANALYSIS_PROVIDERS.create(self.settings.analysis_provider, self.settings)
+        return self._analyser
+
+    def analyse_image(self, sha256: str, path: str, storage: str, file_name: str) -> dict:
+        """The analysis job: describe the indexed image, give its sensitive verdict and labels, store them (the text
+        the enrichment job read is reused). An image deleted, or already analysed by this analyser, is left alone;
+        a failure (a hosted provider's included) raises and is retried."""
+        from clip_embedder.analysis.jobs import analyse_and_store, stored_lines  # noqa: PLC0415
+
+        image = self.images.by_sha(sha256)
+        if image is None or self.store.analyses.signature(image.id) == self.analyser.signature:
+            self.analyses.labels("skipped").inc()
+            return {"skipped": "not indexed" if image is None else "already analysed"}
+        try:
+            data = self.originals.get(path) if storage == "originals" else Path(path).read_bytes()
+            ocr_done = self.enricher.ocr is not None and not self.enricher.needs_enrichment(image.enrichment)
+            out = analyse_and_store(self.store, self.analyser, image.id, data, self.settings, name=file_name,
+                                    lines=stored_lines(self.store, image.id, ocr_done))
+        except Exception:
+            self.analyses.labels("retried").inc()
+            raise
+        self.analyses.labels("succeeded").inc()
+        return {"image_id": image.id, "sensitive": bool(out and out.sensitive and out.sensitive.verdict)}
 
     def enrich_image(self, sha256: str, path: str, storage: str, file_name: str) -> dict:
         """The follow-up job: read the text in an indexed image (OCR), re-describe it and re-embed what changed
@@ -172,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     from procrastinate.worker import Worker  # noqa: PLC0415
 
     from clip_embedder.config import Settings  # noqa: PLC0415
-    from clip_embedder.intake.queue import ENRICH_QUEUE, ENRICH_TASK, QUEUE, TASK_NAME, async_app  # noqa: PLC0415
+    from clip_embedder.intake.queue import ENRICH_QUEUE, QUEUE, TASK_NAME, async_app  # noqa: PLC0415
     from clip_embedder.intake.reconnect import Supervisor, retry_stalled_jobs  # noqa: PLC0415
     from clip_embedder.models.embedders import SpaceMismatchError  # noqa: PLC0415
 
@@ -195,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     retry = RetryStrategy(max_attempts=settings.worker_max_attempts, exponential_wait=settings.worker_retry_wait)
     app.task(name=TASK_NAME, queue=QUEUE, retry=retry)(worker.index_image)
     app.task(name=ENRICH_TASK, queue=ENRICH_QUEUE, retry=retry)(worker.enrich_image)
+    app.task(name=ANALYSE_TASK, queue=ENRICH_QUEUE, retry=retry)(worker.analyse_image)
 
     def make_workers() -> list[Worker]:
         common = dict(app=app, wait=not args.burst, update_heartbeat_interval=settings.worker_heartbeat,

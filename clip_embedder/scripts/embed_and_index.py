@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the images searchable without reading their text, and queue OCR as follow-up jobs "
                         "for the workers (python -m clip_embedder.worker); default: read inline, so a finished "
                         "command means a finished index")
+    p.add_argument("--analyze", action="store_true",
+                   help="then analyse each indexed image (a description, the sensitive verdict, labels with boxes; "
+                        "ANALYSIS_PROVIDER) unless the same analyser already did; stored for GET "
+                        "/api/images/{id}/analysis and the search filters sensitive= / faces= (sequential runner)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--runner", default="sequential", choices=("sequential", "ray"),
                    help="sequential: batches one after another in this process (the default); ray: batches spread "
@@ -104,17 +108,36 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def run_sequential(indexer, store, sources: list, args: argparse.Namespace, batch_size: int):
+def run_sequential(indexer, store, sources: list, args: argparse.Namespace, settings):
     """The sequential runner over `sources`; with --queue-enrichments without OCR, then one enrichment job per image
-    queued for the workers. Returns the run's `IndexStats`."""
+    queued for the workers; with --analyze, then each image analysed. Returns the run's `IndexStats`."""
     runner = indexer.deferring_enrichments() if args.queue_enrichments else indexer
-    stats = runner.run(sources, batch_size=batch_size, progress=not args.no_progress)
+    stats = runner.run(sources, batch_size=settings.batch_size, progress=not args.no_progress)
+    if args.analyze:
+        analyse_after(settings, store, indexer, sources, progress=not args.no_progress)
     if args.queue_enrichments and indexer.ocr is not None:
         from clip_embedder.intake.ingest import queue_enrichments  # noqa: PLC0415
 
         queued = queue_enrichments(store, indexer.enrichment, sources)
         print(f"queued {queued} enrichment job(s) (OCR): `python -m clip_embedder.worker` reads them")
     return stats
+
+
+def analyse_after(settings, store, indexer, sources: list, *, progress: bool) -> None:
+    """--analyze: analyse the indexed images of `sources` (the text the run read is reused) and say how many."""
+    from clip_embedder.analysis.jobs import analyse_indexed  # noqa: PLC0415
+    from clip_embedder.analysis.local import LocalAnalyser  # noqa: PLC0415
+    from clip_embedder.models.registry import ANALYSIS_PROVIDERS  # noqa: PLC0415
+
+    if settings.analysis_provider == "local":
+        analyser = LocalAnalyser.from_settings(settings, detector=indexer.detector, extractor=indexer.extractor)
+    else:
+        analyser = ANALYSIS_PROVIDERS.create(settings.analysis_provider, settings)
+    run = analyse_indexed(store, analyser, [(s.path, s.file_name) for s in sources if s.storage == "file"], settings,
+                          ocr_done=lambda e: indexer.ocr is not None and not indexer.needs_enrichment(e),
+                          progress=progress)
+    print(f"analysed {run.analysed} image(s) with {analyser.signature} ({run.skipped} already analysed or not "
+          f"indexed, {run.failed} failed)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             indexer = Indexer.from_settings(settings, store, detector, embedders, redetect=args.redetect)
             freeze_heap()  # the models' objects stay out of every full collection (runtimes.freeze_heap)
             load_s = time.perf_counter() - t0
-            stats = run_sequential(indexer, store, sources, args, settings.batch_size)
+            stats = run_sequential(indexer, store, sources, args, settings)
         t = time.perf_counter()
         for emb in embedders.values():
             SpaceIndex.for_settings(store, emb.identity, settings)

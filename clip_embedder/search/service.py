@@ -16,6 +16,7 @@ from clip_embedder.indexing.describe import describe_detections, describe_object
 from clip_embedder.indexing.faiss_index import SpaceIndex
 from clip_embedder.models.detector import Detector
 from clip_embedder.models.embedders import Embedder, create_embedder
+from clip_embedder.search.filters import OVERFETCH, ContentFilter
 from clip_embedder.search.fusion import fuse_top, space_ranks
 from clip_embedder.search.records import Hit, ImageSearchResult, ObjectResult, QueryError, TextSearchResult
 from clip_embedder.search.text import (
@@ -33,6 +34,7 @@ from clip_embedder.search.text import (
 
 log = logging.getLogger(__name__)
 
+NO_FILTER = ContentFilter()
 #: the most spaces one query may name (there are three kinds; duplicates are dropped first)
 MAX_SPACES_PER_QUERY = 8
 
@@ -150,7 +152,7 @@ class SearchService:
 
     # --- queries -------------------------------------------------------------------------------
     def search_image(self, image: Image.Image, *, top_k: int = 10, same_class: bool = False,
-                     spaces: list[str] | None = None) -> ImageSearchResult:
+                     spaces: list[str] | None = None, content: ContentFilter = NO_FILTER) -> ImageSearchResult:
         """Detect the query's objects; return each object's nearest indexed crops and the whole image's
         nearest indexed images.
 
@@ -158,6 +160,8 @@ class SearchService:
             image: RGB query image. top_k: results per list (1..100).
             same_class: restrict an object's neighbours to crops with the same detected label.
             spaces: restrict to these spaces (default: all usable image spaces).
+            content: keep only neighbours whose image its stored analyses pass (each list fetches
+                `OVERFETCH` times top_k first).
 
         Raises:
             QueryError: a requested space is refused or unknown, or none can serve an image query.
@@ -181,7 +185,7 @@ class SearchService:
         vectors = {s: self._query_vectors(s, crops, crop_descs) for s in names}
         timings["embed"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        k = max(top_k, 1)
+        k = max(top_k, 1) * (OVERFETCH if content.active else 1)
         whole: dict[str, list[tuple[int, float]]] = {}  # space → [(item id, similarity)]
         per_object: list[dict[str, list[tuple[int, float]]]] = [{} for _ in crop_idx]  # the same, per object
         for s in names:
@@ -197,15 +201,33 @@ class SearchService:
                 D, ids = self.indexes[s].search(vectors[s][1:], k, kind="object")
             for n in range(len(crop_idx)):
                 per_object[n][s] = [(int(j), float(d)) for j, d in zip(ids[n], D[n]) if j >= 0]
+        warnings = self._warnings()
+        if content.active:
+            self._filter_neighbours(names, [whole, *per_object], content, warnings)
         lists = [fuse_top(whole, top_k)] + [fuse_top(ranked, top_k) for ranked in per_object]
         image_hits, *object_hits = self._hits_of_lists(lists)
         per_obj = dict(zip(crop_idx, object_hits))
         objects = [ObjectResult(d, per_obj.get(i, []), skipped.get(i)) for i, d in enumerate(dets)]
         timings["search"] = (time.perf_counter() - t) * 1000
-        return ImageSearchResult(w, h, objects, image_hits, names, self._warnings(), timings)
+        return ImageSearchResult(w, h, objects, image_hits, names, warnings, timings)
+
+    def _filter_neighbours(self, names: list[str], lists: list[dict[str, list[tuple[int, float]]]],
+                           content: ContentFilter, warnings: list[str]) -> None:
+        """Drop from each space's neighbour list (item ids, in place) the items whose image `content` leaves out."""
+        image_of: dict[int, int] = {}
+        for s in names:
+            ids = [i for per_space in lists for i, _ in per_space.get(s, [])]
+            image_of.update({i: img for i, (img, _) in self.indexes[s].item_images(ids).items()})
+        keep, warning = content.passing(self.store, set(image_of.values()))
+        if warning:
+            warnings.append(warning)
+        for per_space in lists:
+            for s, lst in per_space.items():
+                per_space[s] = [(i, d) for i, d in lst if image_of.get(i) in keep]
 
     def search_text(self, query: str, *, top_k: int = 10, label: str | None = None,
-                    spaces: list[str] | None = None, include_weak: bool = False) -> TextSearchResult:
+                    spaces: list[str] | None = None, include_weak: bool = False,
+                    content: ContentFilter = NO_FILTER) -> TextSearchResult:
         """Images matching a text query, one hit per image (its best-matching item).
 
         Hybrid: every text-capable embedding space (CLIP's text tower, the description space) plus lexical
@@ -220,6 +242,7 @@ class SearchService:
             query: non-empty text (at most 1000 characters). top_k: images returned (1..100).
             label: only items with this detected label (an object class name).
             spaces: restrict to these embedding spaces (lexical matching always takes part).
+            content: keep only images its stored analyses pass (`sensitive=exclude|only`, `faces=true`).
 
         Raises:
             QueryError: empty query, or no space can serve a text query.
@@ -250,6 +273,8 @@ class SearchService:
             ranked[OCR_PHRASE] = phrase_ranking(allowed, confident)
             confident |= allowed
             whole = self.store.items.whole_items(sorted(allowed))
+        if content.active:
+            ranked, confident = self._filtered(ranked, confident, content, warnings)
         decision = decide(ranked, confident, top_k=top_k, include_weak=include_weak)
         item_of = best_items(dense.values(), lexical, whole)
         per = space_ranks(ranked, [img for img, _ in decision.chosen])
@@ -259,6 +284,15 @@ class SearchService:
         if not decision.found:
             warnings.append(nothing_found(parsed.text, decision.hidden))
         return TextSearchResult(hits, names, warnings, decision.hidden)
+
+    def _filtered(self, ranked: dict[str, list[tuple[int, float]]], confident: set[int], content: ContentFilter,
+                  warnings: list[str]) -> tuple[dict[str, list[tuple[int, float]]], set[int]]:
+        """Each signal's ranking and the confident set without the images `content` leaves out (a warning added
+        when some were left out for not being analysed)."""
+        keep, warning = content.passing(self.store, {img for lst in ranked.values() for img, _ in lst})
+        if warning:
+            warnings.append(warning)
+        return {s: [(img, sc) for img, sc in lst if img in keep] for s, lst in ranked.items()}, confident & keep
 
     def _text_candidates(self, text: str, names: list[str], *, top_k: int, label: str | None,
                          allowed: set[int] | None) -> tuple[dict[str, ImageRanking], ImageRanking | None]:

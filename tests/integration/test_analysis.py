@@ -159,3 +159,39 @@ def test_hosted_provider_through_the_route_needs_the_key(settings, indexed):
             assert r.status_code == 502 and "invalid JSON" in r.json()["detail"]
     finally:
         fake.server.shutdown()
+
+
+def test_the_cli_analyses_what_it_indexed_once(tmp_path, monkeypatch, capsys):
+    """`embed_and_index --analyze`: each indexed image analysed and stored (the run's OCR lines reused); a second run
+    analyses nothing again (same analyser signature)."""
+    from clip_embedder.config import Settings
+    from clip_embedder.db.store import Store
+    from clip_embedder.scripts import embed_and_index
+    from tests.helpers import IMAGENET_LABELS, MOBILENET, TAGGER_HEAD, YOLO_WEIGHTS
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("grace_hopper.jpg", "sunflower.jpg"):
+        (folder / name).write_bytes((PHOTOS / name).read_bytes())
+    env = {"PGDATA_DIR": tmp_path / "pg", "FAISS_DIR": tmp_path / "faiss", "DETECTOR_WEIGHTS": YOLO_WEIGHTS,
+           "MOBILENET_WEIGHTS": MOBILENET, "SPACES": "mobilenet,text", "DATABASE_URL": "",
+           "TAGGER_WEIGHTS": TAGGER_HEAD, "TAGGER_LABELS": IMAGENET_LABELS, "OCR": "rapidocr",
+           "FACE_WEIGHTS_DIR": FACES_DIR, "STORAGE_ROOT": tmp_path / "originals"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.chdir(tmp_path)
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--analyze"]) == 0
+    assert "analysed 2 image(s) with local:" in capsys.readouterr().out
+    store = Store.open(Settings(_env_file=None))
+    try:
+        with store.conn() as c:
+            rows = {r["file_name"]: r for r in c.execute(
+                "SELECT i.file_name, a.sensitive, a.faces, a.analysis FROM analyses a "
+                "JOIN images i ON i.id = a.image_id").fetchall()}
+    finally:
+        store.close()
+    assert rows["grace_hopper.jpg"]["sensitive"] is True and rows["grace_hopper.jpg"]["faces"] == 1
+    assert rows["sunflower.jpg"]["sensitive"] is False
+    assert "ocr" not in rows["grace_hopper.jpg"]["analysis"]["timings_ms"]  # the run's own reading was reused
+    assert embed_and_index.main(["--dataset_path", str(folder), "--no-progress", "--analyze"]) == 0
+    assert "analysed 0 image(s)" in capsys.readouterr().out

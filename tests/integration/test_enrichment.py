@@ -126,3 +126,56 @@ def test_the_text_gate_reads_a_sign_and_skips_a_photo_without_text(tmp_path):
     assert gated.read(Image.fromarray(np.stack([ramp] * 3, axis=-1))) == []
     assert (gated.gate_passed, gated.gate_skipped) == (1, 1)
     assert gated.signature != RapidOcrEngine(0.6).signature  # switching the gate re-reads the photos
+
+
+def test_analysis_jobs_store_what_each_photo_holds_and_search_filters_on_it(env):
+    """ANALYZE=true: after each photo is written, an analysis job on the enrich queue (after its OCR job, whose lines
+    it reuses) stores the description, the verdict and the labels; GET /api/images/{id}/analysis serves them, and
+    both search routes filter on them (sensitive=exclude|only, faces=true)."""
+    from tests.helpers import PHOTOS
+
+    card = env.tmp / "card.jpg"
+    render_sign(IMAGES / "000000000074.jpg", "4111 1111 1111 1111", card, FONTS["en"])
+    worker = env.start_worker(OCR="rapidocr", ENRICH="queue", ENRICH_CONCURRENCY="1", ANALYZE="true",
+                              FACE_WEIGHTS_DIR=str(PHOTOS.parent.parent / "models" / "faces"))
+    up = env.upload([PHOTOS / "grace_hopper.jpg", PHOTOS / "sunflower.jpg", card])
+    done = env.wait_batch(up.json()["batch"], timeout=240)
+    ids = {t["file_name"]: t["image_id"] for t in done["tasks"]}
+    assert all(ids.values()), done
+
+    def analysis(name: str) -> dict | None:
+        r = env.http.get(f"/api/images/{ids[name]}/analysis")
+        return r.json() if r.status_code == 200 else None
+    assert wait_for(lambda: all(analysis(n) for n in ids), 300), (env.tmp / "worker1.log").read_text()[-3000:]
+    grace, sun, card_a = analysis("grace_hopper.jpg"), analysis("sunflower.jpg"), analysis("card.jpg")
+    assert grace["sensitive"]["verdict"] is True and grace["sensitive"]["reasons"][0]["category"] == "face"
+    assert sun["sensitive"]["verdict"] is False and sun["description"].startswith("A photo of a daisy")
+    assert any(r["category"] == "personal_data" for r in card_a["sensitive"]["reasons"])
+    for a in (grace, sun, card_a):  # the OCR job ran first: its lines were reused, not read again
+        assert "ocr" not in a["timings_ms"] and a["provider"] == "local", a["timings_ms"]
+    assert "4111" in " ".join(t["text"] for t in card_a["text"])
+    r = env.http.get(f"/api/images/{ids['sunflower.jpg']}/analysis")
+    assert r.headers["X-Analysis-Signature"].startswith("local:") and r.headers["Last-Modified"]
+    assert env.http.get("/api/images/999999/analysis").status_code == 404
+
+    def found(**params) -> tuple[set[int], list[str]]:
+        body = env.http.get("/api/search_text", params={"query": "photo", "include_weak": True, "top_k": 50,
+                                                        **params}).json()
+        return {h["image_id"] for h in body["results"]}, body["warnings"]
+    everything, _ = found()
+    assert set(ids.values()) <= everything
+    only, _ = found(sensitive="only")
+    assert only == {ids["grace_hopper.jpg"], ids["card.jpg"]}
+    clean, warnings = found(sensitive="exclude")
+    assert clean == {ids["sunflower.jpg"]} and any("not analysed yet" in w for w in warnings)  # the first test's
+    assert found(faces=True)[0] == {ids["grace_hopper.jpg"]}
+    posted = env.http.post("/api/search_text", json={"query": "photo", "include_weak": True, "top_k": 50,
+                                                     "sensitive": "only"}).json()
+    assert {h["image_id"] for h in posted["results"]} == only
+    by_image = env.http.post("/api/search_image", params={"top_k": 5, "sensitive": "exclude"}, files={
+        "file": ("q.jpg", (PHOTOS / "grace_hopper.jpg").read_bytes(), "image/jpeg")}).json()
+    neighbours = by_image["image_neighbours"] + [h for o in by_image["objects"] for h in o["neighbours"]]
+    assert neighbours and {h["image_id"] for h in neighbours} <= {ids["sunflower.jpg"]}, neighbours
+    assert env.http.get("/api/search_text", params={"query": "photo", "sensitive": "maybe"}).status_code == 422
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0

@@ -4,6 +4,7 @@ accepted), one retry of an invalid answer, retries of 429 / 5xx / timeouts with 
 the tokens used."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -219,6 +220,13 @@ class HostedProvider(ABC):
         self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.prompts = prompts or Prompts.load()
+
+    @property
+    def signature(self) -> str:
+        """What a stored analysis depends on: provider, model, sampling and the prompts (a change re-runs it)."""
+        digest = hashlib.sha256("\0".join((self.prompts.describe, self.prompts.sensitive, self.prompts.labels))
+                                .encode()).hexdigest()[:12]
+        return f"{self.provider}:{self.model}:t={self.temperature:g}:prompts={digest}"
 
     @abstractmethod
     def _call(self, task: str, prompt: str, jpeg: bytes) -> tuple[str, int, int]:
