@@ -33,7 +33,8 @@ if [ "${DEMO_MLFLOW:-1}" = "1" ]; then
   export MODEL_URI="models:/$model"
   echo "detector: $MODEL_URI (MLflow UI: make mlflow-ui)"
 fi
-"$PY" -m clip_embedder.scripts.embed_and_index --split all --dataset_path "$dataset" --redetect
+# --analyze: what each photo holds (description, sensitive verdict, labels), for the page's filters and "analyse"
+"$PY" -m clip_embedder.scripts.embed_and_index --split all --dataset_path "$dataset" --redetect --analyze
 
 [ "${DEMO_SERVE:-1}" = "1" ] || exit 0
 
@@ -58,7 +59,7 @@ trap stop_all EXIT INT TERM
 "$PY" -m uvicorn api.main:app --host 0.0.0.0 --port "$API_PORT" &
 api_pid=$!
 pids+=($api_pid)
-"$PY" -m clip_embedder.worker &
+ANALYZE="${ANALYZE:-true}" "$PY" -m clip_embedder.worker &  # photos added in the page are analysed too
 pids+=($!)
 for _ in $(seq 1 120); do
   curl -fs "http://localhost:$API_PORT/api/health" >/dev/null 2>&1 && break

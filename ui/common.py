@@ -18,6 +18,25 @@ PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
 DEFAULT_UPLOAD_MB = 10  # an API too old to say its limit: MAX_UPLOAD_BYTES' default
 
 
+CONTENT_CHOICES = {"all photos": None, "hide sensitive photos": "exclude", "only sensitive photos": "only"}
+
+
+def content_filter(health: dict) -> dict:
+    """The sidebar's content filter (from the stored analyses) as search parameters: `sensitive`, `faces`."""
+    counts = health.get("counts", {})
+    help_text = (f"{counts.get('analysed', 0)} of {counts.get('images', 0)} photos analysed "
+                 f"({counts.get('sensitive', 0)} sensitive, {counts.get('with_faces', 0)} with faces); photos not "
+                 "analysed yet pass no filter")
+    choice = st.sidebar.selectbox("content", list(CONTENT_CHOICES), help=help_text, key="content")
+    faces = st.sidebar.checkbox("only photos with a face", help=help_text, key="faces_only")
+    out: dict = {}
+    if CONTENT_CHOICES[choice]:
+        out["sensitive"] = CONTENT_CHOICES[choice]
+    if faces:
+        out["faces"] = True
+    return out
+
+
 def upload_mb(health: dict) -> int:
     """The service's per-photo upload limit in whole MB (what Streamlit's uploader takes), from `/api/health`."""
     limit = (health.get("limits") or {}).get("max_upload_bytes")

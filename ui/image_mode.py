@@ -7,7 +7,7 @@ import io
 import streamlit as st
 from PIL import Image
 
-from ui.common import PHOTO_TYPES, Api, answer, draw_boxes, grid, upload_mb
+from ui.common import PHOTO_TYPES, Api, answer, content_filter, draw_boxes, grid, upload_mb
 
 
 def _indexed_photo(api: Api, image_id: str) -> tuple[str, bytes, str] | None:
@@ -54,6 +54,7 @@ def _show_results(api: Api, data: bytes, res: dict) -> None:
 def image_mode(api: Api, params, health: dict, top_k: int) -> None:
     """The mode: an uploader (or `?image_id=` from a link), then `POST /api/search_image` and its results."""
     same_class = st.sidebar.checkbox("object neighbours of the same class only", value=False)
+    content = content_filter(health)
     up = st.file_uploader("Upload a photo", type=PHOTO_TYPES, max_upload_size=upload_mb(health),
                           help=f"JPEG, PNG, WebP, BMP or TIFF, up to {upload_mb(health)} MB (the service's limit)")
     if up is not None:
@@ -65,7 +66,8 @@ def image_mode(api: Api, params, health: dict, top_k: int) -> None:
         return
     if query is None:
         return
-    r = api.post("/api/search_image", params={"top_k": top_k, "same_class": same_class}, files={"file": query})
+    r = api.post("/api/search_image", params={"top_k": top_k, "same_class": same_class, **content},
+                 files={"file": query})
     res = answer(r, "image")
     if res is not None:
         _show_results(api, query[1], res)

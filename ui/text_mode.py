@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.common import Api, answer, grid
+from ui.common import Api, answer, content_filter, grid
 
 
 def text_mode(api: Api, params, health: dict, top_k: int) -> None:
@@ -14,11 +14,12 @@ def text_mode(api: Api, params, health: dict, top_k: int) -> None:
                           placeholder='e.g. handbag, a red car, a macaw, "EXIT" (quotes: text in the photo)')
     include_weak = st.sidebar.checkbox("also show weak matches", key="include_weak",
                                        help="results below the relevance floor, flagged 'weak match'")
+    content = content_filter(health)
     if not query.strip():
         st.info("Type a few words: images are ranked by the text spaces " + ", ".join(
             s for s, v in health["spaces"].items() if v.get("text_queries")))
         return
-    request = {"query": query, "top_k": top_k, "include_weak": include_weak}
+    request = {"query": query, "top_k": top_k, "include_weak": include_weak, **content}
     if label != "(any)":
         request["label"] = label
     res = answer(api.get("/api/search_text", **request), "query")

@@ -99,8 +99,8 @@ class Store(Repository):
             self._pgdata = None
 
     def counts(self) -> dict[str, int]:
-        """Row counts: images, objects, and vectors per space."""
-        out = self.images.counts()
+        """Row counts: images, objects, vectors per space, and analysed images (those sensitive, those with faces)."""
+        out = self.images.counts() | self.analyses.counts()
         for s in self.spaces.identities():
             out[f"vectors_{s.name}"] = self.vectors.watermark(s.name)[0]
         return out

@@ -142,3 +142,15 @@ def test_analyse_mode_draws_boxes_and_gives_the_verdict(monkeypatch, live_api):
     assert len(at.get("image")) == 1 and at.get("download_button")
     assert any("Sensitive" in m.value for m in at.error) or any("Not sensitive" in m.value for m in at.success)
     assert any(m.value.startswith("**") and m.value.endswith(".**") for m in at.markdown)  # the description
+
+
+def test_content_filter_in_the_sidebar_reaches_the_api(monkeypatch, live_api):
+    """"hide sensitive photos" sends sensitive=exclude: on an index nobody analysed, the answer is empty and says
+    why (photos not analysed pass no filter)."""
+    at = run_app(monkeypatch, live_api)
+    at.sidebar.radio[0].set_value("text").run()
+    at.text_input[0].input("person").run()
+    assert len(at.get("image")) >= 1
+    at.sidebar.selectbox(key="content").set_value("hide sensitive photos").run()
+    assert not at.error and len(at.get("image")) == 0
+    assert any("not analysed yet" in w.value for w in at.warning), [w.value for w in at.warning]
