@@ -173,7 +173,7 @@ class IndexWorker:
             data = self.originals.get(path) if storage == "originals" else Path(path).read_bytes()
             ocr_done = self.enricher.ocr is not None and not self.enricher.needs_enrichment(image.enrichment)
             out = analyse_and_store(self.store, self.analyser, image.id, data, self.settings, name=file_name,
-                                    lines=stored_lines(self.store, image.id, ocr_done))
+                                    lines=stored_lines(self.store, image.id, ocr_done), embedders=self._embedders)
         except Exception:
             self.analyses.labels("retried").inc()
             raise

@@ -135,7 +135,7 @@ def analyse_after(settings, store, indexer, sources: list, *, progress: bool) ->
         analyser = ANALYSIS_PROVIDERS.create(settings.analysis_provider, settings)
     run = analyse_indexed(store, analyser, [(s.path, s.file_name) for s in sources if s.storage == "file"], settings,
                           ocr_done=lambda e: indexer.ocr is not None and not indexer.needs_enrichment(e),
-                          progress=progress)
+                          embedders=indexer.embedders, progress=progress)
     print(f"analysed {run.analysed} image(s) with {analyser.signature} ({run.skipped} already analysed or not "
           f"indexed, {run.failed} failed)")
 

@@ -351,12 +351,14 @@ class SearchService:
     def health(self) -> dict:
         """Spaces (identity, vectors, FAISS state, staleness), counts, models loaded, refused spaces."""
         counts = self.store.counts()
+        captions = self.store.analyses.caption_sources()  # hosted providers' descriptions in the description spaces
         return {
             "counts": counts,
             "spaces": {s: {"model": ix.identity.model, "weights": ix.identity.weights, "dim": ix.identity.dim,
                            "vectors": ix.ntotal, "faiss": ix.rebuilt or "loaded",
                            "stale": counts.get(f"vectors_{s}", 0) != ix.ntotal,
                            "text_queries": self.embedders[s].supports_text_queries,
+                           **({"captions": captions} if self.embedders[s].source == "description" else {}),
                            "loaded": self.embedders[s].loaded}
                        for s, ix in self.indexes.items()},
             "refused": self.refused,

@@ -179,3 +179,42 @@ def test_analysis_jobs_store_what_each_photo_holds_and_search_filters_on_it(env)
     assert env.http.get("/api/search_text", params={"query": "photo", "sensitive": "maybe"}).status_code == 422
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
+
+
+def test_a_hosted_providers_description_becomes_a_searchable_caption(env):
+    """ANALYSIS_PROVIDER=openai (a stand-in on 127.0.0.1) with ANALYZE=true: the worker's analysis job stores the
+    provider's answer, and its description becomes the photo's caption — found by its words and in the text space;
+    health says where the text space's captions came from."""
+    import json
+
+    from tests.helpers import PHOTOS
+    from tests.unit.test_analysis_providers import FakeOpenAi, completion
+
+    fake = FakeOpenAi()
+    fake.then(200, completion('{"description": "A snowy owl perched on a mossy branch."}'))
+    fake.then(200, completion(json.dumps({"verdict": "NO", "reasons": []})))
+    owl_box = {"label": "owl", "score": 0.9, "bbox_xyxy": [100, 20, 400, 370]}
+    fake.then(200, completion(json.dumps({"labels": [owl_box]})))
+    try:
+        worker = env.start_worker(ANALYZE="true", ANALYSIS_PROVIDER="openai", ANALYSIS_BASE_URL=fake.url,
+                                  ANALYSIS_MODEL="llava", ANALYSIS_API_KEY="sk-stand-in")
+        done = env.wait_batch(env.upload([PHOTOS / "owl.jpg"]).json()["batch"], timeout=240)
+        owl = done["tasks"][0]["image_id"]
+        assert wait_for(lambda: env.http.get(f"/api/images/{owl}/analysis").status_code == 200, 240), \
+            (env.tmp / f"worker{len(env.workers) - 1}.log").read_text()[-3000:]
+        a = env.http.get(f"/api/images/{owl}/analysis").json()
+        assert a["provider"] == "openai" and a["model"] == "llava" and a["usage"]["calls"] == 3
+        assert a["labels"] == [{**owl_box, "source": "provider"}]
+        assert len(fake.requests) == 3 and fake.requests[0][2]["authorization"] == "Bearer sk-stand-in"
+
+        def first(query: str, **params):
+            hits = env.http.get("/api/search_text", params={"query": query, "top_k": 3, **params}).json()["results"]
+            return hits[0] if hits else {}
+        assert wait_for(lambda: first("mossy").get("image_id") == owl, 30)  # the caption's words, lexically
+        dense = first("a snowy owl perched on a mossy branch", spaces="text")
+        assert dense["image_id"] == owl and "text" in dense["spaces"], dense  # and its vector in the text space
+        assert env.http.get("/api/health").json()["spaces"]["text"]["captions"] == {"openai:llava": 1}
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    finally:
+        fake.server.shutdown()
