@@ -30,9 +30,20 @@ MIN_SCORE = 0.4
 #: kinds with a floor of their own: Presidio scores a URL without a scheme 0.5, and OCR noise on photo credits
 #: ("wwwjuannonly.coml.So") reads as one; with "http(s)://" it scores 0.6
 KIND_MIN_SCORE = {"URL": 0.6}
-#: OCR drops the space between a word and a number ("Tel010-1234-5678"), which hides the number from the phone
-#: matcher: a space goes back between three or more letters (or Hangul, or a colon) and a digit
-_GLUED = re.compile(r"(?<=[A-Za-z]{3})(?=\d)|(?<=[\uac00-\ud7a3:])(?=\d)")
+#: OCR drops the space between a label and a number ("Tel010-1234-5678", "IBANDE89…", "个10.0.0.254" where a Korean
+#: label was read as Chinese), which hides the number from its recognizer: the space goes back after the label "IBAN"
+#: before a country code, after a word of three or more Latin letters that starts a token, and after any Hangul, CJK
+#: character or colon — never inside a token such as an IBAN's "NL91ABNA0417"
+_GLUED = (re.compile(r"\b(IBAN)(?=[A-Z]{2}\d{2})", re.I), re.compile(r"\b([A-Za-z]{3,})(?=\d)"),
+          re.compile(r"([\uac00-\ud7a3\u3131-\u318e\u4e00-\u9fff:])(?=\d)"))
+
+
+def unglue(text: str) -> str:
+    """`text` with a space put back between a label and the number OCR glued to it (`_GLUED`)."""
+    if not re.match(r"^[A-Z]{2}\d{2}[A-Z0-9]{8,}$", text.strip()):  # a bare IBAN is left alone
+        for pattern in _GLUED:
+            text = pattern.sub(r"\1 ", text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,7 @@ class PresidioRecognizer(LazyModel):
         for row in rows(lines):
             text, spans = "", []
             for line in row:
-                read = _GLUED.sub(" ", line.text)
+                read = unglue(line.text)
                 spans.append((len(text), len(text) + len(read), line.bbox))
                 text += read + " "
             for kind, match, score in self.find_in_text(text.rstrip()):

@@ -115,3 +115,13 @@ def test_ocr_lines_on_one_row_are_read_together():
     a, b = OcrLine("4111 1111", 0.9, (10, 20, 200, 60)), OcrLine("1111 1111", 0.9, (210, 22, 400, 62))
     c = OcrLine("EXIT", 0.9, (10, 100, 80, 130))
     assert rows([c, b, a]) == [[a, b], [c]]
+
+
+def test_labels_glued_to_numbers_by_ocr_are_unglued_but_ibans_are_not():
+    from clip_embedder.analysis.personal_data import unglue
+
+    assert unglue("Tel010-1234-5678") == "Tel 010-1234-5678"
+    assert unglue("IBANDE89370400440532013000") == "IBAN DE89370400440532013000"
+    assert unglue("IBANNL91ABNA0417 164300") == "IBAN NL91ABNA0417 164300"  # not "ABNA 0417"
+    assert unglue("전화010-1234-5678") == "전화 010-1234-5678" and unglue("个10.0.0.254") == "个 10.0.0.254"
+    assert unglue("NL91ABNA0417164300") == "NL91ABNA0417164300" and unglue("ID 900101") == "ID 900101"
