@@ -124,9 +124,10 @@ class ObjectInfo(BaseModel):
 
 
 EnrichmentState = Literal["queued", "running", "done", "failed", "not run"]
-Enrichments = dict[Literal["ocr"], EnrichmentState]
+Enrichments = dict[Literal["ocr", "analysis"], EnrichmentState]
 ENRICHMENTS_DOC = ("what is read after the image is searchable, and where it stands: `ocr` (the text in it) is queued, "
-                   "running, done, failed or not run (OCR off); empty until the image is written")
+                   "running, done, failed or not run (OCR off); `analysis` (ANALYZE=true: description, verdict, "
+                   "labels) queued, running, done or failed; empty until the image is written")
 
 
 class ImageInfo(BaseModel):

@@ -107,7 +107,7 @@ def image_info(image_id: int, images: ImagesDep, tasks: TasksDep, settings: Sett
     read after it became searchable (OCR) stand."""
     d = _image(images, image_id)
     im = d.image
-    ocr = tasks.ocr_state(image_id)
+    states = tasks.enrichment_states(image_id)
     base = settings.public_url.rstrip("/")
     return ImageInfo(id=im.id, sha256=im.sha256, file_name=im.file_name,
                      source="upload" if im.storage == "originals" else "folder", width=im.width,
@@ -119,7 +119,7 @@ def image_info(image_id: int, images: ImagesDep, tasks: TasksDep, settings: Sett
                      objects=[ObjectInfo(item_id=o.id, label=o.label, score=o.score, bbox=o.bbox,
                                          crop_url=f"{base}/api/items/{o.id}/crop",
                                          tags=tag_infos(d.tags.get(o.id, []))) for o in d.objects],
-                     enrichments={"ocr": ocr} if ocr else {})  # type: ignore[dict-item]
+                     enrichments=states)  # type: ignore[arg-type]
 
 
 @router.get("/images/{image_id}/file", responses=ERRORS, response_class=Response)

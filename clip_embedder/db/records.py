@@ -174,6 +174,8 @@ class TaskRecord:
     updated_at: datetime
     #: where the text read in the image stands (queued | running | done | failed | not run); None before it is written
     ocr: str | None = None
+    #: where its analysis stands (queued | running | done | failed); None when none was asked for
+    analysis: str | None = None
 
 
 @dataclass

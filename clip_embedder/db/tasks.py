@@ -19,6 +19,19 @@ CASE WHEN im.id IS NULL THEN NULL
      WHEN ej.status IN ('failed', 'cancelled', 'aborted') THEN 'failed'
      WHEN ej.status = 'succeeded' OR (im.enrichment IS NOT NULL AND im.enrichment NOT LIKE '%%;ocr=off') THEN 'done'
      ELSE 'not run' END"""
+#: the latest analysis job of the image `im` (lock `analyse:<sha256>`) and whether an analysis is stored
+_ANALYSE_JOIN = """
+LEFT JOIN LATERAL (SELECT a.status FROM procrastinate_jobs a WHERE a.queue_name = 'enrich'
+                   AND a.lock = 'analyse:' || im.sha256 ORDER BY a.id DESC LIMIT 1) aj ON true
+LEFT JOIN analyses an ON an.image_id = im.id
+"""
+#: where the analysis of the image `im` stands: queued | running | done | failed; NULL when none was asked for
+_ANALYSIS_STATE = """
+CASE WHEN im.id IS NULL THEN NULL
+     WHEN aj.status = 'todo' THEN 'queued' WHEN aj.status = 'doing' THEN 'running'
+     WHEN aj.status IN ('failed', 'cancelled', 'aborted') THEN 'failed'
+     WHEN aj.status = 'succeeded' OR an.image_id IS NOT NULL THEN 'done'
+     ELSE NULL END"""
 _TASK_SELECT = f"""
 SELECT t.id::text AS id, t.batch::text AS batch, t.sha256, t.file_name,
        CASE WHEN t.status = 'failed' THEN 'failed'
@@ -32,11 +45,11 @@ SELECT t.id::text AS id, t.batch::text AS batch, t.sha256, t.file_name,
             THEN 'the indexing job ' || j.status::text || ' after ' || j.attempts || ' attempt(s)'
             ELSE t.error END AS error,
        im.id AS image_id, t.job_id, t.created_at, greatest(t.updated_at, j.scheduled_at) AS updated_at,
-       {_OCR_STATE} AS ocr
+       {_OCR_STATE} AS ocr, {_ANALYSIS_STATE} AS analysis
 FROM tasks t
 LEFT JOIN procrastinate_jobs j ON j.id = t.job_id
 LEFT JOIN images im ON im.sha256 = t.sha256
-{_ENRICH_JOIN}"""
+{_ENRICH_JOIN}{_ANALYSE_JOIN}"""
 
 
 class TaskRepository(Repository):
@@ -57,12 +70,13 @@ class TaskRepository(Repository):
             return cur.execute(_TASK_SELECT + f" WHERE {where} ORDER BY t.created_at, t.file_name LIMIT %s",
                                (*args, limit)).fetchall()
 
-    def ocr_state(self, image_id: int) -> str | None:
-        """Where the text in an image stands: queued | running | done | failed | not run (None: no such image)."""
+    def enrichment_states(self, image_id: int) -> dict[str, str]:
+        """Where the follow-up work on an image stands: `ocr` (queued | running | done | failed | not run) and, when
+        one was asked for, `analysis` (queued | running | done | failed); empty for no such image."""
         with self.conn() as c:
-            r = c.execute(f"SELECT {_OCR_STATE} AS ocr FROM images im {_ENRICH_JOIN} WHERE im.id = %s",
-                          (image_id,)).fetchone()
-        return r["ocr"] if r else None
+            r = c.execute(f"SELECT {_OCR_STATE} AS ocr, {_ANALYSIS_STATE} AS analysis FROM images im {_ENRICH_JOIN}"
+                          f"{_ANALYSE_JOIN} WHERE im.id = %s", (image_id,)).fetchone()
+        return {k: v for k, v in r.items() if v is not None} if r else {}
 
     def active_job_for(self, sha256: str) -> int | None:
         """The id of a queued or running indexing job for these bytes, if there is one."""

@@ -147,6 +147,10 @@ def test_analysis_jobs_store_what_each_photo_holds_and_search_filters_on_it(env)
         r = env.http.get(f"/api/images/{ids[name]}/analysis")
         return r.json() if r.status_code == 200 else None
     assert wait_for(lambda: all(analysis(n) for n in ids), 300), (env.tmp / "worker1.log").read_text()[-3000:]
+    batch = up.json()["batch"]
+    assert wait_for(lambda: all(t["enrichments"] == {"ocr": "done", "analysis": "done"} for t in env.http.get(
+        "/api/tasks", params={"batch": batch}).json()["tasks"]), 30)  # where each image's follow-up work stands
+    assert env.http.get(f"/api/images/{ids['card.jpg']}").json()["enrichments"]["analysis"] == "done"
     grace, sun, card_a = analysis("grace_hopper.jpg"), analysis("sunflower.jpg"), analysis("card.jpg")
     assert grace["sensitive"]["verdict"] is True and grace["sensitive"]["reasons"][0]["category"] == "face"
     assert sun["sensitive"]["verdict"] is False and sun["description"].startswith("A photo of a daisy")

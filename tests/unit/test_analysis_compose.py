@@ -125,3 +125,10 @@ def test_labels_glued_to_numbers_by_ocr_are_unglued_but_ibans_are_not():
     assert unglue("IBANNL91ABNA0417 164300") == "IBAN NL91ABNA0417 164300"  # not "ABNA 0417"
     assert unglue("전화010-1234-5678") == "전화 010-1234-5678" and unglue("个10.0.0.254") == "个 10.0.0.254"
     assert unglue("NL91ABNA0417164300") == "NL91ABNA0417164300" and unglue("ID 900101") == "ID 900101"
+
+
+def test_dates_are_not_phone_numbers():
+    from clip_embedder.analysis.personal_data import looks_like_date
+
+    assert looks_like_date("03.22.2010 13") and looks_like_date("2024-03-05") and looks_like_date("5/3/24")
+    assert not any(looks_like_date(t) for t in ("010-1234-5678", "02-312-3456", "+82 10-9876-5432", "(212) 555-0199"))
