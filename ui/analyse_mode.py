@@ -11,9 +11,11 @@ from PIL import Image
 
 from ui.common import PHOTO_TYPES, Api, answer, draw_boxes, upload_mb
 
-#: one colour per label source (the legend under the photo says which)
+#: one colour per label source (the legend under the photo says which), with the name the legend uses
 SOURCE_COLOURS = {"detector": "#4363d8", "tagger": "#808080", "face": "#e6194b", "nudity": "#f032e6",
                   "text": "#f58231", "provider": "#3cb44b"}
+COLOUR_NAMES = {"#4363d8": "blue", "#808080": "grey", "#e6194b": "red", "#f032e6": "magenta", "#f58231": "orange",
+                "#3cb44b": "green"}
 TASKS = ["describe", "sensitive", "labels"]
 
 
@@ -53,7 +55,7 @@ def _show(data: bytes, res: dict, name: str) -> None:
              for lb in res["labels"] if lb["source"] in shown]
     left, right = st.columns([3, 2])
     left.image(draw_boxes(photo, boxes, scale=photo.width / res["image"]["width"]), width="stretch",
-               caption=" · ".join(f"{s}: {c}" for s, c in SOURCE_COLOURS.items() if s in shown) or None)
+               caption=" · ".join(f"{s}: {COLOUR_NAMES[c]}" for s, c in SOURCE_COLOURS.items() if s in shown) or None)
     with right:
         if res["description"]:
             st.markdown(f"**{res['description']}**")

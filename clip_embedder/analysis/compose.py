@@ -69,12 +69,28 @@ def _key(label: str) -> str:
     return "".join(ch for ch in label.lower() if ch.isalnum())
 
 
+def distinct_objects(detections: list[Detection], inside: float = 0.9) -> list[Detection]:
+    """The detections a sentence should count: one lying mostly (`inside` of its area) within a surer detection of
+    the same label is a part of it, not another object (a "person" on a medal of a person's uniform)."""
+    def area(b: tuple[float, float, float, float]) -> float:
+        return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+    def overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+        return area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+
+    ranked = sorted(detections, key=lambda d: -d.score)
+    return [d for i, d in enumerate(ranked)
+            if not any(o.label == d.label and overlap(d.bbox, o.bbox) >= inside * max(area(d.bbox), 1e-9)
+                       for o in ranked[:i])]
+
+
 def describe(f: Findings) -> str:
     """One sentence about the photo from its objects, ImageNet tags, faces and the text read, e.g. "Two people and a
     dog; it looks like a seashore; one face is visible; the text reads 'EXIT'." ("A photo with nothing recognised."
-    when nothing was found). An ImageNet tag naming a detected object ("hotdog" for "hot dog") is not repeated."""
+    when nothing was found). An ImageNet tag naming a detected object ("hotdog" for "hot dog") is not repeated, and
+    an object inside a surer one of its kind is not counted (`distinct_objects`)."""
     counts: dict[str, int] = {}
-    for d in f.detections:
+    for d in distinct_objects(f.detections):
         counts[d.label] = counts.get(d.label, 0) + 1
     objects = [counted(k, n) for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     seen = {_key(k) for k in counts}

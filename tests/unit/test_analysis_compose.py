@@ -29,7 +29,7 @@ def test_plurals_and_counts():
 
 
 def test_description_is_a_sentence_from_objects_tags_faces_and_text():
-    f = Findings(640, 480, detections=[det("person"), det("person"), det("dog")],
+    f = Findings(640, 480, detections=[det("person"), det("person", (20, 0, 30, 10)), det("dog", (40, 0, 50, 10))],
                  tags=[Tag("seashore", 0.6), Tag("dog", 0.3)], faces=[Face((1, 1, 50, 50), 0.9, ())],
                  lines=[OcrLine("EXIT", 0.9, (0, 0, 5, 5))])
     assert describe(f) == "Two people and a dog; it looks like a seashore; one face is visible; the text reads 'EXIT'."
@@ -132,3 +132,10 @@ def test_dates_are_not_phone_numbers():
 
     assert looks_like_date("03.22.2010 13") and looks_like_date("2024-03-05") and looks_like_date("5/3/24")
     assert not any(looks_like_date(t) for t in ("010-1234-5678", "02-312-3456", "+82 10-9876-5432", "(212) 555-0199"))
+
+
+def test_an_object_inside_a_surer_one_of_its_kind_is_not_counted():
+    person, medal = det("person", (0, 0, 500, 600), 0.55), det("person", (220, 540, 250, 570), 0.42)
+    other = det("person", (480, 0, 700, 600), 0.5)  # beside, not inside
+    f = Findings(800, 600, detections=[medal, person, other, det("tie", (220, 300, 260, 400), 0.6)])
+    assert describe(f) == "Two people and a tie."
