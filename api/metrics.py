@@ -44,6 +44,11 @@ class IndexCollector:
         yield v
         yield f
         yield GaugeMetricFamily("clip_embedder_images", "indexed images", value=counts.get("images", 0))
+        a = GaugeMetricFamily("clip_embedder_analysed_images", "images with a stored analysis: all of them, those "
+                              "sensitive, those with a face", labels=["kind"])
+        for kind in ("analysed", "sensitive", "with_faces"):
+            a.add_metric([kind], counts.get(kind, 0))
+        yield a
 
 
 def instrument(app: FastAPI) -> None:
