@@ -12,11 +12,14 @@ ifneq ($(wildcard $(SHARED)/datasets/coco128/images),)
 COCO_ANNOTATIONS ?= $(SHARED)/datasets/coco128/annotations/instances_coco128_train2017.json
 COCO_IMAGES ?= $(SHARED)/datasets/coco128/images
 endif
-export LOCAL_MODELS COCO_ANNOTATIONS COCO_IMAGES
+ifneq ($(wildcard $(SHARED)/datasets/receipts_sroie/key),)
+RECEIPTS_DIR ?= $(SHARED)/datasets/receipts_sroie
+endif
+export LOCAL_MODELS COCO_ANNOTATIONS COCO_IMAGES RECEIPTS_DIR
 API_PORT ?= 8000
 UI_PORT ?= 8501
 
-.PHONY: demo test test-unit install index mlflow-ui baseline train evaluate operating-points benchmarks benchmarks-scale clean-index help
+.PHONY: demo test test-unit install index mlflow-ui baseline train evaluate operating-points benchmarks benchmarks-scale clean-index help train-receipts
 DATA_VERSION ?= version_1
 EPOCHS ?= 10
 IMGSZ ?= 640
@@ -81,6 +84,10 @@ evaluate: install
 operating-points: install
 	$(PY) yolov5/operating_points.py --weights "models:/$${REGISTERED_MODEL_NAME:-coco-subset-yolov5}@$${MODEL_ALIAS:-champion}" \
 	  --coco_subset_data_version $(DATA_VERSION) --task test --imgsz 320,416,512,640 --runtimes torch,onnx,openvino
+
+# the learned receipt extractor: k-fold scores, an MLflow run, registered as receipt-extractor (champion when better)
+train-receipts: install
+	$(PY) -m clip_embedder.scripts.train_receipts
 
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --port 5000

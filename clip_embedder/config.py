@@ -175,6 +175,13 @@ class Settings(BaseSettings):
     analysis_prompts_dir: Path | None = Field(None, description="folder with describe.txt / sensitive.txt / labels.txt "
                                                                 "overriding the built-in prompts")
 
+    # --- receipts -----------------------------------------------------------------------------------
+    receipts_dir: Path | None = Field(None, description="receipts in the SROIE layout (key/, box/, img/) that "
+                                                        "`make train-receipts` trains the learned extractor on")
+    receipt_extractor: Literal["auto", "learned", "rules"] = Field(
+        "auto", description="auto: the registered champion (receipt-extractor@champion) when there is one, else the "
+                            "rules; learned: the champion (an error without one); rules: keyword and pattern rules")
+
     # --- indexing and serving ------------------------------------------------------------------
     batch_size: int = Field(16, ge=1, description="images per indexing batch")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="upload size cap in bytes")

@@ -17,7 +17,8 @@ import mlflow_common as mc
 
 def register_and_promote(run_id: str, name: str, alias: str, metric: str = "best/mAP50-95",
                          force: bool = False) -> tuple[str, bool]:
-    """Create a model version for `runs:/<run_id>/weights` and move `alias` to it if it is better.
+    """Create a model version for `runs:/<run_id>/weights` and move `alias` to it if it is better
+    (`clip_embedder.models.mlflow_registry.register_and_promote`).
 
     Returns:
         (new version number, whether the alias moved).
@@ -25,34 +26,10 @@ def register_and_promote(run_id: str, name: str, alias: str, metric: str = "best
     Raises:
         RuntimeError: the run has no `metric` or no weights artifact.
     """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from clip_embedder.models.mlflow_registry import register_and_promote as register
 
-    client = MlflowClient()
-    run = client.get_run(run_id)
-    if not any(a.path == "weights/best.pt" for a in client.list_artifacts(run_id, "weights")):
-        raise RuntimeError(f"run {run_id} has no weights/best.pt artifact to register")
-    score = run.data.metrics.get(metric)
-    if score is None:
-        raise RuntimeError(f"run {run_id} has no metric {metric!r} to compare")
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description="YOLOv5 detector trained on a COCO subset")
-    mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/weights", run_id=run_id,
-                                     tags={metric.replace("/", "_"): str(score)})
-    holder_score = None
-    try:
-        holder = client.get_model_version_by_alias(name, alias)
-        holder_score = client.get_run(holder.run_id).data.metrics.get(metric)
-    except MlflowException:
-        holder = None
-    moved = force or holder is None or holder_score is None or score > holder_score
-    if moved:
-        client.set_registered_model_alias(name, alias, mv.version)
-    print(f"registered {name} version {mv.version} ({metric} {score:.4f}); alias {alias!r} "
-          + ("moved to it" if moved else f"stays on version {holder.version} ({metric} {holder_score:.4f})"))
-    return str(mv.version), moved
+    return register(run_id, "weights", "best.pt", name, alias, metric, force=force,
+                    description="YOLOv5 detector trained on a COCO subset")
 
 
 def main(argv: list[str] | None = None) -> int:

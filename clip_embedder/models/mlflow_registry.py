@@ -161,3 +161,57 @@ def fetch_detector_weights(settings: Settings, cache_dir: Path = Path("models/ml
             shutil.move(str(got), local)
     metrics = {k: round(v, 5) for k, v in run.data.metrics.items() if k.startswith(("best/", "test/", "val/mAP"))}
     return FetchedWeights(local, run_id, uri, name, version, metrics)
+
+
+def register_and_promote(run_id: str, artifact_dir: str, must_hold: str, name: str, alias: str, metric: str, *,
+                         force: bool = False, description: str = "") -> tuple[str, bool]:
+    """Create a version of the registered model `name` from `runs:/<run_id>/<artifact_dir>` (the detector's
+    `weights`, holding best.pt) and move `alias` to it when the run's `metric` beats the holder's (`promote`).
+
+    Returns:
+        (new version number, whether the alias moved).
+
+    Raises:
+        RuntimeError: the run has no `metric`, or `artifact_dir` lacks `must_hold`.
+    """
+    from mlflow import MlflowClient  # noqa: PLC0415
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    if not any(a.path == f"{artifact_dir}/{must_hold}" for a in client.list_artifacts(run_id, artifact_dir)):
+        raise RuntimeError(f"run {run_id} has no {artifact_dir}/{must_hold} artifact to register")
+    score = run.data.metrics.get(metric)
+    if score is None:
+        raise RuntimeError(f"run {run_id} has no metric {metric!r} to compare")
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=description)
+    mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/{artifact_dir}", run_id=run_id,
+                                     tags={metric.replace("/", "_"): str(score)})
+    return str(mv.version), promote(name, alias, str(mv.version), metric, force=force)
+
+
+def promote(name: str, alias: str, version: str, metric: str, *, force: bool = False) -> bool:
+    """Move `alias` of the registered model `name` to `version` when its run's `metric` beats the alias holder's
+    run's (or `force`, or no holder, or a holder without the metric); say which. Returns whether it moved."""
+    from mlflow import MlflowClient  # noqa: PLC0415
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    client = MlflowClient()
+    mv = client.get_model_version(name, version)
+    score = client.get_run(str(mv.run_id)).data.metrics.get(metric, float("nan"))
+    holder_score = None
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+        holder_score = client.get_run(str(holder.run_id)).data.metrics.get(metric)
+    except MlflowException:
+        holder = None
+    moved = force or holder is None or holder_score is None or score > holder_score
+    if moved:
+        client.set_registered_model_alias(name, alias, version)
+    print(f"registered {name} version {version} ({metric} {score:.4f}); alias {alias!r} "
+          + ("moved to it" if moved or holder is None else f"stays on version {holder.version} ({metric} "
+                                                          f"{holder_score:.4f})"))
+    return moved
