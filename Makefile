@@ -28,6 +28,7 @@ help:
 	@echo "make demo   - install, build the COCO subset, index it, serve API (:$(API_PORT)) + UI (:$(UI_PORT))"
 	@echo "make test   - install and run the test suite (tests/unit, then tests/integration)"
 	@echo "make test-unit - the unit tier alone: no data, database or weights (seconds)"
+	@echo "make train-receipts - train the learned receipt extractor on RECEIPTS_DIR, log it to MLflow, register it"
 	@echo "make benchmarks - indexing throughput (and its model-forward limit), search latency, retrieval quality"
 	@echo "                  (vocabulary, no-match, OCR) and ingest (queue) figures"
 	@echo "make benchmarks-scale - 1,000,000 vectors (FAISS Flat / HNSW / IVF-SQ8), the API over HTTP at 1,000,000 items,"
