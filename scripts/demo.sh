@@ -32,6 +32,11 @@ if [ "${DEMO_MLFLOW:-1}" = "1" ]; then
   fi
   export MODEL_URI="models:/$model"
   echo "detector: $MODEL_URI (MLflow UI: make mlflow-ui)"
+  # the learned receipt extractor, trained and registered the first time (RECEIPT_EXTRACTOR=auto serves it)
+  if [ -n "${RECEIPTS_DIR:-}" ] && ! "$PY" -c "import sys; from clip_embedder.models.mlflow_registry import configure_mlflow; configure_mlflow(); from clip_embedder.receipts.registry import load_champion; sys.exit(load_champion() is None)" >/dev/null 2>&1; then
+    echo "training the receipt extractor on $RECEIPTS_DIR (make train-receipts) ..."
+    "$PY" -m clip_embedder.scripts.train_receipts 2>&1 | tail -n 1 || true
+  fi
 fi
 # --analyze: what each photo holds (description, sensitive verdict, labels), for the page's filters and "analyse"
 "$PY" -m clip_embedder.scripts.embed_and_index --split all --dataset_path "$dataset" --redetect --analyze
