@@ -106,7 +106,7 @@ def build_analyser(settings: Settings, service: SearchService) -> Any:
         extractor, MobileNetEmbedder) else None).load()
 
 
-def _check_key(settings: Settings, key: str | None) -> None:
+def check_key(settings: Settings, key: str | None) -> None:
     if not key:
         raise HTTPException(401, "this route needs an API key in the X-API-Key header (one of API_KEYS)"
                             if settings.api_keys else "this route needs an API key, and the server has none: "
@@ -123,12 +123,12 @@ def _check_key(settings: Settings, key: str | None) -> None:
 
 def require_write_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
     """Writes (upload, scan, delete, reload) need a valid key: 401 without one, 403 with a wrong one."""
-    _check_key(get_app_settings(request), key)
+    check_key(get_app_settings(request), key)
 
 
 def require_read_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
     """With REQUIRE_KEY_FOR_READS, reads need a valid key too (`create_app` adds this to the read routers)."""
-    _check_key(get_app_settings(request), key)
+    check_key(get_app_settings(request), key)
 
 
 @asynccontextmanager

@@ -6,7 +6,7 @@ import logging
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Security, UploadFile
 from fastapi.responses import JSONResponse
 
-from api.deps import AnalysesDep, ImageSlot, SettingsDep, _check_key, api_key_header, get_analyser, get_app_settings
+from api.deps import AnalysesDep, ImageSlot, SettingsDep, api_key_header, check_key, get_analyser, get_app_settings
 from api.schemas import ERRORS
 from api.uploads import read_upload
 from clip_embedder.analysis.providers.base import ProviderError
@@ -23,7 +23,7 @@ def require_key_for_hosted(request: Request, key: str | None = Security(api_key_
     X-API-Key is needed (401 / 403). The local provider needs none (unless REQUIRE_KEY_FOR_READS)."""
     settings = get_app_settings(request)
     if settings.analysis_provider != "local":
-        _check_key(settings, key)
+        check_key(settings, key)
 
 
 @router.post("/analyze", response_model=Analysis, dependencies=[Depends(require_key_for_hosted), ImageSlot],

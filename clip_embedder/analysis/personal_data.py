@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clip_embedder.models.base import LazyModel
-from clip_embedder.models.ocr import OcrLine
+from clip_embedder.models.ocr import OcrLine, line_rows
 
 #: phone-number regions tried (`phonenumbers` region codes): Korea first, then the common English-speaking ones
 PHONE_REGIONS = ("KR", "US", "GB", "CA", "AU", "IN", "DE", "FR")
@@ -143,32 +143,17 @@ class PresidioRecognizer(LazyModel):
         """The personal data in OCR lines, each finding with its box: the union of the boxes of the lines it was read
         in. Lines on one row (OCR often cuts "4111 1111 1111 1111" into two boxes) are read together, left to right."""
         out = []
-        for row in rows(lines):
+        for row in line_rows(lines):
             text, spans = "", []
-            for line in row:
+            for line in (lines[i] for i in row):
                 read = unglue(line.text)
                 spans.append((len(text), len(text) + len(read), line.bbox))
                 text += read + " "
             for kind, match, score in self.find_in_text(text.rstrip()):
                 start = text.find(match)
-                boxes = [b for s, e, b in spans if s < start + len(match) and start < e] or [row[0].bbox]
+                boxes = [b for s, e, b in spans if s < start + len(match) and start < e] or [lines[row[0]].bbox]
                 box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
                        max(b[3] for b in boxes))
                 out.append(PersonalDataFinding(kind, match, score, box))
         return out
 
-
-def rows(lines: list[OcrLine]) -> list[list[OcrLine]]:
-    """OCR lines grouped into rows: a line joins a row when their vertical extents overlap by at least half the
-    shorter one's height; each row left to right, rows top to bottom."""
-    out: list[list[OcrLine]] = []
-    for line in sorted(lines, key=lambda ln: (ln.bbox[1], ln.bbox[0])):
-        for row in out:
-            top, bottom = min(r.bbox[1] for r in row), max(r.bbox[3] for r in row)
-            overlap = min(bottom, line.bbox[3]) - max(top, line.bbox[1])
-            if overlap >= 0.5 * min(bottom - top, line.bbox[3] - line.bbox[1]):
-                row.append(line)
-                break
-        else:
-            out.append([line])
-    return [sorted(row, key=lambda ln: ln.bbox[0]) for row in out]

@@ -208,6 +208,24 @@ class TesseractEngine(OcrEngine):
         return out
 
 
+def line_rows(lines: list[OcrLine]) -> list[list[int]]:
+    """Indices of `lines` grouped into rows: a line joins a row when their vertical extents overlap by at least half
+    the shorter one's height; rows top to bottom, each left to right (OCR often cuts one printed line into several
+    boxes: "4111 1111" + "1111 1111", "TOTAL (RM):" + "9.00")."""
+    order = sorted(range(len(lines)), key=lambda i: (lines[i].bbox[1], lines[i].bbox[0]))
+    out: list[list[int]] = []
+    for i in order:
+        b = lines[i].bbox
+        for row in out:
+            top, bottom = min(lines[j].bbox[1] for j in row), max(lines[j].bbox[3] for j in row)
+            if min(bottom, b[3]) - max(top, b[1]) >= 0.5 * min(bottom - top, b[3] - b[1]):
+                row.append(i)
+                break
+        else:
+            out.append([i])
+    return [sorted(r, key=lambda j: lines[j].bbox[0]) for r in out]
+
+
 def lexical_text(text: str) -> str:
     """OCR text as keywords: the text itself plus, for runs of adjacent Hangul pieces on a line, their joins
     (pairs and triples), since OCR often splits a Korean word ("김 치찌개") where people type it whole.

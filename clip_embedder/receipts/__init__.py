@@ -3,7 +3,7 @@
 | module     | what lives there                                                                            |
 |------------|---------------------------------------------------------------------------------------------|
 | `records`  | the receipt schema (`Receipt`, `ReceiptItem`, `ReceiptLine`)                                |
-| `parsing`  | dates (`dateparser`, day first), amounts (`price-parser`), keyword sets, line rows           |
+| `parsing`  | dates (`dateparser`, day first), amounts (`price-parser`), keyword sets                     |
 | `rules`    | `RulesExtractor`: keyword and pattern rules, the baseline                                   |
 | `learned`  | `LearnedExtractor`: a gradient-boosted classifier labelling OCR lines as fields             |
 | `sroie`    | the shared SROIE layout (`img/`, `key/`, `box/`) and the task-3 scoring                     |

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from clip_embedder.models.ocr import OcrLine
+from clip_embedder.models.ocr import OcrLine, line_rows
 from clip_embedder.receipts.parsing import (
     ADDRESS_WORDS,
     COMPANY_WORDS,
@@ -27,9 +27,9 @@ from clip_embedder.receipts.parsing import (
     has_any,
     iso,
     normalise,
+    parse_amount,
     parse_date,
     parse_time,
-    rows,
     total_rank,
 )
 from clip_embedder.receipts.records import Receipt, ReceiptLine
@@ -68,7 +68,7 @@ def features(lines: list[OcrLine]) -> np.ndarray:
     x1, y1 = max(ln.bbox[2] for ln in lines), max(ln.bbox[3] for ln in lines)
     w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
     own = [_flags(ln.text) for ln in lines]
-    row_of = {i: row for row in rows(lines) for i in row}
+    row_of = {i: row for row in line_rows(lines) for i in row}
     out = []
     for i, ln in enumerate(lines):
         b = ln.bbox
@@ -95,10 +95,10 @@ def labels(lines: list[OcrLine], key: dict[str, str]) -> np.ndarray:
     """The training label of each line (index into `CLASSES`) from a receipt's key fields."""
     y = np.zeros(len(lines), np.int64)
     key_date = iso(parse_date(key.get("date", "")))
-    total = amounts(key.get("total", "")) or ([float(key["total"])] if re.fullmatch(r"\d+(\.\d+)?", key.get(
-        "total", "")) else [])
-    row_of = {i: row for row in rows(lines) for i in row}
-    holders = [i for i, ln in enumerate(lines) if total and any(abs(a - total[0]) < 0.005 for a in amounts(ln.text))]
+    total = parse_amount(key.get("total", ""))
+    row_of = {i: row for row in line_rows(lines) for i in row}
+    holders = [i for i, ln in enumerate(lines)
+               if total is not None and any(abs(a - total) < 0.005 for a in amounts(ln.text))]
     keyed = [i for i in holders if max(total_rank(lines[j].text) for j in row_of[i]) >= 0]
     for i, ln in enumerate(lines):
         if _part_of(ln.text, key.get("merchant", "")):

@@ -1,11 +1,9 @@
 """What the extractors share: reading dates (day first, as Malaysian and Korean receipts print them) and amounts,
-the keyword sets of receipts, and text lines grouped into rows."""
+and the keyword sets of receipts (rows of lines: `clip_embedder.models.ocr.line_rows`)."""
 from __future__ import annotations
 
 import re
 from datetime import date, datetime
-
-from clip_embedder.models.ocr import OcrLine
 
 #: date-like spans: 25/12/2018, 25-12-18, 2018-12-25, 25 Dec 2018, 25-DEC-2018, 2024년 3월 5일, and a date OCR glued
 #: to the time after it ("25/12/20188:13:39PM")
@@ -84,6 +82,15 @@ def amounts(text: str) -> list[float]:
     return out
 
 
+def parse_amount(text: str) -> float | None:
+    """The amount a key field or a cell holds: its first printed amount ("RM 9.00", "$8.60"), else the plain number
+    ("9", "170.5"); None when there is none."""
+    found = amounts(text)
+    if found:
+        return found[0]
+    return round(float(text), 2) if re.fullmatch(r"\s*\d+(\.\d+)?\s*", text) else None
+
+
 def has_any(text: str, words: tuple[str, ...]) -> bool:
     up = text.upper()
     return any(w in up for w in words)
@@ -99,23 +106,6 @@ def total_rank(text: str) -> int:
         if w in up:
             return len(TOTAL_WORDS) - i
     return -1
-
-
-def rows(lines: list[OcrLine]) -> list[list[int]]:
-    """Indices of `lines` grouped into rows (vertical overlap of at least half the shorter line), top to bottom,
-    each left to right."""
-    order = sorted(range(len(lines)), key=lambda i: (lines[i].bbox[1], lines[i].bbox[0]))
-    out: list[list[int]] = []
-    for i in order:
-        b = lines[i].bbox
-        for row in out:
-            top, bottom = min(lines[j].bbox[1] for j in row), max(lines[j].bbox[3] for j in row)
-            if min(bottom, b[3]) - max(top, b[1]) >= 0.5 * min(bottom - top, b[3] - b[1]):
-                row.append(i)
-                break
-        else:
-            out.append([i])
-    return [sorted(r, key=lambda j: lines[j].bbox[0]) for r in out]
 
 
 def iso(d: date | datetime | None) -> str | None:

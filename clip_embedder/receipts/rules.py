@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from clip_embedder.models.ocr import OcrLine
+from clip_embedder.models.ocr import OcrLine, line_rows
 from clip_embedder.receipts.parsing import (
     ADDRESS_WORDS,
     COMPANY_WORDS,
@@ -18,7 +18,6 @@ from clip_embedder.receipts.parsing import (
     normalise,
     parse_date,
     parse_time,
-    rows,
     total_rank,
 )
 from clip_embedder.receipts.records import Receipt, ReceiptItem, ReceiptLine
@@ -124,7 +123,7 @@ class RulesExtractor:
     def extract(self, lines: list[OcrLine], *, today: date | None = None) -> Receipt:
         """The fields of a receipt from its text lines (boxes in the receipt image's pixels), checked (`check`)."""
         lines = sorted(lines, key=lambda ln: (ln.bbox[1], ln.bbox[0]))
-        row_of = rows(lines)
+        row_of = line_rows(lines)
         merchant_i = find_merchant(lines, top=max(6, len(lines) // 4))
         address = find_address(lines, merchant_i + 1) if merchant_i is not None else []
         date_i = find_date(lines, today)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_embedder.models.ocr import OcrLine
-from clip_embedder.receipts.parsing import amounts, iso, normalise, parse_date
+from clip_embedder.receipts.parsing import iso, normalise, parse_amount, parse_date
 from clip_embedder.receipts.records import FIELDS, Receipt
 
 #: our field → the key's name
@@ -81,8 +81,8 @@ def field_right(name: str, answer: str | float | None, truth: str) -> bool:
         return normalise(str(answer)) == normalise(truth)
     if name == "date":
         return iso(parse_date(truth)) == str(answer)
-    found = amounts(truth) or [float(truth)] if truth.replace(".", "", 1).isdigit() else amounts(truth)
-    return bool(found) and abs(float(answer) - found[0]) < 0.005
+    truth_amount = parse_amount(truth)
+    return truth_amount is not None and abs(float(answer) - truth_amount) < 0.005
 
 
 @dataclass

@@ -5,7 +5,7 @@ The receipts are read from a local copy (RECEIPTS_DIR or --receipts: `key/` and 
 official source is the ICDAR 2019 SROIE challenge (https://rrc.cvc.uab.es/?ch=13, registration needed).
 
 Examples:
-    python -m clip_embedder.scripts.train_receipts --receipts ../shared/datasets/receipts_sroie
+    python -m clip_embedder.scripts.train_receipts --receipts /data/receipts_sroie
     python -m clip_embedder.scripts.train_receipts --folds 10 --max-iter 500 --no-register
 """
 from __future__ import annotations

@@ -110,11 +110,11 @@ def test_blazeface_anchors_match_mediapipe_counts_and_nms_merges():
 
 
 def test_ocr_lines_on_one_row_are_read_together():
-    from clip_embedder.analysis.personal_data import rows
+    from clip_embedder.models.ocr import line_rows
 
     a, b = OcrLine("4111 1111", 0.9, (10, 20, 200, 60)), OcrLine("1111 1111", 0.9, (210, 22, 400, 62))
     c = OcrLine("EXIT", 0.9, (10, 100, 80, 130))
-    assert rows([c, b, a]) == [[a, b], [c]]
+    assert line_rows([c, b, a]) == [[2, 1], [0]]
 
 
 def test_labels_glued_to_numbers_by_ocr_are_unglued_but_ibans_are_not():

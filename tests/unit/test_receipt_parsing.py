@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from clip_embedder.models.ocr import OcrLine
-from clip_embedder.receipts.parsing import amounts, parse_date, parse_time, rows, total_rank
+from clip_embedder.models.ocr import OcrLine, line_rows
+from clip_embedder.receipts.parsing import amounts, parse_amount, parse_date, parse_time, total_rank
 from clip_embedder.receipts.records import Receipt, ReceiptItem
 from clip_embedder.receipts.rules import RulesExtractor, check
 from clip_embedder.receipts.sroie import Score, field_right
@@ -27,6 +27,7 @@ def test_times_amounts_and_total_keywords():
     assert parse_time("25/12/2018 8:13:39 PM") == "20:13:39" and parse_time("14:05") == "14:05"
     assert amounts("ROUND D TOTAL (RM): 9.00") == [9.0] and amounts("1,234.50 RM 12.00") == [1234.5, 12.0]
     assert amounts("합계 12,500") == [12500.0] and amounts("TEL 03-1234 5678") == []
+    assert parse_amount("$8.60") == 8.6 and parse_amount("170") == 170.0 and parse_amount("n/a") is None
     assert total_rank("ROUNDED TOTAL") > total_rank("TOTAL") > -1
     assert total_rank("SUBTOTAL") == total_rank("TOTAL QTY: 3") == total_rank("CASH") == -1
 
@@ -39,7 +40,7 @@ def test_rules_on_a_small_receipt_and_rows():
              OcrLine("6.00", 1, (400, 230, 440, 250)), OcrLine("TOTAL (RM):", 1, (200, 280, 300, 300)),
              OcrLine("9.00", 1, (400, 280, 440, 300)), OcrLine("CASH", 1, (200, 310, 300, 330)),
              OcrLine("10.00", 1, (400, 310, 440, 330))]
-    assert rows(lines)[5] == [5, 6]
+    assert line_rows(lines)[5] == [5, 6]
     r = RulesExtractor().extract(lines, today=TODAY)
     assert (r.merchant, r.date, r.total) == ("KEDAI BUKU SDN BHD", "2018-12-25", 9.0)
     assert r.address == "NO 5, JALAN SAGU 18, 81100 JOHOR BAHRU"
