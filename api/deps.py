@@ -1,5 +1,6 @@
 """Typed dependencies for the routes (full-stack-fastapi-template style): the service, the settings, the ingest
-queue, the repositories a route reads (`ImagesDep`, `ItemsDep`, `TasksDep`) and the API-key checks."""
+queue, the repositories a route reads (`ImagesDep`, `ItemsDep`, `TasksDep`, `ReceiptsDep`, `LedgerDep`) and the
+API-key checks."""
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +17,8 @@ from clip_embedder.config import Settings
 from clip_embedder.db.analyses import AnalysisRepository
 from clip_embedder.db.images import ImageRepository
 from clip_embedder.db.items import ItemRepository
+from clip_embedder.db.ledger import LedgerRepository
+from clip_embedder.db.receipts import ReceiptRepository
 from clip_embedder.db.store import Store
 from clip_embedder.db.tasks import TaskRepository
 from clip_embedder.intake.ingest import Ingest
@@ -68,6 +71,14 @@ async def get_tasks(request: Request) -> TaskRepository:
 
 async def get_analyses(request: Request) -> AnalysisRepository:
     return (await get_store(request)).analyses
+
+
+async def get_receipts(request: Request) -> ReceiptRepository:
+    return (await get_store(request)).receipts
+
+
+async def get_ledger(request: Request) -> LedgerRepository:
+    return (await get_store(request)).ledger
 
 
 _analyser_lock = threading.Lock()
@@ -172,6 +183,9 @@ ImagesDep = Annotated[ImageRepository, Depends(get_images)]
 ItemsDep = Annotated[ItemRepository, Depends(get_items)]
 TasksDep = Annotated[TaskRepository, Depends(get_tasks)]
 AnalysesDep = Annotated[AnalysisRepository, Depends(get_analyses)]
+StoreDep = Annotated[Store, Depends(get_store)]
+ReceiptsDep = Annotated[ReceiptRepository, Depends(get_receipts)]
+LedgerDep = Annotated[LedgerRepository, Depends(get_ledger)]
 WriteKey = Depends(require_write_key)
 #: a slot among MAX_CONCURRENT_IMAGE_REQUESTS (decoding and model work on pixels) or text searches
 ImageSlot = Depends(_slot("image"))

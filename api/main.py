@@ -18,7 +18,7 @@ from api.deps import ReadKey
 from api.lifespan import make_lifespan
 from api.limits import JSON_BODY_MAX, MULTIPART_ALLOWANCE, BodyCap, BodyLimitMiddleware, OptionsMiddleware
 from api.metrics import instrument
-from api.routes import analysis, collections, images, search, service, tasks
+from api.routes import analysis, collections, images, ledger, receipts, search, service, tasks
 from clip_embedder import offline  # noqa: F401
 from clip_embedder.config import Settings, get_settings
 
@@ -64,7 +64,7 @@ def _body_cap(app: FastAPI, settings: Settings | None) -> Callable[[str, str], B
         if method == "POST" and path in ("/api/search_image", "/api/analyze"):
             return BodyCap(s.max_upload_bytes + MULTIPART_ALLOWANCE, "MAX_UPLOAD_BYTES",
                            SEARCH_IMAGE_MAX_PARTS, "one image and a few fields")
-        if method == "POST" and path == "/api/images":
+        if method == "POST" and path in ("/api/images", "/api/receipts"):
             return BodyCap((s.max_upload_bytes + MULTIPART_ALLOWANCE) * s.max_files_per_upload,
                            "MAX_UPLOAD_BYTES per file x MAX_FILES_PER_UPLOAD", s.max_files_per_upload,
                            "MAX_FILES_PER_UPLOAD")
@@ -95,14 +95,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Image-to-image and text-to-image search over detected objects and whole images. "
                               "Results from several embedding spaces are fused with reciprocal rank fusion. "
                               "Add photos with `POST /api/images` (an `X-API-Key` is needed for writes: "
-                              "press Authorize) and follow them with `GET /api/tasks?batch=…`.")
+                              "press Authorize) and follow them with `GET /api/tasks?batch=…`. Receipt photos go to "
+                              "`POST /api/receipts` and become rows of the household ledger (`GET /api/ledger`).")
     app.add_middleware(BodyLimitMiddleware, cap_for=_body_cap(app, settings))
     app.add_middleware(OptionsMiddleware, methods_for=_path_methods(app))
     errors.install(app)
     app.add_api_route("/", _redirect_to_docs, methods=["GET"], include_in_schema=False)
     # reads are open unless REQUIRE_KEY_FOR_READS: the schema says which (Swagger's lock icons)
     reads = [ReadKey] if _reads_need_key(settings) else []
-    for r in (search.router, images.router, tasks.router, analysis.router):
+    for r in (search.router, images.router, tasks.router, analysis.router, receipts.router, ledger.router):
         app.include_router(r, dependencies=reads)
     app.include_router(collections.router)
     app.include_router(service.router)

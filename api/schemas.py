@@ -191,6 +191,9 @@ class TaskPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     enrichments: Enrichments = Field(default_factory=dict, description=ENRICHMENTS_DOC)
+    kind: Literal["image", "receipt"] = Field("image", description="image: a photo to index; receipt: a receipt "
+                                                                  "photo to read into the ledger")
+    receipt_id: int | None = Field(None, description="the ledger's receipt (set once a receipt photo is read)")
 
 
 class TaskBatch(BaseModel):

@@ -19,7 +19,8 @@ def task_model(t: TaskRecord) -> TaskPublic:
     return TaskPublic(id=t.id, batch=t.batch, status=t.status, file_name=t.file_name,  # type: ignore[arg-type]
                       image_id=t.image_id, attempts=t.attempts, error=t.error, sha256=t.sha256,
                       created_at=t.created_at, updated_at=t.updated_at,
-                      enrichments={k: v for k, v in (("ocr", t.ocr), ("analysis", t.analysis)) if v})  # type: ignore[misc]
+                      enrichments={k: v for k, v in (("ocr", t.ocr), ("analysis", t.analysis)) if v},  # type: ignore[misc]
+                      kind=t.kind, receipt_id=t.receipt_id)  # type: ignore[arg-type]
 
 
 def batch_model(batch: str, tasks: list[TaskRecord]) -> TaskBatch:

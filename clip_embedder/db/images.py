@@ -42,8 +42,8 @@ class ImageRepository(Repository):
         """Delete an image with its items and their vectors in every space, in one transaction.
 
         Returns:
-            What was removed (the stored original's key when the project owns it), or None when no
-            image has this id.
+            What was removed (the stored original's key when the project owns it and no receipt in the ledger
+            holds the same photo), or None when no image has this id.
         """
         with self.conn() as c:
             im = c.execute("SELECT id, path, storage FROM images WHERE id=%s FOR UPDATE", (image_id,)).fetchone()
@@ -52,7 +52,10 @@ class ImageRepository(Repository):
             items = [r["id"] for r in c.execute("DELETE FROM items WHERE image_id=%s RETURNING id", (image_id,))]
             c.execute("DELETE FROM images WHERE id=%s", (image_id,))
             notify(c, removed=items)
-        return Removed([image_id], items, [im["path"]] if im["storage"] == "originals" else [])
+            shared = c.execute("SELECT EXISTS (SELECT 1 FROM receipts WHERE original = %s) AS used",
+                               (im["path"],)).fetchone()
+        owned = im["storage"] == "originals" and not (shared and shared["used"])
+        return Removed([image_id], items, [im["path"]] if owned else [])
 
     # --- reads ---------------------------------------------------------------------------------
     def ids_by_sha(self, shas: list[str]) -> dict[str, int]:

@@ -1,16 +1,18 @@
 """The typed records the repositories take and return: rows to write (`ImageRow`, `ItemRow`), rows read
 (`ImageRecord`, `ItemRecord`, `ImageDetail`, `TaskRecord`, `LexicalHit`), and what a write changed (`Removed`,
-`ImageMove`). Boxes are xyxy pixels of the original image."""
+`ImageMove`); the ledger's (`StoredReceipt`, `CorrectionRecord`, `LedgerRow`, `LedgerGroup`,
+`Category`). Boxes are xyxy pixels of the original image."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import NamedTuple
+from datetime import date, datetime
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from clip_embedder.models.ocr import OcrLine
 from clip_embedder.models.tagger import Tag
+from clip_embedder.receipts.records import Receipt
 
 
 # --- records written -----------------------------------------------------------------------------
@@ -176,6 +178,10 @@ class TaskRecord:
     ocr: str | None = None
     #: where its analysis stands (queued | running | done | failed); None when none was asked for
     analysis: str | None = None
+    #: what the file becomes: 'image' (searchable) or 'receipt' (a ledger entry)
+    kind: str = "image"
+    #: the ledger's receipt once a receipt photo is read
+    receipt_id: int | None = None
 
 
 @dataclass
@@ -186,6 +192,77 @@ class Removed:
     item_ids: list[int] = field(default_factory=list)
     originals: list[str] = field(default_factory=list)
 
+
+
+# --- the ledger ----------------------------------------------------------------------------------
+@dataclass
+class StoredReceipt:
+    """A receipt in the ledger: `receipt` holds its current values (corrections applied), `extracted` the extractor's
+    answer as it was; `category_source` 'rule' (filed by the category rules) or 'user'."""
+
+    id: int
+    sha256: str
+    file_name: str
+    original: str
+    width: int
+    height: int
+    category: str | None
+    category_source: str
+    duplicate_of: int | None
+    extractor_version: str | None
+    receipt: Receipt
+    extracted: Receipt
+    corrected: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class CorrectionRecord:
+    """One user correction of one field: the extractor's value, the value before and after (JSON values)."""
+
+    field: str
+    extracted: Any
+    before: Any
+    after: Any
+    corrected_at: datetime
+
+
+@dataclass
+class LedgerRow:
+    """One receipt as the ledger lists it (amounts in `currency`)."""
+
+    id: int
+    date: date | None
+    time: str | None
+    merchant: str | None
+    category: str | None
+    total: float | None
+    tax: float | None
+    currency: str | None
+    payment_method: str | None
+    needs_review: bool
+    duplicate_of: int | None
+    file_name: str
+
+
+@dataclass
+class LedgerGroup:
+    """One group of the ledger (a day, a month YYYY-MM, a merchant or a category) in one currency."""
+
+    key: str | None
+    currency: str | None
+    receipts: int
+    total: float
+
+
+@dataclass
+class Category:
+    """A ledger category: a receipt whose merchant or items hold its keywords is filed under it."""
+
+    name: str
+    keywords: list[str]
+    position: int = 100
 
 
 #: Per-vector metadata of a space, one entry per vector in id order (`VectorRepository.item_meta`): "ids" int64 (n,)

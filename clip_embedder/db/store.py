@@ -15,6 +15,8 @@ the first process that opens the database; the queue's own schema comes from pro
 - `vectors_<space>`: `(item_id, embedding vector(dim))` with an HNSW index (cosine).
 - `tasks`: one row per uploaded or scanned file, pointing at its queue job.
 - `analyses`: what each image holds (the `Analysis` JSON, its verdict and face count as columns for filters).
+- the ledger: `receipts` (one per receipt photo, by sha256), `receipt_items`, `categories` (keyword rules),
+  `receipt_corrections` (each user correction beside the extractor's value).
 
 Every indexing batch is written in one transaction: a crash leaves nothing half-written. Each write
 that adds or removes vectors sends `NOTIFY clip_embedder_index` (delivered on commit) so running API
@@ -36,8 +38,10 @@ from clip_embedder.db.batches import BatchRepository
 from clip_embedder.db.common import Repository
 from clip_embedder.db.images import ImageRepository
 from clip_embedder.db.items import ItemRepository
+from clip_embedder.db.ledger import LedgerRepository
 from clip_embedder.db.lexical import LexicalRepository
 from clip_embedder.db.migrate import migrate
+from clip_embedder.db.receipts import ReceiptRepository
 from clip_embedder.db.spaces import SpaceRepository
 from clip_embedder.db.tasks import TaskRepository
 from clip_embedder.db.vectors import VectorRepository
@@ -72,6 +76,8 @@ class Store(Repository):
         self.batches = BatchRepository(self.pool)
         self.tasks = TaskRepository(self.pool)
         self.analyses = AnalysisRepository(self.pool)
+        self.receipts = ReceiptRepository(self.pool)
+        self.ledger = LedgerRepository(self.pool)
 
     @classmethod
     def open(cls, settings, *, max_size: int = 4) -> "Store":
@@ -99,8 +105,9 @@ class Store(Repository):
             self._pgdata = None
 
     def counts(self) -> dict[str, int]:
-        """Row counts: images, objects, vectors per space, and analysed images (those sensitive, those with faces)."""
-        out = self.images.counts() | self.analyses.counts()
+        """Row counts: images, objects, vectors per space, and analysed images (those sensitive, those with faces),
+        receipts in the ledger (those to review)."""
+        out = self.images.counts() | self.analyses.counts() | self.ledger.counts()
         for s in self.spaces.identities():
             out[f"vectors_{s.name}"] = self.vectors.watermark(s.name)[0]
         return out

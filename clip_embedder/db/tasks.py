@@ -42,13 +42,15 @@ SELECT t.id::text AS id, t.batch::text AS batch, t.sha256, t.file_name,
             ELSE 'failed' END AS status,
        coalesce(j.attempts, 0) + CASE WHEN j.status = 'doing' THEN 1 ELSE 0 END AS attempts,
        CASE WHEN t.error IS NULL AND j.status IN ('failed', 'cancelled', 'aborted')
-            THEN 'the indexing job ' || j.status::text || ' after ' || j.attempts || ' attempt(s)'
+            THEN 'the ' || CASE WHEN t.kind = 'receipt' THEN 'receipt' ELSE 'indexing' END || ' job '
+                 || j.status::text || ' after ' || j.attempts || ' attempt(s)'
             ELSE t.error END AS error,
        im.id AS image_id, t.job_id, t.created_at, greatest(t.updated_at, j.scheduled_at) AS updated_at,
-       {_OCR_STATE} AS ocr, {_ANALYSIS_STATE} AS analysis
+       {_OCR_STATE} AS ocr, {_ANALYSIS_STATE} AS analysis, t.kind, rc.id AS receipt_id
 FROM tasks t
 LEFT JOIN procrastinate_jobs j ON j.id = t.job_id
-LEFT JOIN images im ON im.sha256 = t.sha256
+LEFT JOIN images im ON im.sha256 = t.sha256 AND t.kind = 'image'
+LEFT JOIN receipts rc ON rc.sha256 = t.sha256 AND t.kind = 'receipt'
 {_ENRICH_JOIN}{_ANALYSE_JOIN}"""
 
 
@@ -56,11 +58,12 @@ class TaskRepository(Repository):
     """`tasks` joined with `procrastinate_jobs`: what a client polls; queue depth and live workers."""
 
     def add(self, *, task_id: str, batch: str, sha256: str, file_name: str, job_id: int | None,
-                 status: str = "queued") -> None:
-        """Record an ingest task (its status follows its job; `status` is used when `job_id` is None)."""
+            status: str = "queued", kind: str = "image") -> None:
+        """Record an ingest task of a photo to index (`kind` 'image') or a receipt to read ('receipt'); its status
+        follows its job (`status` is used when `job_id` is None)."""
         with self.conn() as c:
-            c.execute("INSERT INTO tasks (id, batch, sha256, file_name, job_id, status) VALUES (%s,%s,%s,%s,%s,%s)",
-                      (task_id, batch, sha256, file_name, job_id, status))
+            c.execute("INSERT INTO tasks (id, batch, sha256, file_name, job_id, status, kind) "
+                      "VALUES (%s,%s,%s,%s,%s,%s,%s)", (task_id, batch, sha256, file_name, job_id, status, kind))
 
     def get(self, *, task_id: str | None = None, batch: str | None = None, limit: int = 1000
                   ) -> list[TaskRecord]:
@@ -78,28 +81,30 @@ class TaskRepository(Repository):
                           f"{_ANALYSE_JOIN} WHERE im.id = %s", (image_id,)).fetchone()
         return {k: v for k, v in r.items() if v is not None} if r else {}
 
-    def active_job_for(self, sha256: str) -> int | None:
-        """The id of a queued or running indexing job for these bytes, if there is one."""
+    def active_job_for(self, sha256: str, lock_prefix: str = "") -> int | None:
+        """The id of a queued or running indexing job for these bytes (with `lock_prefix` "receipt:", their receipt
+        job), if there is one."""
         with self.conn() as c:
             r = c.execute("SELECT id FROM procrastinate_jobs WHERE lock = %s AND status IN ('todo', 'doing') "
-                          "ORDER BY id LIMIT 1", (sha256,)).fetchone()
+                          "ORDER BY id LIMIT 1", (lock_prefix + sha256,)).fetchone()
         return int(r["id"]) if r else None
 
-    def finish(self, sha256: str, *, error: str | None) -> None:
-        """Mark every open task of these bytes failed with `error` (a permanent failure), or clear the
-        error of a success."""
+    def finish(self, sha256: str, *, error: str | None, kind: str = "image") -> None:
+        """Mark every open task of these bytes (of this `kind`) failed with `error` (a permanent failure), or clear
+        the error of a success."""
         with self.conn() as c:
             if error is None:
-                c.execute("UPDATE tasks SET error = NULL, updated_at = now() WHERE sha256 = %s", (sha256,))
+                c.execute("UPDATE tasks SET error = NULL, updated_at = now() WHERE sha256 = %s AND kind = %s",
+                          (sha256, kind))
             else:
                 c.execute("UPDATE tasks SET status = 'failed', error = %s, updated_at = now() "
-                          "WHERE sha256 = %s AND status <> 'succeeded'", (error, sha256))
+                          "WHERE sha256 = %s AND kind = %s AND status <> 'succeeded'", (error, sha256, kind))
 
-    def note_error(self, sha256: str, error: str) -> None:
-        """Keep the last (retryable) error of the tasks of these bytes."""
+    def note_error(self, sha256: str, error: str, kind: str = "image") -> None:
+        """Keep the last (retryable) error of the tasks of these bytes (of this `kind`)."""
         with self.conn() as c:
-            c.execute("UPDATE tasks SET error = %s, updated_at = now() WHERE sha256 = %s AND status = 'queued'",
-                      (error, sha256))
+            c.execute("UPDATE tasks SET error = %s, updated_at = now() WHERE sha256 = %s AND kind = %s "
+                      "AND status = 'queued'", (error, sha256, kind))
 
     def active_workers(self, seconds: float = 60.0) -> int:
         """Queue workers whose last heartbeat is at most `seconds` old."""

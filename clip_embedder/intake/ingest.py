@@ -21,7 +21,16 @@ from clip_embedder.db.store import Store
 from clip_embedder.images import decode_image, file_sha256, list_images, sha256_bytes
 from clip_embedder.indexing.batch import SourceFile
 from clip_embedder.intake.originals import OriginalsStore, original_key
-from clip_embedder.intake.queue import QUEUE, IndexJob, defer_enrich_job_sync, defer_index_job, sync_app
+from clip_embedder.intake.queue import (
+    ENRICH_QUEUE,
+    QUEUE,
+    RECEIPT_LOCK_PREFIX,
+    RECEIPT_TASK,
+    IndexJob,
+    defer_enrich_job_sync,
+    defer_index_job,
+    sync_app,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +148,52 @@ class Ingest:
                 self.originals.put(key, u.data)
             tasks.append(self._enqueue(batch, IndexJob(u.sha256, key, "originals", u.file_name)))
         return batch, tasks
+
+    def add_receipts(self, uploads: list[Upload]) -> tuple[str, list[TaskRecord]]:
+        """Store each receipt photo once and queue the reading of the new ones (`RECEIPT_TASK`, enrich queue). A photo
+        already in the ledger gets a task `succeeded` at once with its receipt id. Returns (batch id, one task per
+        upload).
+
+        Raises:
+            QueueFullError: the enrich queue holds QUEUE_MAX_DEPTH jobs (nothing is stored or queued).
+        """
+        known = self.store.receipts.ids_by_sha([u.sha256 for u in uploads])
+        new = {u.sha256 for u in uploads} - set(known)
+        depth = self.store.tasks.queue_depth(ENRICH_QUEUE).get("todo", 0)
+        if depth + len(new) > self.settings.queue_max_depth:
+            raise QueueFullError(f"the enrichment queue holds {depth:,} jobs (QUEUE_MAX_DEPTH="
+                                 f"{self.settings.queue_max_depth:,}); retry later", retry_after=30)
+        batch = str(uuid.uuid4())
+        tasks = []
+        for u in uploads:
+            key = original_key(u.sha256, u.image_format)
+            task_id = str(uuid.uuid4())
+            if u.sha256 in known:
+                self.store.tasks.add(task_id=task_id, batch=batch, sha256=u.sha256, file_name=u.file_name,
+                                     job_id=None, status="succeeded", kind="receipt")
+            else:
+                self.originals.put(key, u.data)
+                job = IndexJob(u.sha256, key, "originals", u.file_name)
+                job_id = self.store.tasks.active_job_for(u.sha256, RECEIPT_LOCK_PREFIX) or defer_enrich_job_sync(
+                    self.app, job, RECEIPT_TASK) or self.store.tasks.active_job_for(u.sha256, RECEIPT_LOCK_PREFIX)
+                self.store.tasks.add(task_id=task_id, batch=batch, sha256=u.sha256, file_name=u.file_name,
+                                     job_id=job_id, kind="receipt")
+            tasks.append(self.store.tasks.get(task_id=task_id)[0])
+        return batch, tasks
+
+    def delete_receipt(self, receipt_id: int) -> bool | None:
+        """Delete a receipt from the ledger and its stored photo when nothing else uses it. Returns whether the photo
+        was deleted, or None for no such receipt."""
+        removed = self.store.receipts.delete(receipt_id)
+        if removed is None:
+            return None
+        key, unused = removed
+        if unused:
+            try:
+                self.originals.delete(key)
+            except OSError as e:
+                log.warning("could not delete original %s: %s", key, e)
+        return unused
 
     def scan_root_of(self, folder: str | Path) -> tuple[Path, Path]:
         """(resolved folder, the SCAN_ROOTS entry holding it).

@@ -29,6 +29,10 @@ ENRICH_LOCK_PREFIX = "enrich:"
 #: the analysis of an indexed image (ANALYZE=true): on the enrich queue, lock `analyse:<sha256>`
 ANALYSE_TASK = "clip_embedder.analyse_image"
 ANALYSE_LOCK_PREFIX = "analyse:"
+#: reading a receipt photo into the ledger: on the enrich queue too, lock `receipt:<sha256>`
+RECEIPT_TASK = "clip_embedder.read_receipt"
+RECEIPT_LOCK_PREFIX = "receipt:"
+_LOCK_PREFIX = {ENRICH_TASK: ENRICH_LOCK_PREFIX, ANALYSE_TASK: ANALYSE_LOCK_PREFIX, RECEIPT_TASK: RECEIPT_LOCK_PREFIX}
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,9 @@ def async_app(url: str) -> procrastinate.App:
 
 
 def _enrich_task(app: procrastinate.App, job: IndexJob, task: str = ENRICH_TASK):
-    """A follow-up task (`ENRICH_TASK` or `ANALYSE_TASK`) configured for one image on the enrich queue: lock and
-    queueing lock `enrich:<sha256>` / `analyse:<sha256>` (one at a time, never queued twice)."""
-    lock = (ANALYSE_LOCK_PREFIX if task == ANALYSE_TASK else ENRICH_LOCK_PREFIX) + job.sha256
+    """A task of the enrich queue (`ENRICH_TASK`, `ANALYSE_TASK`, `RECEIPT_TASK`) configured for one photo: lock and
+    queueing lock `enrich:<sha256>` / `analyse:<sha256>` / `receipt:<sha256>` (one at a time, never queued twice)."""
+    lock = _LOCK_PREFIX[task] + job.sha256
     return app.configure_task(task, queue=ENRICH_QUEUE, lock=lock, queueing_lock=lock)
 
 
@@ -77,7 +81,8 @@ async def defer_enrich_job(app: procrastinate.App, job: IndexJob, task: str = EN
 
 
 def defer_enrich_job_sync(app: procrastinate.App, job: IndexJob, task: str = ENRICH_TASK) -> int | None:
-    """`defer_enrich_job` from synchronous code (the CLI); `app` from `sync_app`, opened."""
+    """`defer_enrich_job` from synchronous code (the CLI, the API's receipt uploads); `app` from `sync_app`,
+    opened."""
     try:
         return _enrich_task(app, job, task).defer(**asdict(job))
     except AlreadyEnqueued:

@@ -5,7 +5,8 @@ queue in the project's PostgreSQL through the same stage functions as the CLI
 (`clip_embedder.indexing.pipeline`). With ENRICH=queue (the default) an indexing job writes the photo searchable
 without reading its text, and queues a follow-up enrichment job (OCR, `enrich` queue, ENRICH_CONCURRENCY at once)
 that re-describes it and re-embeds what changed; with ANALYZE=true an analysis job (description, sensitive verdict,
-labels: `clip_embedder.analysis`) follows on the same queue. Start as many as you like, on one machine or several
+labels: `clip_embedder.analysis`) follows on the same queue, where receipt photos are read into the ledger too
+(`POST /api/receipts`). Start as many as you like, on one machine or several
 sharing DATABASE_URL (and STORAGE_ROOT: a shared folder or gs://). Ctrl-C / SIGTERM finish the jobs in
 hand, then stop; a worker killed outright has its jobs run again by another worker once its
 heartbeat is WORKER_STALLED_AFTER seconds old. A database that goes away (restarted, failed over, killed) does
@@ -19,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from clip_embedder import offline  # noqa: F401
 from clip_embedder.intake.queue import (
     ANALYSE_TASK,
     ENRICH_TASK,
+    RECEIPT_TASK,
     IndexJob,
     defer_enrich_job,
     defer_enrich_job_sync,
@@ -69,6 +72,9 @@ class IndexWorker:
                                            on_batch=self._observe)
         #: ANALYZE=true: the analyser (built on first use, sharing the detector and the MobileNet extractor)
         self._analyser = None
+        #: the receipt reader (OCR + the RECEIPT_EXTRACTOR extractor), built by the first receipt job
+        self._receipt_reader = None
+        self._receipt_lock = threading.Lock()
         self._detector, self._embedders = detector, embedders
         #: set by `main`: the queue app and its event loop (enrichment jobs are deferred from job threads)
         self.app: procrastinate.App | None = None
@@ -180,6 +186,47 @@ class IndexWorker:
         self.analyses.labels("succeeded").inc()
         return {"image_id": image.id, "sensitive": bool(out and out.sensitive and out.sensitive.verdict)}
 
+    @property
+    def receipt_reader(self):
+        """OCR and the RECEIPT_EXTRACTOR extractor (the registered champion, else the rules), built once."""
+        with self._receipt_lock:
+            if self._receipt_reader is None:
+                from clip_embedder.models.ocr import RapidOcrEngine  # noqa: PLC0415
+                from clip_embedder.receipts.ledger import Reader  # noqa: PLC0415
+                from clip_embedder.receipts.registry import create_extractor  # noqa: PLC0415
+
+                self._receipt_reader = Reader(RapidOcrEngine(self.settings.ocr_min_confidence),
+                                              create_extractor(self.settings))
+        return self._receipt_reader
+
+    def read_receipt(self, sha256: str, path: str, storage: str, file_name: str) -> dict:
+        """The receipt job: read an uploaded receipt photo (OCR, then the extractor) and write it to the ledger (filed
+        under a category, checked, flagged when it may duplicate another). A photo already in the ledger is left
+        alone; one that is missing or not an image fails its task for good; anything else raises and is retried."""
+        from clip_embedder.images import ImageError, decode_image  # noqa: PLC0415
+        from clip_embedder.receipts.ledger import file_receipt  # noqa: PLC0415
+
+        known = self.store.receipts.ids_by_sha([sha256])
+        if known:
+            return {"receipt_id": known[sha256], "skipped": "already in the ledger"}
+        try:
+            image = decode_image(self.originals.get(path), max_bytes=self.settings.index_max_bytes,
+                                 max_pixels=self.settings.index_max_pixels, name=file_name,
+                                 settings=("INDEX_MAX_BYTES", "INDEX_MAX_PIXELS"))
+        except (FileNotFoundError, ImageError) as e:
+            self.tasks.finish(sha256, error=f"{file_name}: {e}", kind="receipt")
+            return {"error": str(e)}
+        try:
+            reader = self.receipt_reader
+            receipt = reader.read(image)
+            receipt_id, _ = file_receipt(self.store, receipt, sha256=sha256, original=path, file_name=file_name,
+                                         size=image.size, extractor_version=reader.version)
+        except Exception as e:
+            self.tasks.note_error(sha256, f"{type(e).__name__}: {e} (will retry)", kind="receipt")
+            raise
+        self.tasks.finish(sha256, error=None, kind="receipt")
+        return {"receipt_id": receipt_id, "needs_review": receipt.needs_review}
+
     def enrich_image(self, sha256: str, path: str, storage: str, file_name: str) -> dict:
         """The follow-up job: read the text in an indexed image (OCR), re-describe it and re-embed what changed
         (`Indexer.index_batch` re-enriches a stored image). An image deleted or already enriched meanwhile is left
@@ -252,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     app.task(name=TASK_NAME, queue=QUEUE, retry=retry)(worker.index_image)
     app.task(name=ENRICH_TASK, queue=ENRICH_QUEUE, retry=retry)(worker.enrich_image)
     app.task(name=ANALYSE_TASK, queue=ENRICH_QUEUE, retry=retry)(worker.analyse_image)
+    app.task(name=RECEIPT_TASK, queue=ENRICH_QUEUE, retry=retry)(worker.read_receipt)
 
     def make_workers() -> list[Worker]:
         common = dict(app=app, wait=not args.burst, update_heartbeat_interval=settings.worker_heartbeat,

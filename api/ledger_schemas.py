@@ -1,0 +1,140 @@
+"""Request and response models of the receipts and the ledger (`api.routes.receipts`, `api.routes.ledger`)."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from clip_embedder.receipts.records import Receipt, ReceiptItem
+
+GROUP_BY_DOC = "sum per day, month (YYYY-MM), merchant or category — per currency, never across currencies"
+
+
+class CorrectionPublic(BaseModel):
+    """One user correction: the extractor's value kept beside the value before and after."""
+
+    field: str
+    extracted: Any = Field(description="what the extractor read")
+    before: Any
+    after: Any
+    corrected_at: dt.datetime
+
+
+class ReceiptPublic(BaseModel):
+    """A receipt in the ledger: its current fields (corrections applied; `fields.lines` are the text lines read, with
+    boxes in the photo's pixels and the field each was read as), what the extractor read, and the audit."""
+
+    id: int
+    file_name: str
+    sha256: str
+    image_url: str = Field(description="the receipt photo")
+    width: int
+    height: int
+    category: str | None
+    category_source: Literal["rule", "user"]
+    needs_review: bool
+    review_reasons: list[str]
+    duplicate_of: int | None = Field(description="an earlier receipt with the same merchant, date and total")
+    extractor: str
+    extractor_version: str | None
+    fields: Receipt
+    extracted: dict[str, Any] = Field(description="the extractor's values of the fields a user may correct")
+    corrections: list[CorrectionPublic]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ReceiptCorrection(BaseModel):
+    """Corrections of a receipt: send only the fields to change (`null` clears one). `items` replaces the whole list;
+    `category` files the receipt by hand (the category rules then leave it alone)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"total": 9.0, "date": "2018-12-25"}, {"merchant": "MR D.I.Y. (M) SDN BHD", "category": "household"}]})
+
+    merchant: str | None = Field(None, max_length=500)
+    address: str | None = Field(None, max_length=1000)
+    date: dt.date | None = None
+    time: str | None = Field(None, pattern=r"^\d{2}:\d{2}(:\d{2})?$")
+    items: list[ReceiptItem] | None = Field(None, max_length=500)
+    subtotal: float | None = Field(None, ge=-1e11, le=1e11)
+    tax: float | None = Field(None, ge=-1e11, le=1e11)
+    total: float | None = Field(None, ge=-1e11, le=1e11)
+    currency: str | None = Field(None, pattern=r"^[A-Za-z]{3}$", description="ISO 4217, e.g. MYR, KRW, EUR")
+    payment_method: str | None = Field(None, max_length=100)
+    category: str | None = Field(None, min_length=1, max_length=100)
+
+    @field_validator("currency")
+    @classmethod
+    def _upper(cls, v: str | None) -> str | None:
+        return v.upper() if v else v
+
+    def changes(self) -> dict[str, Any]:
+        """The fields sent, as the ledger takes them (dates ISO 8601)."""
+        out = self.model_dump(include=self.model_fields_set)
+        if isinstance(out.get("date"), dt.date):
+            out["date"] = out["date"].isoformat()
+        return out
+
+
+class ReceiptDeleted(BaseModel):
+    """What a receipt delete removed."""
+
+    receipt_id: int
+    original_deleted: bool = Field(description="the stored photo too (kept when an indexed image has the same bytes)")
+
+
+class LedgerEntry(BaseModel):
+    """One receipt as the ledger lists it."""
+
+    id: int
+    date: dt.date | None
+    time: str | None
+    merchant: str | None
+    category: str | None
+    total: float | None
+    tax: float | None
+    currency: str | None
+    payment_method: str | None
+    needs_review: bool
+    duplicate_of: int | None
+    file_name: str
+
+
+class LedgerSum(BaseModel):
+    """Receipts and their summed totals in one group (`key`: a day, a month, a merchant, a category; null: all) and
+    one currency."""
+
+    key: str | None
+    currency: str | None
+    receipts: int
+    total: float
+
+
+class LedgerAnswer(BaseModel):
+    """The receipts a ledger query covers (newest first), their totals per currency and, with `group_by`, per
+    group."""
+
+    receipts: list[LedgerEntry]
+    totals: list[LedgerSum]
+    group_by: Literal["day", "month", "merchant", "category"] | None = None
+    groups: list[LedgerSum] = Field(default_factory=list)
+
+
+class CategoryRule(BaseModel):
+    """A category's rule: a receipt whose merchant or item names hold one of its keywords (case-insensitive, at the
+    start of a word; Hangul keywords anywhere) is filed under it; rules are tried in `position` order."""
+
+    keywords: list[str] = Field(max_length=500)
+    position: int = Field(100, ge=0, le=10_000)
+
+
+class CategoryPublic(CategoryRule):
+    name: str
+
+
+class CategoriesAnswer(BaseModel):
+    """The category rules and, after a change, how many receipts the rules filed again."""
+
+    categories: list[CategoryPublic]
+    refiled: int | None = None
