@@ -1,10 +1,11 @@
 """Streamlit search page: `streamlit run streamlit_app.py`.
 
-Four modes, one module each in `ui/`: "image" (upload a photo → its detected objects drawn on it → for each object
+Five modes, one module each in `ui/`: "image" (upload a photo → its detected objects drawn on it → for each object
 a grid of the nearest indexed crops, plus the nearest whole images), "text" (type words → matching images with the
 matched object outlined) and "add photos" (upload many files → a progress bar while the workers index them →
 failures with their reason → the new photos, each a link to search like it) and "analyse" (a photo → its boxes
-drawn by source, the sensitive-content verdict with reasons, the description, the JSON to download). This file lays
+drawn by source, the sensitive-content verdict with reasons, the description, the JSON to download) and "ledger"
+(receipt photos → the household ledger: monthly totals, CSV, a receipt beside its fields to correct). This file lays
 the page out and dispatches. Talks to the API over HTTP at API_URL; adding photos (and analysing with a hosted provider)
 sends API_KEY (or the key typed in the sidebar).
 """
@@ -18,9 +19,10 @@ from ui.add_photos import add_photos
 from ui.analyse_mode import analyse_mode
 from ui.common import Api
 from ui.image_mode import image_mode
+from ui.ledger_mode import ledger_mode
 from ui.text_mode import text_mode
 
-MODES = ["image", "text", "add photos", "analyse"]
+MODES = ["image", "text", "add photos", "analyse", "ledger"]
 
 
 def sidebar(health: dict, params) -> tuple[str, int]:
@@ -31,10 +33,10 @@ def sidebar(health: dict, params) -> tuple[str, int]:
             params["mode"] = "add photos"
         mode = st.radio("Mode", MODES, horizontal=True,
                         index=MODES.index(params.get("mode")) if params.get("mode") in MODES else 0)
-        top_k = 10 if mode in ("add photos", "analyse") else st.slider("results per list (top_k)", 1, 50, 10)
+        top_k = 10 if mode in ("add photos", "analyse", "ledger") else st.slider("results per list (top_k)", 1, 50, 10)
         counts = health["counts"]
         st.caption(f"{counts.get('images', 0)} images · {counts.get('objects', 0)} objects indexed · "
-                   f"spaces: {', '.join(health['spaces']) or 'none'}")
+                   f"spaces: {', '.join(health['spaces']) or 'none'} · {counts.get('receipts', 0)} receipts")
         for space, why in health.get("refused", {}).items():
             st.warning(f"space {space} unavailable: {why}")
         det = health.get("detector", {})
@@ -63,6 +65,8 @@ def main() -> None:
         add_photos(api, params, health, key)
     elif mode == "analyse":
         analyse_mode(api, params, health, key)
+    elif mode == "ledger":
+        ledger_mode(api, params, health, key)
     elif mode == "image":
         image_mode(api, params, health, top_k)
     else:

@@ -12,7 +12,7 @@ POLL_SECONDS = 0.5
 POLL_LIMIT_SECONDS = 600
 
 
-def _follow(api: Api, batch: str, *, wait: bool) -> list[dict] | None:
+def follow_batch(api: Api, batch: str, *, wait: bool) -> list[dict] | None:
     """Poll `GET /api/tasks?batch=…` with a progress bar until every task is done (or `wait` is False, or no worker
     runs); returns the batch's tasks (None when the API refused)."""
     bar = st.progress(0.0, text="queued …")
@@ -38,7 +38,7 @@ def _follow(api: Api, batch: str, *, wait: bool) -> list[dict] | None:
 
 def show_batch(api: Api, batch: str, *, wait: bool) -> None:
     """Follow a batch (`_follow`), then list the failures with their reason and show the indexed photos."""
-    tasks = _follow(api, batch, wait=wait)
+    tasks = follow_batch(api, batch, wait=wait)
     if tasks is None:
         return
     for t in tasks:

@@ -154,3 +154,40 @@ def test_content_filter_in_the_sidebar_reaches_the_api(monkeypatch, live_api):
     at.sidebar.selectbox(key="content").set_value("hide sensitive photos").run()
     assert not at.error and len(at.get("image")) == 0
     assert any("not analysed yet" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_ledger_mode_shows_a_receipt_and_saves_a_correction(monkeypatch, live_api, settings, store):
+    """A receipt read from a shared photo (OCR + rules) and written to the ledger: the "ledger" mode shows the
+    monthly chart, the CSV button and the receipt beside its fields; a correction typed in the form reaches the API
+    and the audit keeps the extractor's value."""
+    import httpx
+
+    from clip_embedder.images import read_image_file, sha256_bytes
+    from clip_embedder.intake.originals import open_originals
+    from clip_embedder.models.ocr import RapidOcrEngine
+    from clip_embedder.receipts.ledger import file_receipt
+    from clip_embedder.receipts.rules import RulesExtractor
+    from tests.helpers import SHARED
+
+    path = SHARED / "datasets" / "receipts_sroie" / "img" / "015.jpg"
+    image, sha = read_image_file(path, max_bytes=10**8, max_pixels=10**8)
+    open_originals(settings.storage_root).put(f"{sha}.jpg", path.read_bytes())
+    receipt = RulesExtractor().extract(RapidOcrEngine(0.6).read(image))
+    rid, _ = file_receipt(store, receipt, sha256=sha256_bytes(path.read_bytes()), original=f"{sha}.jpg",
+                          file_name=path.name, size=image.size, extractor_version="1")
+    monkeypatch.setenv("API_URL", live_api)
+    monkeypatch.setenv("API_KEY", "test-key")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["mode"] = "ledger"
+    at.query_params["receipt"] = str(rid)
+    at.run()
+    assert not at.error and not at.exception, [e.value for e in at.error]
+    assert at.get("download_button") and at.get("vega_lite_chart")  # the CSV, the monthly chart
+    assert any(f"Receipt #{rid}" in s.value for s in at.subheader) and len(at.get("image")) == 1
+    total = next(t for t in at.text_input if t.label == "total")
+    assert total.value == "15.90"  # 015's key file: 15.90
+    total.set_value("16.90")
+    next(b for b in at.button if b.label == "Save corrections").click().run()
+    assert not at.error, [e.value for e in at.error]
+    got = httpx.get(f"{live_api}/api/receipts/{rid}").json()
+    assert got["fields"]["total"] == 16.9 and got["corrections"][0]["extracted"] == 15.9
