@@ -2,11 +2,44 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clip_embedder.receipts.records import Receipt, ReceiptItem
+
+#: the largest amount the ledger stores (its columns are NUMERIC(14, 2))
+AMOUNT_MAX = 1e11
+#: a query parameter's pattern: no NUL character (PostgreSQL's text cannot hold one)
+NO_NUL = r"^[^\x00]*$"
+
+
+def _refuse_nul(value: Any) -> Any:
+    """`value` unchanged, after checking that no string in it (nested lists and objects too) holds a NUL character.
+
+    Raises:
+        ValueError: one does (pydantic answers 422).
+    """
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("text cannot contain a NUL character")
+    if isinstance(value, dict):
+        for v in value.values():
+            _refuse_nul(v)
+    elif isinstance(value, list):
+        for v in value:
+            _refuse_nul(v)
+    return value
+
+
+class NoNul(BaseModel):
+    """A request body whose text may not hold NUL characters."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return _refuse_nul(data)
+
 
 GROUP_BY_DOC = "sum per day, month (YYYY-MM), merchant or category — per currency, never across currencies"
 
@@ -45,7 +78,7 @@ class ReceiptPublic(BaseModel):
     updated_at: dt.datetime
 
 
-class ReceiptCorrection(BaseModel):
+class ReceiptCorrection(NoNul):
     """Corrections of a receipt: send only the fields to change (`null` clears one). `items` replaces the whole list;
     `category` files the receipt by hand (the category rules then leave it alone)."""
 
@@ -57,9 +90,9 @@ class ReceiptCorrection(BaseModel):
     date: dt.date | None = None
     time: str | None = Field(None, pattern=r"^\d{2}:\d{2}(:\d{2})?$")
     items: list[ReceiptItem] | None = Field(None, max_length=500)
-    subtotal: float | None = Field(None, ge=-1e11, le=1e11)
-    tax: float | None = Field(None, ge=-1e11, le=1e11)
-    total: float | None = Field(None, ge=-1e11, le=1e11)
+    subtotal: float | None = Field(None, ge=-AMOUNT_MAX, le=AMOUNT_MAX)
+    tax: float | None = Field(None, ge=-AMOUNT_MAX, le=AMOUNT_MAX)
+    total: float | None = Field(None, ge=-AMOUNT_MAX, le=AMOUNT_MAX)
     currency: str | None = Field(None, pattern=r"^[A-Za-z]{3}$", description="ISO 4217, e.g. MYR, KRW, EUR")
     payment_method: str | None = Field(None, max_length=100)
     category: str | None = Field(None, min_length=1, max_length=100)
@@ -68,6 +101,16 @@ class ReceiptCorrection(BaseModel):
     @classmethod
     def _upper(cls, v: str | None) -> str | None:
         return v.upper() if v else v
+
+    @field_validator("items")
+    @classmethod
+    def _amounts_in_range(cls, v: list[ReceiptItem] | None) -> list[ReceiptItem] | None:
+        for it in v or []:
+            for name in ("quantity", "unit_price", "amount"):
+                x = getattr(it, name)
+                if x is not None and not (math.isfinite(x) and abs(x) <= AMOUNT_MAX):
+                    raise ValueError(f"an item's {name} must be a finite number within ±{AMOUNT_MAX:g}")
+        return v
 
     def changes(self) -> dict[str, Any]:
         """The fields sent, as the ledger takes them (dates ISO 8601)."""
@@ -121,7 +164,7 @@ class LedgerAnswer(BaseModel):
     groups: list[LedgerSum] = Field(default_factory=list)
 
 
-class CategoryRule(BaseModel):
+class CategoryRule(NoNul):
     """A category's rule: a receipt whose merchant or item names hold one of its keywords (case-insensitive, at the
     start of a word; Hangul keywords anywhere) is filed under it; rules are tried in `position` order."""
 

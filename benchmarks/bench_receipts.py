@@ -1,8 +1,14 @@
 """Receipts: the rules and the learned extractor scored side by side (SROIE task 3 as the shared README defines it),
-(a) from the ground-truth text lines and (b) end to end from the image through our OCR (RapidOCR).
+(a) from the ground-truth text lines and (b) end to end from the image through our OCR (RapidOCR; Tesseract with
+--langs kor+eng).
 
     python benchmarks/bench_receipts.py --dataset ../shared/datasets/receipts_sroie [--train DIR] [--text-only]
-                                        [--folds 5] [--json OUT]
+                                        [--folds 5] [--langs eng] [--json OUT]
+    python benchmarks/bench_receipts.py --korean 12          # Korean receipts rendered by korean_receipts.py
+
+--korean N renders N Korean receipts (benchmarks/korean_receipts.py, NanumGothic) into a temporary folder, reads
+them with Tesseract kor+eng and also counts the receipts whose merchant, date, total and every item (name,
+quantity, unit price, amount) are right.
 
 The learned extractor is trained on --train (default: the shared receipts). When --train is the --dataset folder it
 is scored by k-fold cross-validation (--folds; receipt i in fold i mod k): every receipt is scored by a model that
@@ -32,13 +38,17 @@ def folds_of(dataset: list[SroieReceipt], train: list[SroieReceipt], k: int) -> 
             for f in range(k)]
 
 
-def ocr_lines(receipts: list[SroieReceipt]) -> tuple[dict[str, list], list[float]]:
-    """Each receipt's lines read by RapidOCR from its image, and the ms each took."""
+def ocr_lines(receipts: list[SroieReceipt], langs: str = "eng") -> tuple[dict[str, list], list[float]]:
+    """Each receipt's lines read from its image by the service's receipt OCR for `langs` (RECEIPT_LANGS: eng →
+    RapidOCR, else Tesseract), and the ms each took."""
+    from types import SimpleNamespace
+
     from PIL import Image
 
-    from clip_embedder.models.ocr import RapidOcrEngine
+    from clip_embedder.receipts.ledger import Reader
 
-    engine = RapidOcrEngine(0.5).load()
+    engine = Reader.from_settings(SimpleNamespace(receipt_langs=langs, ocr_min_confidence=0.5,
+                                                  receipt_extractor="rules")).ocr.load()
     out, ms = {}, []
     for r in receipts:
         assert r.image is not None
@@ -64,6 +74,32 @@ def score(name: str, pairs: list[tuple[list, list]], lines_of, *, train_lines_of
     return s.summary(), ms
 
 
+def items_right(folder: Path, dataset: list[SroieReceipt], read: dict[str, list], *,
+                spaces: bool = True) -> dict[str, int]:
+    """Rendered receipts (their items/ ground truth) whose merchant, date, total — and every item — the rules read
+    right end to end. With `spaces` False, names are compared without their spaces (Korean word spacing is loose:
+    "이마트성수점" is "이마트 성수점")."""
+    from clip_embedder.receipts.sroie import field_right
+
+    def name(text: str | None) -> str:
+        return (text or "") if spaces else (text or "").replace(" ", "")
+
+    out = {"receipts": len(dataset), "merchant": 0, "date": 0, "total": 0, "items": 0, "all": 0}
+    for r in dataset:
+        got = RulesExtractor().extract(read[r.id])
+        truth = json.loads((folder / "items" / f"{r.id}.json").read_text(encoding="utf-8"))
+        ok = {f: field_right(f, getattr(got, f), r.key[f]) for f in ("date", "total")}
+        ok["merchant"] = name(got.merchant) == name(r.key["merchant"])
+        ok["items"] = [(name(i.name), i.quantity, i.unit_price, i.amount) for i in got.items] == [
+            (name(t["name"]), t["quantity"], t["unit_price"], t["amount"]) for t in truth]
+        for f, v in ok.items():
+            out[f] += v
+        out["all"] += all(ok.values())
+        if not all(ok.values()) and not spaces:
+            print(f"    {r.id}: wrong {[f for f, v in ok.items() if not v]}")
+    return out
+
+
 def show(name: str, where: str, summary: dict, ms: list[float]) -> None:
     per = "  ".join(f"{f} {v['f1']:.3f}" for f, v in summary["per_field"].items())
     print(f"  {name:8s} {where:10s} P {summary['precision']:.3f}  R {summary['recall']:.3f}  F1 {summary['f1']:.3f}"
@@ -77,8 +113,19 @@ def main(argv: list[str] | None = None) -> int:
                                                               "the shared receipts)")
     p.add_argument("--text-only", action="store_true", help="score from the ground-truth lines only (no img/)")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--langs", default="eng", help="RECEIPT_LANGS for the end-to-end OCR: eng (RapidOCR) or "
+                                                   "Tesseract codes (kor+eng)")
+    p.add_argument("--korean", type=int, default=0, metavar="N",
+                   help="score N rendered Korean receipts (sets --dataset to them and --langs kor+eng)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.korean:
+        import tempfile
+
+        import korean_receipts
+
+        args.dataset, args.langs = Path(tempfile.mkdtemp(prefix="korean-receipts-")), "kor+eng"
+        korean_receipts.write(args.dataset, args.korean)
     dataset = read_layout(args.dataset, text_only=args.text_only)
     train_dir = args.train or SHARED / "datasets" / "receipts_sroie"
     train = dataset if train_dir.resolve() == args.dataset.resolve() else read_layout(train_dir, text_only=True)
@@ -90,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         results[name]["gt_text"], ms = score(name, pairs, lambda r: r.lines)
         show(name, "gt_text", results[name]["gt_text"], ms)
     if not args.text_only:
-        read, ocr_ms = ocr_lines(dataset)
-        print(f"  OCR (RapidOCR): p50 {pct(ocr_ms, 50):.0f} ms, p99 {pct(ocr_ms, 99):.0f} ms per receipt")
+        read, ocr_ms = ocr_lines(dataset, args.langs)
+        engine = "RapidOCR" if args.langs == "eng" else f"Tesseract {args.langs}"
+        print(f"  OCR ({engine}): p50 {pct(ocr_ms, 50):.0f} ms, p99 {pct(ocr_ms, 99):.0f} ms per receipt")
         for name in results:
             results[name]["end_to_end"], ms = score(name, pairs, lambda r: read[r.id])
             show(name, "end_to_end", results[name]["end_to_end"], ms)
@@ -101,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                 train_lines_of=lambda r: read[r.id])
             show("learned*", "end_to_end", results["learned_on_ocr"]["end_to_end"], ms)
             print("  (learned*: trained on the OCR lines of its training folds, the text it reads at run time)")
+    if args.korean and not args.text_only:
+        for label, spaces in (("korean", True), ("korean_without_spaces", False)):
+            results[label] = k = items_right(args.dataset, dataset, read, spaces=spaces)
+            print(f"  rules, end to end{'' if spaces else ', names compared without spaces'}: {k['all']} of "
+                  f"{k['receipts']} receipts entirely right (merchant {k['merchant']}, date {k['date']}, total "
+                  f"{k['total']}, every item {k['items']})")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -173,14 +173,20 @@ class Settings(BaseSettings):
     analysis_timeout_s: float = Field(60.0, gt=0, description="hosted providers: seconds one call may take")
     analysis_max_retries: int = Field(3, ge=0, description="hosted providers: retries of a 429 / 5xx / timeout")
     analysis_prompts_dir: Path | None = Field(None, description="folder with describe.txt / sensitive.txt / labels.txt "
-                                                                "overriding the built-in prompts")
+                                                                "/ receipt.txt overriding the built-in prompts")
 
     # --- receipts -----------------------------------------------------------------------------------
     receipts_dir: Path | None = Field(None, description="receipts in the SROIE layout (key/, box/, img/) that "
                                                         "`make train-receipts` trains the learned extractor on")
-    receipt_extractor: Literal["auto", "learned", "rules"] = Field(
+    receipt_extractor: Literal["auto", "learned", "rules", "openai", "bedrock"] = Field(
         "auto", description="auto: the registered champion (receipt-extractor@champion) when there is one, else the "
-                            "rules; learned: the champion (an error without one); rules: keyword and pattern rules")
+                            "rules; learned: the champion (an error without one); rules: keyword and pattern rules; "
+                            "openai / bedrock: a hosted vision-language model reads the photo (the ANALYSIS_* "
+                            "settings: base URL, model, key, temperature)")
+    receipt_langs: str = Field(
+        "eng", pattern=r"^[a-z_]{3,}(\+[a-z_]{3,})*$",
+        description="the languages of your receipts: eng (RapidOCR, which reads English and Chinese) or Tesseract's "
+                    "language codes (kor+eng: Tesseract, one column of text; tesseract-ocr-<lang> packages)")
 
     # --- indexing and serving ------------------------------------------------------------------
     batch_size: int = Field(16, ge=1, description="images per indexing batch")

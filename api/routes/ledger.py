@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from api.deps import LedgerDep, StoreDep, WriteKey
 from api.ledger_schemas import (
     GROUP_BY_DOC,
+    NO_NUL,
     CategoriesAnswer,
     CategoryPublic,
     CategoryRule,
@@ -33,9 +34,9 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def ledger_filter(date_from: Annotated[date | None, Query(alias="from", description="first day (YYYY-MM-DD)")] = None,
                   date_to: Annotated[date | None, Query(alias="to", description="last day, inclusive")] = None,
-                  merchant: Annotated[str | None, Query(max_length=200, description="merchant holds this "
-                                                                                     "(case-insensitive)")] = None,
-                  category: Annotated[str | None, Query(max_length=100)] = None) -> LedgerFilter:
+                  merchant: Annotated[str | None, Query(max_length=200, pattern=NO_NUL,
+                                                        description="merchant holds this (case-insensitive)")] = None,
+                  category: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None) -> LedgerFilter:
     if date_from and date_to and date_from > date_to:
         raise HTTPException(422, f"from={date_from} is after to={date_to}")
     return LedgerFilter(date_from, date_to, merchant or None, category or None)
@@ -96,7 +97,7 @@ def categories(repo: LedgerDep):
     return _categories(repo)
 
 
-CategoryName = Annotated[str, PathParam(min_length=1, max_length=100, pattern=r"^[^/]+$")]
+CategoryName = Annotated[str, PathParam(min_length=1, max_length=100, pattern=r"^[^/\x00]+$")]
 
 
 @router.put("/categories/{name}", response_model=CategoriesAnswer, responses=ERRORS, dependencies=[WriteKey])

@@ -188,15 +188,13 @@ class IndexWorker:
 
     @property
     def receipt_reader(self):
-        """OCR and the RECEIPT_EXTRACTOR extractor (the registered champion, else the rules), built once."""
+        """OCR (RECEIPT_LANGS) and the RECEIPT_EXTRACTOR extractor (the registered champion, else the rules), built
+        once."""
         with self._receipt_lock:
             if self._receipt_reader is None:
-                from clip_embedder.models.ocr import RapidOcrEngine  # noqa: PLC0415
                 from clip_embedder.receipts.ledger import Reader  # noqa: PLC0415
-                from clip_embedder.receipts.registry import create_extractor  # noqa: PLC0415
 
-                self._receipt_reader = Reader(RapidOcrEngine(self.settings.ocr_min_confidence),
-                                              create_extractor(self.settings))
+                self._receipt_reader = Reader.from_settings(self.settings)
         return self._receipt_reader
 
     def read_receipt(self, sha256: str, path: str, storage: str, file_name: str) -> dict:

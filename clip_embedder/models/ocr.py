@@ -138,11 +138,12 @@ class RapidOcrEngine(OcrEngine):
 
 
 class TesseractEngine(OcrEngine):
-    """Tesseract 5 through pytesseract, sparse-text layout (`--psm 11`: signs and captions in photos).
+    """Tesseract 5 through pytesseract, sparse-text layout by default (`--psm 11`: signs and captions in photos;
+    `psm=4`, one column of text, for receipts).
 
     Words under `min_confidence` are dropped, then the words of each Tesseract line are joined into one
     `OcrLine`. Tesseract's Korean model often splits a word into syllables; adjacent Hangul pieces of one
-    line with a gap under 0.35 of the line height are joined back into the word.
+    line with a gap under 0.35 of the taller piece's height are joined back into the word.
     """
 
     name = "tesseract"
@@ -152,13 +153,18 @@ class TesseractEngine(OcrEngine):
         """OCR=tesseract as configured: OCR_LANGS, OCR_MIN_CONFIDENCE."""
         return cls(settings.ocr_langs, settings.ocr_min_confidence)
 
-    def __init__(self, langs: str = "kor+eng", min_confidence: float = 0.5):
+    def __init__(self, langs: str = "kor+eng", min_confidence: float = 0.5, *, psm: int = 11, min_width: int = 0):
         super().__init__(min_confidence)
         self.langs = langs
+        #: Tesseract's page segmentation: 11 sparse text (photos), 4 one column of text (receipts)
+        self.psm = psm
+        #: narrower images are enlarged to this width before reading (boxes are given in the original's pixels)
+        self.min_width = min_width
 
     @property
     def signature(self) -> str:
-        return f"{self.name}[{self.langs}]:{self.min_confidence:g}"
+        return f"{self.name}[{self.langs}]:{self.min_confidence:g}" + (f":psm{self.psm}" if self.psm != 11 else "") \
+            + (f":w{self.min_width}" if self.min_width else "")
 
     def _load(self) -> None:
         try:
@@ -178,14 +184,17 @@ class TesseractEngine(OcrEngine):
     def _read(self, image: Image.Image) -> list[OcrLine]:
         # grey levels at the photo's own size: on six Korean captions rendered onto COCO128 photos this read 5 of
         # 6 words, RGB 2 of 6, grey at 2x 2 of 6 (benchmarks/bench_words.py renders the same kind of images)
-        d = self._pt.image_to_data(image.convert("L"), lang=self.langs, config="--psm 11",
-                                   output_type=self._pt.Output.DICT)
+        grey, f = image.convert("L"), 1.0
+        if image.width < self.min_width:
+            f = self.min_width / image.width
+            grey = grey.resize((self.min_width, round(image.height * f)), Image.Resampling.LANCZOS)
+        d = self._pt.image_to_data(grey, lang=self.langs, config=f"--psm {self.psm}", output_type=self._pt.Output.DICT)
         words: dict[tuple[int, int, int], list[tuple[str, float, tuple[float, float, float, float]]]] = {}
         for i, text in enumerate(d["text"]):
             conf = float(d["conf"][i])
             if not str(text).strip() or conf / 100.0 < self.min_confidence:
                 continue
-            x, y, w, h = (float(d[k][i]) for k in ("left", "top", "width", "height"))
+            x, y, w, h = (float(d[k][i]) / f for k in ("left", "top", "width", "height"))
             key = (d["block_num"][i], d["par_num"][i], d["line_num"][i])
             words.setdefault(key, []).append((str(text).strip(), conf / 100.0, (x, y, x + w, y + h)))
         out = []
@@ -195,7 +204,7 @@ class TesseractEngine(OcrEngine):
             for text, conf, box in pieces:
                 prev = merged[-1] if merged else None
                 if (prev is not None and _HANGUL.match(prev[0]) and _HANGUL.match(text)
-                        and box[0] - prev[2][2] < 0.35 * max(box[3] - box[1], 1.0)):
+                        and box[0] - prev[2][2] < 0.35 * max(box[3] - box[1], prev[2][3] - prev[2][1], 1.0)):
                     prev[0] += text
                     prev[1] = min(prev[1], conf)
                     prev[2] = (prev[2][0], min(prev[2][1], box[1]), box[2], max(prev[2][3], box[3]))

@@ -33,7 +33,7 @@ from clip_embedder.receipts.parsing import (
     total_rank,
 )
 from clip_embedder.receipts.records import Receipt, ReceiptLine
-from clip_embedder.receipts.rules import RulesExtractor, check, currency_of
+from clip_embedder.receipts.rules import RulesExtractor, amount_reader, check, currency_of
 
 CLASSES = ("other", "merchant", "address", "date", "total")
 #: a line whose text matches this share of a key field's text is labelled as part of it
@@ -181,7 +181,8 @@ class LearnedExtractor:
 
         merchant, address = span("merchant"), span("address")
         day, p_date = best("date", lambda t: parse_date(t, today=today))
-        total, p_total = best("total", lambda t: amounts(t)[-1] if amounts(t) else None)
+        read = amount_reader(base.currency)
+        total, p_total = best("total", lambda t: read(t)[-1] if read(t) else None)
         base.merchant, base.address, base.date, base.total = merchant, address, iso(day) or base.date, total
         base.time = parse_time(next((ln.text for i, ln in enumerate(lines) if chosen.get(i) == "date"), "")) \
             or base.time

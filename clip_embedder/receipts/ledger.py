@@ -18,6 +18,9 @@ from clip_embedder.receipts.rules import check
 
 log = logging.getLogger(__name__)
 FALLBACK_CATEGORY = "other"
+#: receipts narrower than this are enlarged before Tesseract reads them: on 12 rendered Korean receipts 560 px wide,
+#: 1.5x read 합계 and "CU" right where 1x read 합겨 (5 of 12) and "(4" (benchmarks/bench_receipts.py --korean)
+TESSERACT_MIN_WIDTH = 840
 #: the review reason a possible duplicate gets (its receipt id follows)
 DUPLICATE_REASON = "possibly the same purchase as receipt"
 
@@ -52,6 +55,23 @@ class Reader:
 
     ocr: Any
     extractor: Any
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Reader:
+        """As configured: RECEIPT_LANGS (eng: RapidOCR; Tesseract codes such as kor+eng: Tesseract reading one column,
+        `--psm 4`, a receipt narrower than TESSERACT_MIN_WIDTH enlarged first), OCR_MIN_CONFIDENCE, RECEIPT_EXTRACTOR
+        (`registry.create_extractor`).
+
+        Raises:
+            RuntimeError: the extractor cannot be built (RECEIPT_EXTRACTOR=learned without a champion, say).
+        """
+        from clip_embedder.models.ocr import RapidOcrEngine, TesseractEngine  # noqa: PLC0415
+        from clip_embedder.receipts.registry import create_extractor  # noqa: PLC0415
+
+        langs = settings.receipt_langs
+        ocr = RapidOcrEngine(settings.ocr_min_confidence) if langs == "eng" else \
+            TesseractEngine(langs, min(settings.ocr_min_confidence, 0.3), psm=4, min_width=TESSERACT_MIN_WIDTH)
+        return cls(ocr, create_extractor(settings))
 
     @property
     def version(self) -> str | None:

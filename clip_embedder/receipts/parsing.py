@@ -27,7 +27,7 @@ TOTAL_WORDS = ("ROUNDED TOTAL", "ROUND TOTAL", "ROUNDING TOTAL", "GRAND TOTAL", 
 NOT_TOTAL_WORDS = ("SUBTOTAL", "SUB TOTAL", "SUB-TOTAL", "TOTAL QTY", "TOTAL QUANTITY", "TOTAL ITEM", "TOTAL DISC",
                    "TOTAL SAVING", "TOTAL GST", "TOTAL TAX", "TOTAL EXCL", "TOTAL INCL. GST 0")
 STOP_ADDRESS = ("TEL", "FAX", "GST", "INVOICE", "RECEIPT", "DATE", "CASHIER", "PHONE", "EMAIL", "CO.REG", "CO REG",
-                "REG NO", "COMPANY NO", "BILL", "TAX", "H/P", "WEBSITE", "DOC", "TABLE", "전화", "사업자")
+                "REG NO", "COMPANY NO", "BILL", "TAX", "H/P", "WEBSITE", "DOC", "TABLE", "전화")
 PAYMENT_WORDS = {"CASH": "cash", "VISA": "card", "MASTER": "card", "CREDIT": "card", "DEBIT": "card", "CARD": "card",
                  "현금": "cash", "카드": "card"}
 
@@ -91,6 +91,38 @@ def parse_amount(text: str) -> float | None:
     return round(float(text), 2) if re.fullmatch(r"\s*\d+(\.\d+)?\s*", text) else None
 
 
+#: a number as a won amount is printed: 12,500 (OCR reads the comma as a dot at times: 3.055), 900, 3
+WON_NUMBER = re.compile(r"(?<![\d,.])\d{1,3}(?:[,.]\d{3})+(?![\d,.])|(?<![\d,.])\d+(?![\d,.])")
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+def won_amounts(text: str) -> list[float]:
+    """Every number in `text` read as whole won (KRW has no minor unit, so "3.055" is OCR's 3,055), left to right."""
+    return [float(re.sub(r"[,.]", "", m.group(0))) for m in WON_NUMBER.finditer(text)]
+
+
+def item_numbers(numbers: list[float]) -> tuple[float | None, float | None, float | None]:
+    """(quantity, unit price, amount) from the numbers of an item row, left to right: the last is the amount; among
+    the two before it, a unit price and a whole quantity (≤ 99) whose product is the amount, in either order; two
+    numbers: the quantity is 1 when both are equal, the ratio when the amount is a whole multiple of the price."""
+    if not numbers:
+        return None, None, None
+    amount = numbers[-1]
+    if len(numbers) >= 3:
+        x, y = numbers[-3], numbers[-2]
+        for qty, price in ((y, x), (x, y)):
+            if qty == int(qty) and 1 <= qty <= 99 and abs(qty * price - amount) <= 0.01 * max(abs(amount), 1):
+                return qty, price, amount
+    if len(numbers) >= 2:
+        price = numbers[-2]
+        if price > 0:
+            ratio = amount / price
+            if abs(ratio - round(ratio)) < 1e-6 and 1 <= round(ratio) <= 99:
+                return float(round(ratio)), price, amount
+        return None, price, amount
+    return None, None, amount
+
+
 def has_any(text: str, words: tuple[str, ...]) -> bool:
     up = text.upper()
     return any(w in up for w in words)
@@ -98,8 +130,9 @@ def has_any(text: str, words: tuple[str, ...]) -> bool:
 
 def total_rank(text: str) -> int:
     """How strongly a line says "the total": the index of its first keyword in `TOTAL_WORDS` from the end (higher is
-    stronger: "ROUNDED TOTAL" beats "TOTAL"), -1 when it has none or is a subtotal / quantity / tax line."""
-    up = normalise(text)
+    stronger: "ROUNDED TOTAL" beats "TOTAL"), -1 when it has none or is a subtotal / quantity / tax line. Tesseract's
+    common misreading of 합계 (합겨, 합게) counts as 합계."""
+    up = re.sub(r"합\s*[겨게개]", "합계", normalise(text))
     if has_any(up, NOT_TOTAL_WORDS):
         return -1
     for i, w in enumerate(TOTAL_WORDS):

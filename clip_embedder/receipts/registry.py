@@ -71,16 +71,24 @@ def load_champion(name: str = MODEL_NAME, alias: str = ALIAS) -> LearnedExtracto
 
 def create_extractor(settings: Any) -> Any:
     """The extractor RECEIPT_EXTRACTOR names: `rules`; `learned` (the registered champion); `auto` (the champion
-    when the registry at MLFLOW_TRACKING_URI has one, else the rules — said once in the log).
+    when the registry at MLFLOW_TRACKING_URI has one, else the rules — said once in the log); `openai` / `bedrock`
+    (a hosted vision-language model reading the photo, `receipts.hosted`, configured by the ANALYSIS_* settings).
 
     Raises:
-        RuntimeError: RECEIPT_EXTRACTOR=learned and no champion is registered.
+        RuntimeError: RECEIPT_EXTRACTOR=learned and no champion is registered, or a hosted provider's client is not
+            installed.
     """
     from clip_embedder.models.mlflow_registry import configure_mlflow  # noqa: PLC0415
     from clip_embedder.receipts.rules import RulesExtractor  # noqa: PLC0415
 
     if settings.receipt_extractor == "rules":
         return RulesExtractor()
+    if settings.receipt_extractor in ("openai", "bedrock"):
+        from clip_embedder.models.registry import ANALYSIS_PROVIDERS  # noqa: PLC0415
+        from clip_embedder.receipts.hosted import HostedReceiptExtractor, load_prompt  # noqa: PLC0415
+
+        provider = ANALYSIS_PROVIDERS.create(settings.receipt_extractor, settings)
+        return HostedReceiptExtractor(provider, load_prompt(settings.analysis_prompts_dir))
     configure_mlflow(settings.mlflow_tracking_uri)
     try:
         champion = load_champion()

@@ -28,8 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lines", nargs="+", type=Path, default=[],
                    help="text-line files in the SROIE box format (x1,y1,…,x4,y4,text) to extract from instead of "
                         "photos")
-    p.add_argument("--extractor", choices=("auto", "learned", "rules"), default=None,
-                   help="default: RECEIPT_EXTRACTOR")
+    p.add_argument("--extractor", choices=("auto", "learned", "rules", "openai", "bedrock"), default=None,
+                   help="default: RECEIPT_EXTRACTOR (openai / bedrock: a hosted model reads the photo; the ANALYSIS_* "
+                        "settings say which)")
+    p.add_argument("--langs", default=None,
+                   help="the receipts' languages (default: RECEIPT_LANGS): eng (RapidOCR) or Tesseract codes, e.g. "
+                        "kor+eng")
     p.add_argument("--ingest", action="store_true",
                    help="write each photo's receipt to the ledger in the project's database (DATABASE_URL or the "
                         "embedded one)")
@@ -38,26 +42,27 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give receipt photos, or --lines FILE.csv …")
     if args.ingest and args.lines:
         p.error("--ingest takes photos (the ledger keeps each receipt's photo), not --lines")
+    if args.lines and args.extractor in ("openai", "bedrock"):
+        p.error(f"--extractor {args.extractor} reads photos, not --lines")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("clip_embedder").setLevel(logging.INFO)
     from clip_embedder.config import Settings  # noqa: PLC0415
     from clip_embedder.images import list_images  # noqa: PLC0415
-    from clip_embedder.models.ocr import RapidOcrEngine  # noqa: PLC0415
-    from clip_embedder.receipts.registry import create_extractor  # noqa: PLC0415
+    from clip_embedder.receipts.ledger import Reader  # noqa: PLC0415
 
-    settings = Settings(**({"receipt_extractor": args.extractor} if args.extractor else {}))
+    overrides = {"receipt_extractor": args.extractor, "receipt_langs": args.langs}
     try:
-        extractor = create_extractor(settings)
-    except RuntimeError as e:
+        settings = Settings(**{k: v for k, v in overrides.items() if v})
+        reader = Reader.from_settings(settings)
+    except (RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ocr = RapidOcrEngine(settings.ocr_min_confidence) if args.paths else None
     photos = [f for p in args.paths for f in (list_images(p) if p.is_dir() else [p])]
-    ledger = Ledger(settings, extractor) if args.ingest else None
+    ledger = Ledger(settings, reader.version) if args.ingest else None
     failed = 0
     try:
         for path in [*photos, *args.lines]:
-            failed += _one(path, path in args.lines, settings, ocr, extractor, ledger)
+            failed += _one(path, path in args.lines, settings, reader, ledger)
     finally:
         if ledger is not None:
             ledger.close()
@@ -67,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
 class Ledger:
     """The ledger in the project's database and the originals store, for --ingest."""
 
-    def __init__(self, settings, extractor):
+    def __init__(self, settings, version: str | None):
         from clip_embedder.db.store import Store  # noqa: PLC0415
         from clip_embedder.intake.originals import open_originals  # noqa: PLC0415
 
         self.store = Store.open(settings)
         self.originals = open_originals(settings.storage_root)
-        self.version = str(getattr(extractor, "version", "") or "") or None
+        self.version = version
 
     def add(self, path: Path, image, receipt) -> tuple[int, bool]:
         """Store the photo and write its receipt (the same photo twice is one receipt). Returns (id, whether new)."""
@@ -98,24 +103,23 @@ class Ledger:
         self.store.close()
 
 
-def _one(path: Path, is_lines: bool, settings, ocr, extractor, ledger: Ledger | None) -> int:
+def _one(path: Path, is_lines: bool, settings, reader, ledger: Ledger | None) -> int:
     """Extract one receipt and print its JSON line (written to the ledger with --ingest). Returns 1 on failure."""
+    from clip_embedder.analysis.providers.base import ProviderError  # noqa: PLC0415
     from clip_embedder.images import ImageError, read_image_file  # noqa: PLC0415
     from clip_embedder.receipts.sroie import read_box_csv  # noqa: PLC0415
 
     t = time.perf_counter()
     try:
         if is_lines:
-            lines = read_box_csv(path)
+            receipt = reader.extractor.extract(read_box_csv(path))
         else:
-            assert ocr is not None
             image, _ = read_image_file(path, max_bytes=settings.index_max_bytes,
                                        max_pixels=settings.index_max_pixels)
-            lines = ocr.read(image)
-    except (OSError, ImageError) as e:
+            receipt = reader.read(image)
+    except (OSError, ImageError, ProviderError) as e:
         print(json.dumps({"path": str(path), "error": str(e)}), flush=True)
         return 1
-    receipt = extractor.extract(lines)
     extra: dict = {}
     if ledger is not None:
         receipt_id, new = ledger.add(path, image, receipt)

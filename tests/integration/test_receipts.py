@@ -76,3 +76,25 @@ def test_the_cli_reads_text_lines_and_photos(capsys):
         assert any(ln["field"] == "total" and ln["bbox_xyxy"] for ln in r["lines"])
     assert extract_receipt.main(["--lines", str(RECEIPTS / "box" / "nope.csv")]) == 1
     assert "error" in json.loads(capsys.readouterr().out.splitlines()[0])
+
+
+def test_korean_receipts_read_end_to_end_with_tesseract(tmp_path, capsys):
+    """Korean till receipts rendered with NanumGothic (benchmarks/korean_receipts.py, seed 0), read by the CLI with
+    RECEIPT_LANGS=kor+eng (Tesseract, one column) and the rules: every date and total right; merchant and every item
+    (name, quantity, unit price, amount) right on the receipts Tesseract reads cleanly (001: it reads 라면 as 리변)."""
+    from clip_embedder.scripts import extract_receipt
+    from tests.helpers import ROOT, load_script
+
+    korean = load_script(ROOT / "benchmarks" / "korean_receipts.py")
+    korean.write(tmp_path, 4, seed=0)
+    photos = sorted((tmp_path / "img").glob("*.jpg"))
+    assert extract_receipt.main(["--extractor", "rules", "--langs", "kor+eng", *map(str, photos)]) == 0
+    got = {r["path"].rsplit("/", 1)[-1][:3]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    for name, r in got.items():
+        key = json.loads((tmp_path / "key" / f"{name}.json").read_text(encoding="utf-8"))
+        assert (r["date"], r["total"], r["currency"]) == (key["date"], float(key["total"]), "KRW"), (name, r)
+        if name != "001":
+            items = json.loads((tmp_path / "items" / f"{name}.json").read_text(encoding="utf-8"))
+            assert r["merchant"] == key["company"]
+            assert [(i["name"], i["quantity"], i["unit_price"], i["amount"]) for i in r["items"]] == [
+                (i["name"], i["quantity"], i["unit_price"], i["amount"]) for i in items], name

@@ -108,6 +108,27 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+def register_task(name: str, answer: type[BaseModel], schema: dict[str, Any]) -> None:
+    """Make `name` a task providers can be asked (`HostedProvider.ask`): its answer model and JSON schema (the
+    receipt extractor registers "receipt")."""
+    ANSWERS[name] = answer
+    SCHEMAS[name] = schema
+
+
+def encode_for_sending(image: Image.Image) -> tuple[bytes, float, tuple[int, int]]:
+    """An image as it is sent: JPEG (quality 90), its longer side at most MAX_SEND_SIDE.
+
+    Returns:
+        (JPEG bytes, scale = original pixels / sent pixels (≥ 1), the sent size (width, height)).
+    """
+    scale = max(1.0, max(image.size) / MAX_SEND_SIDE)
+    sent = image if scale == 1.0 else image.resize((round(image.width / scale), round(image.height / scale)),
+                                                  Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    sent.convert("RGB").save(buf, format="JPEG", quality=90)
+    return buf.getvalue(), scale, sent.size
+
+
 @dataclass(frozen=True)
 class Prompts:
     """The prompt of each task (`{width}` and `{height}` are replaced by the size of the image sent)."""
@@ -277,16 +298,11 @@ class HostedProvider(ABC):
             ProviderError: the provider failed or answered invalid JSON twice.
         """
         t0 = time.perf_counter()
-        scale = max(1.0, max(image.size) / MAX_SEND_SIDE)
-        sent = image if scale == 1.0 else image.resize((round(image.width / scale), round(image.height / scale)),
-                                                      Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        sent.convert("RGB").save(buf, format="JPEG", quality=90)
+        jpeg, scale, (sent_w, sent_h) = encode_for_sending(image)
         usage, timings, answers = Usage(), {}, {}
         for task in tasks:
             t = time.perf_counter()
-            answers[task] = self.ask(task, self.prompts.for_task(task, sent.width, sent.height, prompt),
-                                     buf.getvalue(), usage)
+            answers[task] = self.ask(task, self.prompts.for_task(task, sent_w, sent_h, prompt), jpeg, usage)
             timings[task] = round((time.perf_counter() - t) * 1000, 1)
         fields, warnings = to_analysis(answers, image.size, scale)
         return Analysis(image=ImageSize(width=image.width, height=image.height), provider=self.provider,
