@@ -40,6 +40,12 @@ if [ "${DEMO_MLFLOW:-1}" = "1" ]; then
 fi
 # --analyze: what each photo holds (description, sensitive verdict, labels), for the page's filters and "analyse"
 "$PY" -m clip_embedder.scripts.embed_and_index --split all --dataset_path "$dataset" --redetect --analyze
+# a few receipts in the household ledger the first time (the page's "ledger" mode; DEMO_RECEIPTS=0: none)
+if [ -n "${RECEIPTS_DIR:-}" ] && [ "${DEMO_RECEIPTS:-8}" -gt 0 ] && "$PY" -c "import sys; from clip_embedder.config import Settings; from clip_embedder.db.store import Store; s = Store.open(Settings()); n = s.ledger.counts()['receipts']; s.close(); sys.exit(n > 0)" >/dev/null 2>&1; then
+  echo "reading ${DEMO_RECEIPTS:-8} receipts of $RECEIPTS_DIR into the ledger (extract_receipt --ingest) ..."
+  mapfile -t receipts < <(ls "$RECEIPTS_DIR"/img/*.jpg | head -n "${DEMO_RECEIPTS:-8}")
+  "$PY" -m clip_embedder.scripts.extract_receipt --ingest "${receipts[@]}" >/dev/null || true
+fi
 
 [ "${DEMO_SERVE:-1}" = "1" ] || exit 0
 
@@ -75,6 +81,8 @@ echo "API: http://localhost:$API_PORT/docs   UI: http://localhost:$UI_PORT   (Ct
 echo "API key for writes: $API_KEY   (kept in data/demo_api_key)"
 echo "  add photos:  curl -H \"X-API-Key: $API_KEY\" -F files=@photo.jpg http://localhost:$API_PORT/api/images"
 echo "  follow them: curl \"http://localhost:$API_PORT/api/tasks?batch=<batch id from the answer>\""
+echo "  a receipt:   curl -H \"X-API-Key: $API_KEY\" -F files=@receipt.jpg http://localhost:$API_PORT/api/receipts"
+echo "  the ledger:  curl \"http://localhost:$API_PORT/api/ledger?group_by=month\"  (the page: mode \"ledger\")"
 API_URL="http://localhost:$API_PORT" "$PY" -m streamlit run streamlit_app.py --server.port "$UI_PORT" \
   --server.headless true --browser.gatherUsageStats false &
 pids+=($!)
