@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from clip_embedder.db.records import LedgerGroup, LedgerRow
 from clip_embedder.receipts.records import Receipt, ReceiptItem
 
 #: the largest amount the ledger stores (its columns are NUMERIC(14, 2))
@@ -127,41 +128,14 @@ class ReceiptDeleted(BaseModel):
     original_deleted: bool = Field(description="the stored photo too (kept when an indexed image has the same bytes)")
 
 
-class LedgerEntry(BaseModel):
-    """One receipt as the ledger lists it."""
-
-    id: int
-    date: dt.date | None
-    time: str | None
-    merchant: str | None
-    category: str | None
-    total: float | None
-    tax: float | None
-    currency: str | None
-    payment_method: str | None
-    needs_review: bool
-    duplicate_of: int | None
-    file_name: str
-
-
-class LedgerSum(BaseModel):
-    """Receipts and their summed totals in one group (`key`: a day, a month, a merchant, a category; null: all) and
-    one currency."""
-
-    key: str | None
-    currency: str | None
-    receipts: int
-    total: float
-
-
 class LedgerAnswer(BaseModel):
     """The receipts a ledger query covers (newest first), their totals per currency and, with `group_by`, per
     group."""
 
-    receipts: list[LedgerEntry]
-    totals: list[LedgerSum]
+    receipts: list[LedgerRow]
+    totals: list[LedgerGroup] = Field(description="per currency (`key` null)")
     group_by: Literal["day", "month", "merchant", "category"] | None = None
-    groups: list[LedgerSum] = Field(default_factory=list)
+    groups: list[LedgerGroup] = Field(default_factory=list)
 
 
 class CategoryRule(NoNul):

@@ -15,11 +15,11 @@ from PIL import Image, ImageOps
 from api.deps import ImagesDep, ImageSlot, IngestDep, ItemsDep, SettingsDep, TasksDep, WriteKey
 from api.routes.tasks import batch_model
 from api.schemas import ERRORS, DeleteResponse, ImageInfo, ObjectInfo, OcrLineInfo, TaskBatch, tag_infos
-from api.uploads import read_upload
+from api.uploads import read_uploads
 from clip_embedder.db.images import ImageRepository
 from clip_embedder.db.records import ImageDetail, ImageRecord
 from clip_embedder.images import file_sha256, sha256_bytes
-from clip_embedder.intake.ingest import Ingest, validate_upload
+from clip_embedder.intake.ingest import Ingest
 from clip_embedder.intake.originals import FORMAT_SUFFIX, media_type
 
 router = APIRouter(prefix="/api", tags=["images"])
@@ -93,10 +93,7 @@ def add_images(ingest: IngestDep, settings: SettingsDep,
     queued: one bad file refuses the request with that file's reason. New images are queued for the
     workers; a file already indexed comes back `succeeded` with its image id. Poll
     `GET /api/tasks?batch=…` until every task has succeeded or failed."""
-    if len(files) > settings.max_files_per_upload:
-        raise HTTPException(413, f"{len(files)} files in one request; the limit is {settings.max_files_per_upload} "
-                                 "(MAX_FILES_PER_UPLOAD)")
-    uploads = [validate_upload(read_upload(f, settings), f.filename or "upload", settings) for f in files]
+    uploads = read_uploads(files, settings, "upload")
     batch, tasks = ingest.add_uploads(uploads)
     return batch_model(batch, tasks)
 

@@ -19,8 +19,6 @@ from api.ledger_schemas import (
     CategoryPublic,
     CategoryRule,
     LedgerAnswer,
-    LedgerEntry,
-    LedgerSum,
 )
 from api.schemas import ERRORS
 from clip_embedder.db.ledger import GroupBy, LedgerFilter
@@ -52,10 +50,8 @@ def ledger(where: FilterDep, repo: LedgerDep, group_by: GroupQuery = None,
     """The household ledger: the receipts the filters cover (newest first), their totals per currency and, with
     `group_by`, per day, month, merchant or category. A receipt without a date is left out once `from` or `to` is
     given."""
-    rows = repo.rows(where, limit=limit)
-    return LedgerAnswer(receipts=[LedgerEntry(**vars(r)) for r in rows],
-                        totals=[LedgerSum(**vars(g)) for g in repo.totals(where)], group_by=group_by,
-                        groups=[LedgerSum(**vars(g)) for g in repo.groups(where, group_by)] if group_by else [])
+    return LedgerAnswer(receipts=repo.rows(where, limit=limit), totals=repo.totals(where), group_by=group_by,
+                        groups=repo.groups(where, group_by) if group_by else [])
 
 
 def _cell(v: object) -> object:

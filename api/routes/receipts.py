@@ -10,10 +10,9 @@ from api.deps import ImageSlot, IngestDep, ReceiptsDep, SettingsDep, StoreDep, W
 from api.ledger_schemas import CorrectionPublic, ReceiptCorrection, ReceiptDeleted, ReceiptPublic
 from api.routes.tasks import batch_model
 from api.schemas import ERRORS, TaskBatch
-from api.uploads import read_upload
+from api.uploads import read_uploads
 from clip_embedder.db.receipts import SCALAR_FIELDS
 from clip_embedder.db.records import StoredReceipt
-from clip_embedder.intake.ingest import validate_upload
 from clip_embedder.intake.originals import media_type
 from clip_embedder.receipts.ledger import correct_receipt
 
@@ -47,10 +46,7 @@ def add_receipts(ingest: IngestDep, settings: SettingsDep,
     truncation) before anything is queued; the workers read each new photo (OCR, then the RECEIPT_EXTRACTOR
     extractor), file it under a category and check it. The same photo twice is one receipt. Poll
     `GET /api/tasks?batch=…`: a task's `receipt_id` is set once its receipt is in the ledger."""
-    if len(files) > settings.max_files_per_upload:
-        raise HTTPException(413, f"{len(files)} files in one request; the limit is {settings.max_files_per_upload} "
-                                 "(MAX_FILES_PER_UPLOAD)")
-    uploads = [validate_upload(read_upload(f, settings), f.filename or "receipt", settings) for f in files]
+    uploads = read_uploads(files, settings, "receipt")
     batch, tasks = ingest.add_receipts(uploads)
     return batch_model(batch, tasks)
 
