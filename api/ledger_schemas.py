@@ -140,7 +140,8 @@ class LedgerAnswer(BaseModel):
 
 class CategoryRule(NoNul):
     """A category's rule: a receipt whose merchant or item names hold one of its keywords (case-insensitive, at the
-    start of a word; Hangul keywords anywhere) is filed under it; rules are tried in `position` order."""
+    start of a word; keywords of six letters or more and Hangul ones anywhere) is filed under it; rules are tried in
+    `position` order."""
 
     keywords: list[str] = Field(max_length=500)
     position: int = Field(100, ge=0, le=10_000)

@@ -58,9 +58,12 @@ def _overview(api: Api, where: dict) -> list[dict]:
     totals = " · ".join(f"{t['total']:,.2f} {t['currency'] or '(no currency)'} in {t['receipts']} receipts"
                         for t in res["totals"])
     st.markdown(f"**{totals or 'No receipts yet'}**")
-    if res["groups"]:
-        st.bar_chart([{"month": g["key"] or "no date", "total": g["total"], "currency": g["currency"] or "?"}
-                      for g in res["groups"]], x="month", y="total", color="currency", height=220)
+    currencies = sorted({g["currency"] or "?" for g in res["groups"]})
+    for col, currency in zip(st.columns(max(1, len(currencies))), currencies):  # one scale per currency
+        col.caption(f"monthly totals, {currency}")
+        with col:
+            st.bar_chart([{"month": g["key"] or "no date", currency: g["total"]} for g in res["groups"]
+                          if (g["currency"] or "?") == currency], x="month", y=currency, height=200)
     csv = api.get("/api/ledger.csv", **where)
     st.download_button("Download CSV", csv.content, file_name="ledger.csv", mime="text/csv",
                        disabled=csv.status_code != 200)

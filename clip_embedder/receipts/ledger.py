@@ -25,13 +25,18 @@ TESSERACT_MIN_WIDTH = 840
 DUPLICATE_REASON = "possibly the same purchase as receipt"
 
 
+#: a Latin keyword this long matches inside a word too (OCR glues words: "GerbangAlafRestaurantsSdnBhd")
+LONG_KEYWORD = 6
+
+
 def _has_word(text: str, word: str) -> bool:
     """Whether `word` starts a word of `text` (upper-cased; "BOOK" is in "BOOKS" and in OCR's glued "BOOKTA.K", not
-    in "EBOOK"), or appears anywhere for a Hangul keyword (Korean runs words together: 이마트 holds 마트)."""
+    in "EBOOK"); a keyword of LONG_KEYWORD letters or more, or one in Hangul (Korean runs words together: 이마트 holds
+    마트), anywhere."""
     if not word:
         return False
-    if re.search(r"[\uac00-\ud7a3]", word):
-        return word in text
+    if re.search(r"[\uac00-\ud7a3]", word) or len(word) >= LONG_KEYWORD:
+        return word.upper() in text
     return re.search(rf"(?<![A-Z0-9]){re.escape(word.upper())}", text) is not None
 
 

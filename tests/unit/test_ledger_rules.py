@@ -19,6 +19,7 @@ RULES = [Category("groceries", ["MART", "MILK", "마트"], 1), Category("dining"
 
 @pytest.mark.parametrize(("merchant", "items", "expected"), [
     ("GERBANG ALAF RESTAURANTS SDN BHD", [], "dining"),          # a plural starts with the keyword
+    ("GerbangAlafRestaurantsSdnBhd", [], "dining"),              # a long keyword inside OCR's glued words
     ("BOOKTA.K(TAMANDAYA)SDNBHD", [], "books"),                  # OCR's glued words; the earlier rule wins a tie
     ("EBOOK STORE", [], "other"),                                # inside a word: no
     ("SMART TRADING", [], "other"),                              # "MART" inside "SMART": no

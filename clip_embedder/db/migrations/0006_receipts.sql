@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS receipt_items (
 );
 
 -- A receipt is filed under the category whose keywords its merchant and item names hold most (merchant words count
--- double); none matching: 'other'. Users edit these rules (PUT /api/categories/{name}); receipts whose category a
+-- double); none matching: 'other'. (No 서점 among the defaults: a Hangul keyword matches inside words, and branch
+-- names such as 강서점 hold it.) Users edit these rules (PUT /api/categories/{name}); receipts whose category a
 -- user set are left alone when rules change.
 CREATE TABLE IF NOT EXISTS categories (
     name      TEXT PRIMARY KEY,
@@ -55,12 +56,12 @@ CREATE TABLE IF NOT EXISTS categories (
     position  INTEGER NOT NULL DEFAULT 100
 );
 INSERT INTO categories (name, keywords, position) VALUES
-    ('groceries', '{MART,SUPERMARKET,HYPERMARKET,GROCER,GROCERY,MINIMARKET,FRESH,VEGETABLE,FRUIT,RICE,MILK,EGG,BREAD,마트,슈퍼,식품,감자,우유,계란}', 1),
-    ('dining', '{RESTAURANT,CAFE,COFFEE,BAKERY,KOPITIAM,FOOD,KITCHEN,NASI,MEE,CHICKEN,PIZZA,BURGER,TEA,식당,카페,커피,치킨,김밥}', 2),
+    ('groceries', '{MART,SUPERMARKET,HYPERMARKET,GROCER,GROCERY,MINIMARKET,FRESH,VEGETABLE,FRUIT,RICE,MILK,EGG,BREAD,마트,슈퍼,식품,홈플러스,하나로,세븐일레븐,편의점,감자,우유,계란,두부,사과,바나나}', 1),
+    ('dining', '{RESTAURANT,CAFE,COFFEE,BAKERY,KOPITIAM,FOOD,KITCHEN,NASI,MEE,CHICKEN,PIZZA,BURGER,TEA,식당,카페,커피,치킨,김밥,파리바게뜨,스타벅스,아메리카노}', 2),
     ('transport', '{PETROL,PETRONAS,SHELL,CALTEX,PARKING,TOLL,TAXI,FUEL,주유,주차,택시}', 3),
-    ('household', '{HARDWARE,FURNITURE,ELECTRICAL,HOME,DIY,TRADING,PAINT,LIGHTING,TOOLS,생활,철물}', 4),
-    ('health', '{PHARMACY,CLINIC,MEDICAL,FARMASI,HOSPITAL,약국,병원}', 5),
-    ('stationery', '{BOOK,BOOKS,STATIONERY,PRINTING,PAPER,문구,서점}', 6),
+    ('household', '{HARDWARE,FURNITURE,ELECTRICAL,HOME,DIY,TRADING,PAINT,LIGHTING,TOOLS,생활,철물,다이소,세제,휴지}', 4),
+    ('health', '{PHARMACY,CLINIC,MEDICAL,FARMASI,HOSPITAL,약국,병원,올리브영}', 5),
+    ('stationery', '{BOOK,BOOKS,STATIONERY,PRINTING,PAPER,문구,문고,교보,공책,볼펜}', 6),
     ('other', '{}', 99)
 ON CONFLICT (name) DO NOTHING;
 
