@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     crop_padding: float = Field(0.1, ge=0, le=1, description="padding around a box, fraction of its side")
     crop_min_side: int = Field(24, ge=1, description="drop crops whose shorter side (px) is smaller")
     crop_max_aspect: float = Field(4.0, ge=1, description="drop crops longer/shorter side above this")
+    query_min_object_fraction: float = Field(
+        0.08, ge=0, le=1, description="an image query's object is searched only when its crop's shorter side is at "
+                                      "least this fraction of the photo's shorter side (a medal's figure is not what "
+                                      "the photo is about)")
 
     # --- embedding spaces ----------------------------------------------------------------------
     spaces: Annotated[list[str], NoDecode] = Field(

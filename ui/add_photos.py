@@ -45,6 +45,9 @@ def show_batch(api: Api, batch: str, *, wait: bool) -> None:
         if t["status"] == "failed":
             st.error(f"{t['file_name']}: {t['error'] or 'failed'}")
     ok = [t for t in tasks if t["status"] == "succeeded" and t["image_id"]]
+    gone = [t for t in tasks if t["status"] == "succeeded" and not t["image_id"] and t.get("kind", "image") == "image"]
+    if gone:
+        st.caption(f"{len(gone)} of these photos were deleted since: " + ", ".join(t["file_name"] for t in gone[:10]))
     done = sum(1 for t in tasks if t["status"] in ("succeeded", "failed"))
     if done < len(tasks):
         st.info(f"{len(tasks) - done} still queued or indexing: reopen [this batch](?mode=add&batch={batch}) "

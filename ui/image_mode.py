@@ -31,21 +31,24 @@ def _indexed_photo(api: Api, image_id: str) -> tuple[str, bytes, str] | None:
 
 
 def _show_results(api: Api, data: bytes, res: dict) -> None:
-    """The query with its detected objects outlined, the nearest whole images, and each object's nearest crops."""
+    """The query with the objects searched outlined, the nearest whole images, and each searched object's nearest
+    crops; objects too small to matter are named in one line, neither drawn nor searched."""
     query = Image.open(io.BytesIO(data))
-    boxes = [(tuple(o["bbox"]), f"{o['label']} {o['score']:.2f}") for o in res["objects"]]
+    searched = [o for o in res["objects"] if not o["skipped"]]
+    skipped = [o for o in res["objects"] if o["skipped"]]
+    boxes = [(tuple(o["bbox"]), f"{o['label']} {o['score']:.2f}") for o in searched]
     left, right = st.columns([2, 3])
-    left.image(draw_boxes(query, boxes, scale=query.width / res["width"]), caption="query with detected objects",
+    left.image(draw_boxes(query, boxes, scale=query.width / res["width"]), caption="query with the objects searched",
                width="stretch")
-    right.markdown(f"**{len(res['objects'])} objects detected** · "
+    right.markdown(f"**{len(searched)} objects searched** · "
                    + " · ".join(f"{k} {v:.0f} ms" for k, v in res["timings_ms"].items()))
+    if skipped:
+        right.caption("not searched: " + "; ".join(f"{o['label']} ({o['skipped']})" for o in skipped))
     st.subheader("Similar whole images")
     grid(api, res["image_neighbours"], use_crop=False)
-    for n, o in enumerate(res["objects"]):
+    for n, o in enumerate(searched):
         st.subheader(f"{n + 1}. {o['label']} ({o['score']:.2f})")
-        if o["skipped"]:
-            st.caption(f"not searched: {o['skipped']}")
-        elif not o["neighbours"]:
+        if not o["neighbours"]:
             st.caption("no indexed crops match (try without 'same class only')")
         else:
             grid(api, o["neighbours"], use_crop=True)

@@ -40,8 +40,14 @@ async def health(request: Request, items: ItemsDep, tasks: TasksDep):
 
     cache: StaleWhileRevalidate = request.app.state.health_cache
     if cache.ready:
-        return cache.get(compute)  # from memory, on the event loop (a stale value starts a background refresh)
-    return await run_in_threadpool(cache.get, compute)
+        value = cache.get(compute)  # from memory, on the event loop (a stale value starts a background refresh)
+    else:
+        value = await run_in_threadpool(cache.get, compute)
+    if value.workers == 0:  # never "no worker" from a cached answer while one has just started: count them now
+        workers = await run_in_threadpool(tasks.active_workers, 2 * service.settings.worker_stalled_after)
+        if workers:
+            value = value.model_copy(update={"workers": workers})
+    return value
 
 
 @router.post("/reload", responses=ERRORS, dependencies=[WriteKey])

@@ -3,6 +3,10 @@ at 1 (Cormack, Clarke & Büttcher, "Reciprocal Rank Fusion outperforms Condorcet
 methods", SIGIR 2009)."""
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound=Any)
+
 RRF_K = 60
 
 
@@ -49,3 +53,18 @@ def fuse_top(ranked: dict[str, list[tuple[int, float]]], top_k: int) -> list[tup
     top = rrf_fuse(ranked)[:top_k]
     per = space_ranks(ranked, [key for key, _ in top])
     return [(key, score, per[key]) for key, score in top]
+
+
+def one_per_image(hits: list[T], top_k: int) -> list[T]:
+    """The first `top_k` of `hits` (best first) with each image once: a later hit of an image already listed (another
+    crop of the same photo) is dropped. `hits` carry an `image_id`."""
+    seen: set[int] = set()
+    out = []
+    for h in hits:
+        if h.image_id in seen:
+            continue
+        seen.add(h.image_id)
+        out.append(h)
+        if len(out) == top_k:
+            break
+    return out

@@ -17,7 +17,7 @@ from clip_embedder.indexing.faiss_index import SpaceIndex
 from clip_embedder.models.detector import Detector
 from clip_embedder.models.embedders import Embedder, create_embedder
 from clip_embedder.search.filters import OVERFETCH, ContentFilter
-from clip_embedder.search.fusion import fuse_top, space_ranks
+from clip_embedder.search.fusion import fuse_top, one_per_image, space_ranks
 from clip_embedder.search.records import Hit, ImageSearchResult, ObjectResult, QueryError, TextSearchResult
 from clip_embedder.search.text import (
     LEXICAL,
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 NO_FILTER = ContentFilter()
 #: the most spaces one query may name (there are three kinds; duplicates are dropped first)
 MAX_SPACES_PER_QUERY = 8
+#: an object's neighbour list fetches this many times top_k, so that one hit per image still fills it
+PER_IMAGE_OVERFETCH = 3
 
 
 class SearchService:
@@ -172,20 +174,13 @@ class SearchService:
         dets = self.detector.detect([image])[0]
         timings["detect"] = (time.perf_counter() - t) * 1000
         w, h = image.size
-        crops, crop_descs, crop_idx, skipped = [image], [describe_detections([d.label for d in dets])], [], {}
-        for i, d in enumerate(dets):
-            box = self.policy.crop_box(d.bbox, w, h)
-            if box is None:
-                skipped[i] = "crop too small or too elongated for the crop policy"
-                continue
-            crops.append(image.crop(box))
-            crop_descs.append(describe_object(d.label))
-            crop_idx.append(i)
+        crops, crop_descs, crop_idx, skipped = self._query_crops(image, dets)
         t = time.perf_counter()
         vectors = {s: self._query_vectors(s, crops, crop_descs) for s in names}
         timings["embed"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        k = max(top_k, 1) * (OVERFETCH if content.active else 1)
+        # object lists fetch more: several crops of one image count once (`one_per_image`)
+        k = max(top_k, 1) * (OVERFETCH if content.active else 1) * PER_IMAGE_OVERFETCH
         whole: dict[str, list[tuple[int, float]]] = {}  # space → [(item id, similarity)]
         per_object: list[dict[str, list[tuple[int, float]]]] = [{} for _ in crop_idx]  # the same, per object
         for s in names:
@@ -204,12 +199,36 @@ class SearchService:
         warnings = self._warnings()
         if content.active:
             self._filter_neighbours(names, [whole, *per_object], content, warnings)
-        lists = [fuse_top(whole, top_k)] + [fuse_top(ranked, top_k) for ranked in per_object]
+        lists = [fuse_top(whole, top_k)] + [fuse_top(ranked, top_k * PER_IMAGE_OVERFETCH) for ranked in per_object]
         image_hits, *object_hits = self._hits_of_lists(lists)
+        object_hits = [one_per_image(hits, top_k) for hits in object_hits]
         per_obj = dict(zip(crop_idx, object_hits))
         objects = [ObjectResult(d, per_obj.get(i, []), skipped.get(i)) for i, d in enumerate(dets)]
         timings["search"] = (time.perf_counter() - t) * 1000
         return ImageSearchResult(w, h, objects, image_hits, names, warnings, timings)
+
+    def _query_crops(self, image: Image.Image, dets: list) -> tuple[list[Image.Image], list[str], list[int],
+                                                                    dict[int, str]]:
+        """What an image query searches: the whole image, then each detection whose crop the crop policy keeps and
+        whose shorter side is at least QUERY_MIN_OBJECT_FRACTION of the photo's. Returns (crops, their descriptions,
+        the detection index of each object crop, detection index → why it was skipped)."""
+        w, h = image.size
+        crops, descs, idx, skipped = [image], [describe_detections([d.label for d in dets])], [], {}
+        fraction = self.settings.query_min_object_fraction
+        for i, d in enumerate(dets):
+            box = self.policy.crop_box(d.bbox, w, h)
+            if box is None:
+                skipped[i] = "crop too small or too elongated for the crop policy (CROP_MIN_SIDE, CROP_MAX_ASPECT)"
+                continue
+            bw, bh = box[2] - box[0], box[3] - box[1]
+            if min(bw, bh) < fraction * min(w, h):
+                skipped[i] = (f"{bw}×{bh} px: under {fraction:.0%} of the photo's shorter side "
+                              "(QUERY_MIN_OBJECT_FRACTION)")
+                continue
+            crops.append(image.crop(box))
+            descs.append(describe_object(d.label))
+            idx.append(i)
+        return crops, descs, idx, skipped
 
     def _filter_neighbours(self, names: list[str], lists: list[dict[str, list[tuple[int, float]]]],
                            content: ContentFilter, warnings: list[str]) -> None:

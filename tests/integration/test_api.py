@@ -81,6 +81,24 @@ def test_search_image_self_first_and_payload(client, subset):
     assert max(Image.open(io.BytesIO(thumb.content)).size) == 64
 
 
+def test_image_search_skips_what_does_not_matter_and_lists_each_image_once(client):
+    """grace_hopper.jpg: the 29x25 px "person" on her medal is reported as skipped (under QUERY_MIN_OBJECT_FRACTION of
+    the photo), the tie and the person are searched, and no neighbour list holds an image twice."""
+    from tests.helpers import PHOTOS
+
+    r = client.post("/api/search_image", params={"top_k": 8},
+                    files={"file": ("grace_hopper.jpg", (PHOTOS / "grace_hopper.jpg").read_bytes(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    objects = r.json()["objects"]
+    small = [o for o in objects if min(o["bbox"][2] - o["bbox"][0], o["bbox"][3] - o["bbox"][1]) < 40]
+    assert small and all("QUERY_MIN_OBJECT_FRACTION" in (o["skipped"] or "") and not o["neighbours"] for o in small)
+    searched = [o for o in objects if not o["skipped"]]
+    assert {o["label"] for o in searched} >= {"tie", "person"}
+    for o in searched:
+        ids = [h["image_id"] for h in o["neighbours"]]
+        assert ids and len(ids) == len(set(ids)), o["label"]
+
+
 def test_search_text_handbag(client, subset):
     r = client.get("/api/search_text", params={"query": "handbag", "top_k": 10})
     assert r.status_code == 200

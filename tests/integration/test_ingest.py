@@ -207,6 +207,22 @@ def test_bad_uploads_are_refused_before_queueing(env, case, status, message):
     assert env.sql("SELECT count(*) FROM procrastinate_jobs")[0][0] == jobs_before
 
 
+def test_health_counts_a_worker_as_soon_as_it_runs(env):
+    """/api/health's cached answer (HEALTH_MAX_AGE) never says "no worker" once one is running: with the cache holding
+    workers 0, the first answer after the worker's heartbeat row appears counts it."""
+    env.stop_workers()
+    assert wait_for(lambda: env.sql("SELECT count(*) FROM procrastinate_workers")[0][0] == 0, timeout=30)
+    env.http.get("/api/health")
+    time.sleep(env.settings.health_max_age + 0.5)
+    env.http.get("/api/health")  # a refresh now caches workers 0
+    wait_for(lambda: env.http.get("/api/health").json()["workers"] == 0, timeout=10)
+    worker = env.start_worker()
+    assert wait_for(lambda: env.sql("SELECT count(*) FROM procrastinate_workers")[0][0] >= 1, timeout=120)
+    assert env.http.get("/api/health").json()["workers"] >= 1
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+
+
 def test_keys_and_scan_roots(env, tmp_path):
     photo = PHOTOS / "owl.jpg"
     assert env.upload([photo], headers={}).status_code == 401

@@ -73,7 +73,7 @@ def test_image_mode_upload(monkeypatch, live_api, subset):
     assert not at.error
     assert any(s.value == "Similar whole images" for s in at.subheader)
     assert len(at.get("image")) >= 2  # the query with its boxes, and results
-    assert any("objects detected" in m.value for m in at.markdown)
+    assert any("objects searched" in m.value for m in at.markdown)
     # a bad upload is reported, not a crash
     at.file_uploader[0].set_value(("x.jpg", path.read_bytes()[:2000], "image/jpeg")).run()
     assert at.error and "refused" in at.error[0].value
