@@ -163,8 +163,9 @@ class HealthResponse(BaseModel):
     counts: dict[str, int]
     spaces: dict[str, dict]
     refused: dict[str, str]
-    relevance_floors: dict[str, float] = Field(default_factory=dict, description="cosine floor of a confident "
-                                                                                 "text hit per space")
+    relevance_floors: dict[str, float] = Field(
+        default_factory=dict, description="cosine floor of a confident text hit per space (`text:short`: the text "
+                                          "space's floor for a query naming a thing)")
     detector: dict = Field(description="weights, sha256, classes (count) and class_names (what it can detect), "
                                        "image size, device, MLflow source")
     labels: list[str]

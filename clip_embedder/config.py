@@ -143,7 +143,11 @@ class Settings(BaseSettings):
                                               "of 29 photos with sure text skipped there)")
     # calibrated on the COCO128 index: see benchmarks/README.md ("relevance floor")
     text_min_similarity: float = Field(0.52, ge=-1, le=1, description="cosine floor of a confident hit in the "
-                                                                       "text space (MiniLM over descriptions)")
+                                                                       "text space (MiniLM over descriptions) for "
+                                                                       "a sentence or a longer query")
+    text_min_similarity_short: float = Field(
+        0.71, ge=-1, le=1, description="the text space's floor for a query that names a thing (\"dog\", \"a dog\", "
+                                       "\"dogs\", \"a photo of a dog\": searched as \"a photo of a dog\")")
     # not calibrated here (no CLIP weights offline); LAION-400M kept image-text pairs at ViT-B/32 cosine >= 0.3
     clip_min_similarity: float = Field(0.2, ge=-1, le=1, description="cosine floor of a confident text→image hit "
                                                                       "in the clip space")

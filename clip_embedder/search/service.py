@@ -30,6 +30,7 @@ from clip_embedder.search.text import (
     phrase_ranking,
     query_terms,
     rank_images,
+    short_form,
 )
 
 log = logging.getLogger(__name__)
@@ -144,9 +145,11 @@ class SearchService:
             out.append(hits)
         return out
 
-    def min_similarity(self, space: str) -> float:
-        """The relevance floor of a space's text queries (cosine; TEXT_MIN_SIMILARITY, CLIP_MIN_SIMILARITY)."""
-        return {"text": self.settings.text_min_similarity, "clip": self.settings.clip_min_similarity}.get(space, -1.0)
+    def min_similarity(self, space: str, *, short: bool = False) -> float:
+        """The relevance floor of a space's text queries (cosine; TEXT_MIN_SIMILARITY, or TEXT_MIN_SIMILARITY_SHORT
+        for a query naming a thing, `text.short_form`; CLIP_MIN_SIMILARITY)."""
+        text = self.settings.text_min_similarity_short if short else self.settings.text_min_similarity
+        return {"text": text, "clip": self.settings.clip_min_similarity}.get(space, -1.0)
 
     def _query_vectors(self, space: str, images: list[Image.Image], texts: list[str]) -> np.ndarray:
         emb = self.embedders[space]
@@ -326,13 +329,15 @@ class SearchService:
         pending: Future | None = (self._lexical_pool.submit(self.store.lexical.search, query_terms(text), fetch,
                                                             label) if self.lexical else None)
         dense: dict[str, ImageRanking] = {}
+        canonical = short_form(text)  # "dogs", "a dog" … → "a photo of a dog": one embedding, one verdict
         for s in names:
-            q = self.embedders[s].embed_texts([text])
+            short = canonical is not None and self.embedders[s].source == "description"
+            q = self.embedders[s].embed_texts([canonical if short else text])  # type: ignore[list-item]
             index = self.indexes[s]
             D, ids = index.search(q, fetch, labels=labels)
             valid = [(int(i), float(d)) for i, d in zip(ids[0], D[0]) if i >= 0]
-            dense[s] = rank_images(valid, index.item_images([i for i, _ in valid]), floor=self.min_similarity(s),
-                                   allowed=allowed)
+            dense[s] = rank_images(valid, index.item_images([i for i, _ in valid]),
+                                   floor=self.min_similarity(s, short=short), allowed=allowed)
         found = pending.result() if pending is not None else []
         if not found:
             return dense, None
@@ -381,8 +386,10 @@ class SearchService:
                            "loaded": self.embedders[s].loaded}
                        for s, ix in self.indexes.items()},
             "refused": self.refused,
-            "relevance_floors": {s: self.min_similarity(s) for s, e in self.embedders.items()
-                                 if e.supports_text_queries},
+            "relevance_floors": {**{s: self.min_similarity(s) for s, e in self.embedders.items()
+                                    if e.supports_text_queries},
+                                 **{f"{s}:short": self.min_similarity(s, short=True) for s, e in self.embedders.items()
+                                    if e.supports_text_queries and e.source == "description"}},
             "detector": {"weights": str(self.detector.weights_path), "sha256": self.detector.weights_sha256,
                          "classes": len(self.detector.names), "class_names": list(self.detector.names),
                          "imgsz": self.detector.imgsz, "runtime": self.detector.runtime,

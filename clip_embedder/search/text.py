@@ -69,6 +69,45 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+#: words a short query may open with that do not change what it asks for ("a photo of a dog" asks for "dog")
+_ARTICLE = r"(?:(?:a|an|the|some)\s+)?"
+_LEADING = re.compile(rf"^{_ARTICLE}(?:(?:photos?|pictures?|images?|shots?)\s+of\s+)?{_ARTICLE}", re.I)
+#: plurals that the naive "-s" rule gets wrong (COCO's classes and common photo words)
+IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
+             "knives": "knife", "teeth": "tooth", "feet": "foot", "geese": "goose", "leaves": "leaf",
+             "glasses": "glass", "buses": "bus", "boxes": "box", "couches": "couch", "benches": "bench",
+             "sandwiches": "sandwich", "dishes": "dish", "skis": "skis", "scissors": "scissors"}
+#: the longest query (in words, after its opening) taken as the name of a thing
+SHORT_QUERY_WORDS = 3
+_NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten several many".split())
+
+
+def singular(word: str) -> str:
+    """A noun's singular by `IRREGULAR` or the naive rule ("dogs" → "dog", "boxes" → "box", "glass" stays)."""
+    w = word.lower()
+    if w in IRREGULAR:
+        return IRREGULAR[w]
+    if len(w) > 4 and w.endswith(("ches", "shes", "xes", "sses")):
+        return word[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def short_form(text: str) -> str | None:
+    """The canonical text of a query that names a thing — "dog", "a dog", "dogs", "a photo of a dog" all give
+    "a photo of a dog", the form of the indexed descriptions (`indexing.describe`) — or None for a sentence, a
+    query of more than SHORT_QUERY_WORDS words, or one that counts ("two dogs": a count the words must keep)."""
+    body = _LEADING.sub("", text.strip().rstrip(".!?").strip())
+    words = body.split()
+    if not words or len(words) > SHORT_QUERY_WORDS or words[0].lower() in _NUMBER_WORDS or words[0].isdigit() \
+            or not all(re.fullmatch(r"[\w'-]+", w) for w in words):
+        return None
+    words[-1] = singular(words[-1])
+    thing = " ".join(words).lower()
+    return f"a photo of {'an' if thing[0] in 'aeiou' else 'a'} {thing}"
+
+
 @dataclass
 class ImageRanking:
     """One signal's candidates reduced to one entry per image.

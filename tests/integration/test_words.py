@@ -122,6 +122,20 @@ def test_nothing_confident_is_said_plainly(words):
     assert r.hidden_weak == len(weak.hits)
 
 
+@pytest.mark.parametrize("concept,plural", [("dog", "dogs"), ("zebra", "zebras"), ("umbrella", "umbrellas"),
+                                            ("spaceship", "spaceships")])
+def test_the_ways_people_name_a_thing_are_one_query(words, concept, plural):
+    """"dog", "a dog", "dogs", "a photo of a dog" are searched in the text space as one text ("a photo of a dog"):
+    the same best similarity, the same verdict."""
+    svc = words.service()
+    variants = [concept, f"a {concept}", plural, f"a photo of a {concept}"]
+    answers = [svc.search_text(v, top_k=10, include_weak=True) for v in variants]
+    best = [max(h.spaces["text"]["similarity"] for h in a.hits if "text" in h.spaces) for a in answers]
+    assert len(set(best)) == 1, dict(zip(variants, best))
+    verdicts = [bool(svc.search_text(v, top_k=10).hits) for v in variants]
+    assert len(set(verdicts)) == 1, dict(zip(variants, verdicts))
+
+
 def test_reenrichment_reads_text_and_reembeds_only_what_changed(words):
     """OCR turned on: the indexed images are re-read, not re-detected; only descriptions that changed get new
     text vectors (mobilenet vectors untouched); a quoted word is then found, in English (RapidOCR) and, after
@@ -172,7 +186,8 @@ def test_api_shows_tags_text_and_the_detector_classes(words):
     with TestClient(create_app(words.settings)) as client:
         health = client.get("/api/health").json()
         assert health["detector"]["classes"] == 80 and "zebra" in health["detector"]["class_names"]
-        assert health["relevance_floors"] == {"text": words.settings.text_min_similarity}
+        assert health["relevance_floors"] == {"text": words.settings.text_min_similarity,
+                                              "text:short": words.settings.text_min_similarity_short}
         r = client.get("/api/search_text", params={"query": "macaw", "top_k": 3}).json()
         parrot = next(h for h in r["results"] if h["file_name"] == "parrot.jpg")
         assert parrot["tags"][0]["label"] == "macaw" and not parrot["weak"]

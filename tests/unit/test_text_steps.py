@@ -87,3 +87,18 @@ def test_decide_keeps_confident_images_and_counts_the_hidden_weak_ones():
 def test_nothing_found_says_how_many_are_hidden():
     assert nothing_found("zebra", 0) == "nothing in this index looks like 'zebra'"
     assert "3 weaker results" in nothing_found("zebra", 3) and "include_weak=true" in nothing_found("zebra", 3)
+
+
+@pytest.mark.parametrize(("query", "canonical"), [
+    ("dog", "a photo of a dog"), ("a dog", "a photo of a dog"), ("dogs", "a photo of a dog"),
+    ("a photo of a dog", "a photo of a dog"), ("Photos of dogs.", "a photo of a dog"),
+    ("people", "a photo of a person"),
+    ("knives", "a photo of a knife"), ("an orange", "a photo of an orange"), ("buses", "a photo of a bus"),
+    ("tennis racket", "a photo of a tennis racket"), ("glass", "a photo of a glass"),
+    ("The dog is playing with his toy in the grass", None), ("two dogs", None), ("3 cats", None),
+    ('"EXIT" sign', None), ("", None),
+])
+def test_a_query_naming_a_thing_has_one_canonical_form(query, canonical):
+    from clip_embedder.search.text import short_form
+
+    assert short_form(query) == canonical
