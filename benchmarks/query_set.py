@@ -5,8 +5,9 @@ full sentences in the style of COCO captions, and count phrases — plus queries
     python benchmarks/query_set.py            # (re)writes benchmarks/queries.json
 
 Relevance: a query about one class matches every image annotated with it (COCO128's instances; the photos' README);
-a sentence about two classes matches the images annotated with both; "two dogs" matches images with at least two
-dog instances. The set is kept in the repository (`queries.json`); `bench_queries.py` scores text search on it.
+a sentence about two classes matches the images annotated with both; "two dogs" matches images with exactly two
+dog instances (as a caption means it). The set is kept in the repository (`queries.json`); `bench_queries.py`
+scores text search on it.
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def build() -> dict:
     for text, files in HAND.items():
         add(text, "sentence", None, files)
     for c in by_freq[:12]:
-        many = [f for f, k in counts.items() if k[c] >= 2]
+        many = [f for f, k in counts.items() if k[c] == 2]
         if many:
             add(f"two {plural(c)}", "count", c, many)
     for text in NEGATIVE:

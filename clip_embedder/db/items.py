@@ -81,3 +81,10 @@ class ItemRepository(Repository):
         """Distinct object labels in the index, sorted."""
         with self.conn() as c:
             return [r["label"] for r in c.execute("SELECT DISTINCT label FROM items WHERE kind='object' ORDER BY 1")]
+
+    def label_counts(self, label: str) -> dict[int, int]:
+        """image id → how many objects labelled `label` were detected in it (images with at least one)."""
+        with self.conn() as c:
+            rows = c.execute("SELECT image_id, count(*) AS n FROM items WHERE kind = 'object' AND label = %s "
+                             "GROUP BY image_id", (label,)).fetchall()
+        return {r["image_id"]: int(r["n"]) for r in rows}

@@ -20,10 +20,12 @@ from clip_embedder.search.filters import OVERFETCH, ContentFilter
 from clip_embedder.search.fusion import fuse_top, one_per_image, space_ranks
 from clip_embedder.search.records import Hit, ImageSearchResult, ObjectResult, QueryError, TextSearchResult
 from clip_embedder.search.text import (
+    COUNT,
     LEXICAL,
     OCR_PHRASE,
     ImageRanking,
     best_items,
+    count_query,
     decide,
     nothing_found,
     parse_query,
@@ -31,6 +33,7 @@ from clip_embedder.search.text import (
     query_terms,
     rank_images,
     short_form,
+    unused_colours,
 )
 
 log = logging.getLogger(__name__)
@@ -136,7 +139,7 @@ class SearchService:
                 r = rows.get(key)
                 if r is None:  # deleted from Postgres after the FAISS index was loaded
                     continue
-                dense = [v["similarity"] for s, v in per.items() if s not in (LEXICAL, OCR_PHRASE)]
+                dense = [v["similarity"] for s, v in per.items() if s not in (LEXICAL, OCR_PHRASE, COUNT)]
                 hits.append(Hit(item_id=key, image_id=r.image_id, kind=r.kind, label=r.label,
                                 detection_score=r.score, bbox=r.bbox,
                                 score=round(score, 6), similarity=max(dense) if dense else 1.0,
@@ -295,6 +298,8 @@ class SearchService:
             ranked[OCR_PHRASE] = phrase_ranking(allowed, confident)
             confident |= allowed
             whole = self.store.items.whole_items(sorted(allowed))
+        if parsed.rest:
+            confident = self._words_not_embedded(parsed.rest, ranked, confident, warnings)
         if content.active:
             ranked, confident = self._filtered(ranked, confident, content, warnings)
         decision = decide(ranked, confident, top_k=top_k, include_weak=include_weak)
@@ -306,6 +311,30 @@ class SearchService:
         if not decision.found:
             warnings.append(nothing_found(parsed.text, decision.hidden))
         return TextSearchResult(hits, names, warnings, decision.hidden)
+
+    def _words_not_embedded(self, text: str, ranked: dict[str, list[tuple[int, float]]], confident: set[int],
+                            warnings: list[str]) -> set[int]:
+        """What an embedding does not check, checked or said: a count of a detected class ("two dogs": the images in
+        which exactly that many were detected become the confident ones, as the `count` signal); colour words (the
+        index keeps no colour: a warning says they were not checked). Returns the confident images."""
+        colours = unused_colours(text)
+        if colours:
+            warnings.append(f"colour is not indexed: {', '.join(repr(c) for c in colours)} only steered the text "
+                            "embedding; the results are not checked for it")
+        counted = count_query(text)
+        if counted is None:
+            return confident
+        n, thing = counted
+        if thing not in self.store.items.labels():
+            warnings.append(f"counts are checked on detected objects, and no object in this index is a {thing!r}: "
+                            "the count was not checked")
+            return confident
+        per_image = self.store.items.label_counts(thing)
+        exact = {img for img, c in per_image.items() if c == n}
+        ranked[COUNT] = [(img, 1.0) for img in sorted(exact, key=lambda i: -i)]
+        if not exact:
+            warnings.append(f"no photo has exactly {n} {thing!r} detected ({len(per_image)} have at least one)")
+        return exact
 
     def _filtered(self, ranked: dict[str, list[tuple[int, float]]], confident: set[int], content: ContentFilter,
                   warnings: list[str]) -> tuple[dict[str, list[tuple[int, float]]], set[int]]:

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from clip_embedder.search.fusion import rrf_fuse
 from clip_embedder.search.records import QueryError
 
-#: the pseudo-spaces of text search besides the embedding spaces: full-text over keywords, OCR phrase match
+#: the pseudo-spaces of text search besides the embedding spaces: full-text over keywords, OCR phrase match, counts
 LEXICAL = "lexical"
 OCR_PHRASE = "ocr"
+#: the images in which a counted class was detected that many times ("two dogs")
+COUNT = "count"
 #: words that carry no meaning in a search for photos (dropped from the lexical query only)
 STOP_WORDS = frozenset("""a an the of and or with in on at to for from by is are be this that these those it its
     photo photos picture pictures image images shot some any my me""".split())
@@ -106,6 +108,32 @@ def short_form(text: str) -> str | None:
     words[-1] = singular(words[-1])
     thing = " ".join(words).lower()
     return f"a photo of {'an' if thing[0] in 'aeiou' else 'a'} {thing}"
+
+
+_COUNTS = {w: n for n, w in enumerate("zero one two three four five six seven eight nine ten".split())}
+#: colour words: what the index does not hold (no colour statistics are stored), said in the answer
+COLOUR_WORDS = frozenset("""red green blue yellow orange purple pink brown black white grey gray silver gold beige
+    violet turquoise""".split())
+
+
+def count_query(text: str) -> tuple[int, str] | None:
+    """(n, the thing counted, singular) of a query that counts ("two dogs", "3 cats", "a photo of two people"), or
+    None."""
+    body = _LEADING.sub("", text.strip().rstrip(".!?").strip()).lower()
+    m = re.fullmatch(r"(\d{1,2}|zero|one|two|three|four|five|six|seven|eight|nine|ten)\s+([\w' -]{2,40})", body)
+    if m is None:
+        return None
+    n = int(m.group(1)) if m.group(1).isdigit() else _COUNTS[m.group(1)]
+    words = m.group(2).split()
+    if len(words) > SHORT_QUERY_WORDS:  # "two men walking on a beach": a sentence, not a count of a thing
+        return None
+    words[-1] = singular(words[-1])
+    return n, " ".join(words)
+
+
+def unused_colours(text: str) -> list[str]:
+    """The colour words of a query (the index keeps no colour: they only steer the embedding)."""
+    return [w for w in re.findall(r"[a-z]+", text.lower()) if w in COLOUR_WORDS and w != "orange"]
 
 
 @dataclass

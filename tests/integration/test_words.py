@@ -136,6 +136,19 @@ def test_the_ways_people_name_a_thing_are_one_query(words, concept, plural):
     assert len(set(verdicts)) == 1, dict(zip(variants, verdicts))
 
 
+def test_counts_are_checked_on_detections_and_colours_are_said_unchecked(words):
+    """"two people" returns photos in which exactly two persons were detected (the `count` signal); a count of a
+    thing the detector does not know, and colour words, are named in the answer as not checked."""
+    svc = words.service()
+    counts = words.store.items.label_counts("person")
+    r = svc.search_text("two people", top_k=10)
+    assert r.hits and all(counts.get(h.image_id) == 2 for h in r.hits), [counts.get(h.image_id) for h in r.hits]
+    assert all("count" in h.spaces for h in r.hits)
+    assert any("no object in this index is a 'spaceship'" in w for w in svc.search_text("two spaceships").warnings)
+    red = svc.search_text("a red car", top_k=5)
+    assert any("colour is not indexed: 'red'" in w for w in red.warnings)
+
+
 def test_reenrichment_reads_text_and_reembeds_only_what_changed(words):
     """OCR turned on: the indexed images are re-read, not re-detected; only descriptions that changed get new
     text vectors (mobilenet vectors untouched); a quoted word is then found, in English (RapidOCR) and, after

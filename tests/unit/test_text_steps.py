@@ -102,3 +102,21 @@ def test_a_query_naming_a_thing_has_one_canonical_form(query, canonical):
     from clip_embedder.search.text import short_form
 
     assert short_form(query) == canonical
+
+
+@pytest.mark.parametrize(("query", "counted"), [
+    ("two dogs", (2, "dog")), ("3 cats", (3, "cat")), ("a photo of two people", (2, "person")),
+    ("Two dining tables.", (2, "dining table")), ("dogs", None), ("a dog", None),
+    ("two men walking on a beach with their dogs at sunset", None), ("two men walking on a beach", None),
+])
+def test_a_count_names_how_many_of_what(query, counted):
+    from clip_embedder.search.text import count_query
+
+    assert count_query(query) == counted
+
+
+def test_colour_words_are_found_but_not_the_fruit():
+    from clip_embedder.search.text import unused_colours
+
+    assert unused_colours("A red car next to a Blue bus") == ["red", "blue"]
+    assert unused_colours("an orange on a table") == []
