@@ -12,12 +12,12 @@ from PIL import Image
 from clip_embedder.config import Settings
 from clip_embedder.db.store import Store
 from clip_embedder.indexing.crops import CropPolicy
-from clip_embedder.indexing.describe import describe_detections, describe_object
 from clip_embedder.indexing.faiss_index import SpaceIndex
 from clip_embedder.models.detector import Detector
 from clip_embedder.models.embedders import Embedder, create_embedder
 from clip_embedder.search.filters import OVERFETCH, ContentFilter
 from clip_embedder.search.fusion import fuse_top, one_per_image, space_ranks
+from clip_embedder.search.query_parts import query_crops, words_not_embedded
 from clip_embedder.search.records import Hit, ImageSearchResult, ObjectResult, QueryError, TextSearchResult
 from clip_embedder.search.text import (
     COUNT,
@@ -25,7 +25,6 @@ from clip_embedder.search.text import (
     OCR_PHRASE,
     ImageRanking,
     best_items,
-    count_query,
     decide,
     nothing_found,
     parse_query,
@@ -33,7 +32,6 @@ from clip_embedder.search.text import (
     query_terms,
     rank_images,
     short_form,
-    unused_colours,
 )
 
 log = logging.getLogger(__name__)
@@ -180,7 +178,8 @@ class SearchService:
         dets = self.detector.detect([image])[0]
         timings["detect"] = (time.perf_counter() - t) * 1000
         w, h = image.size
-        crops, crop_descs, crop_idx, skipped = self._query_crops(image, dets)
+        crops, crop_descs, crop_idx, skipped = query_crops(image, dets, self.policy,
+                                                           self.settings.query_min_object_fraction)
         t = time.perf_counter()
         vectors = {s: self._query_vectors(s, crops, crop_descs) for s in names}
         timings["embed"] = (time.perf_counter() - t) * 1000
@@ -212,29 +211,6 @@ class SearchService:
         objects = [ObjectResult(d, per_obj.get(i, []), skipped.get(i)) for i, d in enumerate(dets)]
         timings["search"] = (time.perf_counter() - t) * 1000
         return ImageSearchResult(w, h, objects, image_hits, names, warnings, timings)
-
-    def _query_crops(self, image: Image.Image, dets: list) -> tuple[list[Image.Image], list[str], list[int],
-                                                                    dict[int, str]]:
-        """What an image query searches: the whole image, then each detection whose crop the crop policy keeps and
-        whose shorter side is at least QUERY_MIN_OBJECT_FRACTION of the photo's. Returns (crops, their descriptions,
-        the detection index of each object crop, detection index → why it was skipped)."""
-        w, h = image.size
-        crops, descs, idx, skipped = [image], [describe_detections([d.label for d in dets])], [], {}
-        fraction = self.settings.query_min_object_fraction
-        for i, d in enumerate(dets):
-            box = self.policy.crop_box(d.bbox, w, h)
-            if box is None:
-                skipped[i] = "crop too small or too elongated for the crop policy (CROP_MIN_SIDE, CROP_MAX_ASPECT)"
-                continue
-            bw, bh = box[2] - box[0], box[3] - box[1]
-            if min(bw, bh) < fraction * min(w, h):
-                skipped[i] = (f"{bw}×{bh} px: under {fraction:.0%} of the photo's shorter side "
-                              "(QUERY_MIN_OBJECT_FRACTION)")
-                continue
-            crops.append(image.crop(box))
-            descs.append(describe_object(d.label))
-            idx.append(i)
-        return crops, descs, idx, skipped
 
     def _filter_neighbours(self, names: list[str], lists: list[dict[str, list[tuple[int, float]]]],
                            content: ContentFilter, warnings: list[str]) -> None:
@@ -287,19 +263,16 @@ class SearchService:
                 return TextSearchResult([], names, warnings + [f"no photo in this index shows the text {said}"])
         dense, lexical = self._text_candidates(parsed.rest, names, top_k=top_k, label=label, allowed=allowed) \
             if parsed.rest else ({}, None)
-        ranked = {s: r.ranked for s, r in dense.items()}
-        confident = set().union(*(r.confident for r in dense.values()))
-        if lexical is not None:
-            ranked[LEXICAL] = lexical.ranked
-            confident |= lexical.confident
+        ranked = {s: r.ranked for s, r in dense.items()} | ({LEXICAL: lexical.ranked} if lexical else {})
+        confident = set().union(*(r.confident for r in dense.values()), lexical.confident if lexical else ())
         whole: dict[int, int] = {}
         if allowed is not None:
             # phrase matches: every photo showing the text, ranked by the rest of the query when there is one
             ranked[OCR_PHRASE] = phrase_ranking(allowed, confident)
             confident |= allowed
             whole = self.store.items.whole_items(sorted(allowed))
-        if parsed.rest:
-            confident = self._words_not_embedded(parsed.rest, ranked, confident, warnings)
+        if parsed.rest:  # counts checked on the detections, colours said unchecked
+            confident = words_not_embedded(self.store.items, parsed.rest, ranked, confident, warnings)
         if content.active:
             ranked, confident = self._filtered(ranked, confident, content, warnings)
         decision = decide(ranked, confident, top_k=top_k, include_weak=include_weak)
@@ -311,30 +284,6 @@ class SearchService:
         if not decision.found:
             warnings.append(nothing_found(parsed.text, decision.hidden))
         return TextSearchResult(hits, names, warnings, decision.hidden)
-
-    def _words_not_embedded(self, text: str, ranked: dict[str, list[tuple[int, float]]], confident: set[int],
-                            warnings: list[str]) -> set[int]:
-        """What an embedding does not check, checked or said: a count of a detected class ("two dogs": the images in
-        which exactly that many were detected become the confident ones, as the `count` signal); colour words (the
-        index keeps no colour: a warning says they were not checked). Returns the confident images."""
-        colours = unused_colours(text)
-        if colours:
-            warnings.append(f"colour is not indexed: {', '.join(repr(c) for c in colours)} only steered the text "
-                            "embedding; the results are not checked for it")
-        counted = count_query(text)
-        if counted is None:
-            return confident
-        n, thing = counted
-        if thing not in self.store.items.labels():
-            warnings.append(f"counts are checked on detected objects, and no object in this index is a {thing!r}: "
-                            "the count was not checked")
-            return confident
-        per_image = self.store.items.label_counts(thing)
-        exact = {img for img, c in per_image.items() if c == n}
-        ranked[COUNT] = [(img, 1.0) for img in sorted(exact, key=lambda i: -i)]
-        if not exact:
-            warnings.append(f"no photo has exactly {n} {thing!r} detected ({len(per_image)} have at least one)")
-        return exact
 
     def _filtered(self, ranked: dict[str, list[tuple[int, float]]], confident: set[int], content: ContentFilter,
                   warnings: list[str]) -> tuple[dict[str, list[tuple[int, float]]], set[int]]:
