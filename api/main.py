@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.deps import ReadKey
@@ -91,7 +92,8 @@ def _redirect_to_docs() -> RedirectResponse:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. `settings` defaults to the environment / `.env` (read at start-up)."""
     _install_log_truncation()
-    app = FastAPI(title="Object-level visual search", version="0.2.0", lifespan=make_lifespan(settings),
+    # FastAPIOffline: Swagger UI (/docs) and ReDoc (/redoc) from the package's own files, not a CDN
+    app = FastAPIOffline(title="Object-level visual search", version="0.2.0", lifespan=make_lifespan(settings),
                   description="Image-to-image and text-to-image search over detected objects and whole images. "
                               "Results from several embedding spaces are fused with reciprocal rank fusion. "
                               "Add photos with `POST /api/images` (an `X-API-Key` is needed for writes: "

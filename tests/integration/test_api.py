@@ -99,6 +99,20 @@ def test_image_search_skips_what_does_not_matter_and_lists_each_image_once(clien
         assert ids and len(ids) == len(set(ids)), o["label"]
 
 
+def test_docs_and_redoc_need_no_network(client):
+    """/docs and /redoc load Swagger UI and ReDoc from the API itself (fastapi-offline's files), not from a CDN."""
+    import re
+
+    for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = client.get(page)
+        assert html.status_code == 200 and asset in html.text
+        assert not re.search(r"(src|href)=[\"']https?://", html.text), "a CDN reference"
+        url = re.search(rf"(?:src|href)=[\"']([^\"']*{re.escape(asset)})", html.text).group(1)
+        js = client.get(url)
+        assert js.status_code == 200 and len(js.content) > 100_000, url
+    assert client.get("/openapi.json").json()["info"]["title"] == "Object-level visual search"
+
+
 def test_search_text_handbag(client, subset):
     r = client.get("/api/search_text", params={"query": "handbag", "top_k": 10})
     assert r.status_code == 200
