@@ -20,11 +20,13 @@ from clip_embedder.search.fusion import fuse_top, one_per_image, space_ranks
 from clip_embedder.search.query_parts import query_crops, words_not_embedded
 from clip_embedder.search.records import Hit, ImageSearchResult, ObjectResult, QueryError, TextSearchResult
 from clip_embedder.search.text import (
+    COLOUR_WORDS,
     COUNT,
     LEXICAL,
     OCR_PHRASE,
     ImageRanking,
     best_items,
+    count_query,
     decide,
     nothing_found,
     parse_query,
@@ -304,10 +306,13 @@ class SearchService:
         """
         fetch = max(top_k * 10, 200)
         labels = (label,) if label else None
-        pending: Future | None = (self._lexical_pool.submit(self.store.lexical.search, query_terms(text), fetch,
-                                                            label) if self.lexical else None)
+        terms = [t for t in query_terms(text) if t not in COLOUR_WORDS]  # no colour is indexed: it matches nothing true
+        pending: Future | None = (self._lexical_pool.submit(self.store.lexical.search, terms, fetch, label)
+                                  if self.lexical and terms else None)
         dense: dict[str, ImageRanking] = {}
-        canonical = short_form(text)  # "dogs", "a dog" … → "a photo of a dog": one embedding, one verdict
+        # "dogs", "a dog" … → "a photo of a dog": one embedding, one verdict; "two penguins" is searched as a penguin
+        counted = count_query(text)
+        canonical = short_form(text) or (short_form(counted[1]) if counted else None)
         for s in names:
             short = canonical is not None and self.embedders[s].source == "description"
             q = self.embedders[s].embed_texts([canonical if short else text])  # type: ignore[list-item]

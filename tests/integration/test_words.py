@@ -147,6 +147,9 @@ def test_counts_are_checked_on_detections_and_colours_are_said_unchecked(words):
     assert any("no object in this index is a 'spaceship'" in w for w in svc.search_text("two spaceships").warnings)
     red = svc.search_text("a red car", top_k=5)
     assert any("colour is not indexed: 'red'" in w for w in red.warnings)
+    # a colour word matches no keyword: "a red tractor" is not answered by "red wine" or a hotdog's "red hot" tag
+    tractor = svc.search_text("a red tractor", top_k=5)
+    assert tractor.hits == [], [(h.file_name, h.spaces) for h in tractor.hits]
 
 
 def test_reenrichment_reads_text_and_reembeds_only_what_changed(words):
