@@ -6,7 +6,7 @@ import time
 
 import streamlit as st
 
-from ui.common import COLUMNS, PHOTO_TYPES, Api, answer, upload_mb
+from ui.common import COLUMNS, PHOTO_TYPES, Api, answer, post_files, upload_mb
 
 POLL_SECONDS = 0.5
 POLL_LIMIT_SECONDS = 600
@@ -86,11 +86,8 @@ def add_photos(api: Api, params, health: dict, default_key: str) -> None:
         return
     if not st.button(f"Add {len(files)} photos", type="primary"):
         return
-    r = api.post("/api/images", headers={"X-API-Key": key} if key else {},
-                 files=[("files", (f.name, f.getvalue(), f.type or "application/octet-stream")) for f in files])
-    if r.status_code != 202:
-        answer(r, "upload")
+    batch = post_files(api, "/api/images", files, key)
+    if batch is None:
         return
-    batch = r.json()["batch"]
     st.query_params["batch"] = batch
     show_batch(api, batch, wait=True)

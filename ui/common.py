@@ -62,6 +62,17 @@ class Api:
         return Image.open(io.BytesIO(r.content)) if r.status_code == 200 else None
 
 
+def post_files(api: Api, path: str, files: list, key: str) -> str | None:
+    """POST Streamlit's uploaded files as multipart `files` to `path` (with the API key when there is one); the batch
+    id of the 202 answer, or None after showing why the API refused."""
+    r = api.post(path, headers={"X-API-Key": key} if key else {},
+                 files=[("files", (f.name, f.getvalue(), f.type or "application/octet-stream")) for f in files])
+    if r.status_code != 202:
+        answer(r, "upload")
+        return None
+    return r.json()["batch"]
+
+
 def draw_boxes(img: Image.Image, boxes: Sequence[tuple[Any, ...]], scale: float = 1.0) -> Image.Image:
     """A copy of `img` with xyxy pixel boxes (multiplied by `scale`) outlined and labelled; each box is (box, text) —
     coloured from `PALETTE` in turn — or (box, text, colour)."""

@@ -9,7 +9,7 @@ import datetime as dt
 import streamlit as st
 
 from ui.add_photos import follow_batch
-from ui.common import PHOTO_TYPES, Api, answer, draw_boxes, upload_mb
+from ui.common import PHOTO_TYPES, Api, answer, draw_boxes, post_files, upload_mb
 
 #: one colour per field (the caption under the photo says which)
 FIELD_COLOURS = {"merchant": "#4363d8", "address": "#911eb4", "date": "#3cb44b", "total": "#e6194b"}
@@ -23,12 +23,10 @@ def _upload(api: Api, health: dict, key: str) -> None:
                              help=f"up to {upload_mb(health)} MB per photo; the same photo twice is one receipt")
     if not files or not st.button(f"Read {len(files)} receipts", type="primary"):
         return
-    r = api.post("/api/receipts", headers={"X-API-Key": key} if key else {},
-                 files=[("files", (f.name, f.getvalue(), f.type or "application/octet-stream")) for f in files])
-    if r.status_code != 202:
-        answer(r, "upload")
+    batch = post_files(api, "/api/receipts", files, key)
+    if batch is None:
         return
-    tasks = follow_batch(api, r.json()["batch"], wait=True) or []
+    tasks = follow_batch(api, batch, wait=True) or []
     for t in tasks:
         if t["status"] == "failed":
             st.error(f"{t['file_name']}: {t['error'] or 'failed'}")

@@ -9,7 +9,7 @@ from PIL import Image
 from clip_embedder.db.items import ItemRepository
 from clip_embedder.indexing.crops import CropPolicy
 from clip_embedder.indexing.describe import describe_detections, describe_object
-from clip_embedder.search.text import COUNT, count_query, unused_colours
+from clip_embedder.search.text import COUNT, ParsedQuery, unused_colours
 
 
 def query_crops(image: Image.Image, dets: list[Any], policy: CropPolicy, min_fraction: float
@@ -42,7 +42,7 @@ def query_crops(image: Image.Image, dets: list[Any], policy: CropPolicy, min_fra
     return crops, descs, idx, skipped
 
 
-def words_not_embedded(items: ItemRepository, text: str, ranked: dict[str, list[tuple[int, float]]],
+def words_not_embedded(items: ItemRepository, parsed: ParsedQuery, ranked: dict[str, list[tuple[int, float]]],
                        confident: set[int], warnings: list[str]) -> set[int]:
     """What an embedding does not check, checked or said: a count of a detected class ("two dogs": the images in which
     exactly that many were detected become the confident ones, added to `ranked` as the `count` signal); colour words
@@ -51,14 +51,13 @@ def words_not_embedded(items: ItemRepository, text: str, ranked: dict[str, list[
     Returns:
         The confident images (`confident` itself when the query counts nothing).
     """
-    colours = unused_colours(text)
+    colours = unused_colours(parsed.rest)
     if colours:
         warnings.append(f"colour is not indexed: {', '.join(repr(c) for c in colours)} only steered the text "
                         "embedding; the results are not checked for it")
-    counted = count_query(text)
-    if counted is None:
+    if parsed.counted is None:
         return confident
-    n, thing = counted
+    n, thing = parsed.counted
     if thing not in items.labels():
         warnings.append(f"counts are checked on detected objects, and no object in this index is a {thing!r}: "
                         "the count was not checked")

@@ -25,15 +25,14 @@ from clip_embedder.search.text import (
     LEXICAL,
     OCR_PHRASE,
     ImageRanking,
+    ParsedQuery,
     best_items,
-    count_query,
     decide,
     nothing_found,
     parse_query,
     phrase_ranking,
     query_terms,
     rank_images,
-    short_form,
 )
 
 log = logging.getLogger(__name__)
@@ -263,7 +262,7 @@ class SearchService:
             if not allowed:
                 said = " and ".join(f"'{p}'" for p in parsed.phrases)
                 return TextSearchResult([], names, warnings + [f"no photo in this index shows the text {said}"])
-        dense, lexical = self._text_candidates(parsed.rest, names, top_k=top_k, label=label, allowed=allowed) \
+        dense, lexical = self._text_candidates(parsed, names, top_k=top_k, label=label, allowed=allowed) \
             if parsed.rest else ({}, None)
         ranked = {s: r.ranked for s, r in dense.items()} | ({LEXICAL: lexical.ranked} if lexical else {})
         confident = set().union(*(r.confident for r in dense.values()), lexical.confident if lexical else ())
@@ -274,7 +273,7 @@ class SearchService:
             confident |= allowed
             whole = self.store.items.whole_items(sorted(allowed))
         if parsed.rest:  # counts checked on the detections, colours said unchecked
-            confident = words_not_embedded(self.store.items, parsed.rest, ranked, confident, warnings)
+            confident = words_not_embedded(self.store.items, parsed, ranked, confident, warnings)
         if content.active:
             ranked, confident = self._filtered(ranked, confident, content, warnings)
         decision = decide(ranked, confident, top_k=top_k, include_weak=include_weak)
@@ -296,23 +295,23 @@ class SearchService:
             warnings.append(warning)
         return {s: [(img, sc) for img, sc in lst if img in keep] for s, lst in ranked.items()}, confident & keep
 
-    def _text_candidates(self, text: str, names: list[str], *, top_k: int, label: str | None,
+    def _text_candidates(self, parsed: ParsedQuery, names: list[str], *, top_k: int, label: str | None,
                          allowed: set[int] | None) -> tuple[dict[str, ImageRanking], ImageRanking | None]:
-        """Each text-capable space's nearest items and the lexical matches of `text`, one entry per image: the
-        full-text query runs in PostgreSQL while this thread embeds the query and searches FAISS.
+        """Each text-capable space's nearest items and the lexical matches of the query's rest, one entry per image
+        (a thing it names searched in the description spaces in its canonical form): the full-text query runs in
+        PostgreSQL while this thread embeds the query and searches FAISS.
 
         Returns:
             (space → its `ImageRanking`, the lexical `ImageRanking` or None when nothing matched lexically).
         """
-        fetch = max(top_k * 10, 200)
+        text, fetch = parsed.rest, max(top_k * 10, 200)
         labels = (label,) if label else None
         terms = [t for t in query_terms(text) if t not in COLOUR_WORDS]  # no colour is indexed: it matches nothing true
         pending: Future | None = (self._lexical_pool.submit(self.store.lexical.search, terms, fetch, label)
                                   if self.lexical and terms else None)
         dense: dict[str, ImageRanking] = {}
         # "dogs", "a dog" … → "a photo of a dog": one embedding, one verdict; "two penguins" is searched as a penguin
-        counted = count_query(text)
-        canonical = short_form(text) or (short_form(counted[1]) if counted else None)
+        canonical = parsed.canonical
         for s in names:
             short = canonical is not None and self.embedders[s].source == "description"
             q = self.embedders[s].embed_texts([canonical if short else text])  # type: ignore[list-item]

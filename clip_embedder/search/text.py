@@ -38,6 +38,10 @@ class ParsedQuery:
     text: str
     phrases: tuple[str, ...]
     rest: str
+    #: (n, the thing counted) when the rest counts a thing ("two dogs"), else None (`count_query`)
+    counted: tuple[int, str] | None = None
+    #: the canonical text of a rest that names a thing ("dogs" → "a photo of a dog"; a counted thing's), else None
+    canonical: str | None = None
 
 
 def parse_query(query: str | None) -> ParsedQuery:
@@ -53,7 +57,9 @@ def parse_query(query: str | None) -> ParsedQuery:
         raise QueryError(f"query is longer than {MAX_QUERY_CHARS} characters")
     phrases = tuple(p.strip() for p in _QUOTED.findall(query) if p.strip())
     rest = _QUOTED.sub(" ", query).strip() if phrases else query
-    return ParsedQuery(query, phrases, rest)
+    counted = count_query(rest) if rest else None
+    canonical = (short_form(rest) or (short_form(counted[1]) if counted else None)) if rest else None
+    return ParsedQuery(query, phrases, rest, counted, canonical)
 
 
 def query_terms(text: str) -> list[str]:
