@@ -19,7 +19,7 @@ export LOCAL_MODELS COCO_ANNOTATIONS COCO_IMAGES RECEIPTS_DIR
 API_PORT ?= 8000
 UI_PORT ?= 8501
 
-.PHONY: demo test test-unit install index mlflow-ui baseline train evaluate operating-points benchmarks benchmarks-scale clean-index help train-receipts
+.PHONY: demo test test-unit compose-smoke install index mlflow-ui baseline train evaluate operating-points benchmarks benchmarks-scale clean-index help train-receipts
 DATA_VERSION ?= version_1
 EPOCHS ?= 10
 IMGSZ ?= 640
@@ -28,6 +28,8 @@ help:
 	@echo "make demo   - install, build the COCO subset, index it, serve API (:$(API_PORT)) + UI (:$(UI_PORT))"
 	@echo "make test   - install and run the test suite (tests/unit, then tests/integration)"
 	@echo "make test-unit - the unit tier alone: no data, database or weights (seconds)"
+	@echo "make compose-smoke - build the images (base from Debian packages), bring docker-compose up with host"
+	@echo "                  networking and check it end to end (~15 min; root and Docker's engine; not in make test)"
 	@echo "make train-receipts - train the learned receipt extractor on RECEIPTS_DIR, log it to MLflow, register it"
 	@echo "make benchmarks - indexing throughput (and its model-forward limit), search latency, retrieval quality"
 	@echo "                  (vocabulary, no-match, OCR) and ingest (queue) figures"
@@ -39,7 +41,7 @@ $(VENV)/.installed: pyproject.toml scripts/install_system_packages.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[train,test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -52,6 +54,10 @@ index: install
 
 test: install
 	$(PY) -m pytest -q
+
+# docker-compose for real: images, every service, uploads, two workers, a killed worker, down/up, Prometheus
+compose-smoke:
+	SHARED=$(SHARED) bash scripts/compose_smoke.sh
 
 # the quick loop: no ../shared, no database, no weights (under 30 s)
 test-unit: install

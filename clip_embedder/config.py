@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from clip_embedder.models.registry import (
@@ -220,6 +220,13 @@ class Settings(BaseSettings):
     worker_stalled_after: float = Field(30.0, gt=0, description="a job whose worker sent no heartbeat for this many "
                                                                  "seconds is run again by another worker")
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port of a worker; 0 = off")
+    worker_metrics_ports: int = Field(1, ge=1, le=1000, description="ports tried from WORKER_METRICS_PORT when it is "
+                                                                     "taken (several workers on one host network)")
+    worker_metrics_sd_dir: Path | None = Field(None, description="folder where each worker writes its Prometheus "
+                                                                 "scrape target (file_sd_configs)")
+    worker_metrics_address: str = Field("127.0.0.1", description="the address Prometheus scrapes a worker at")
+    worker_ready_file: Path | None = Field(None, description="a file the worker writes its metrics port to once "
+                                                             "its models are loaded (a container's health check)")
     enrich: Literal["queue", "inline"] = Field(
         "queue", description="where the queue workers read text in photos (OCR): queue = a follow-up job once the "
                              "photo is searchable (its objects, tags and vectors do not wait for OCR), inline = in "
@@ -244,12 +251,24 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="keys accepted in X-API-Key for writes (comma separated); empty = "
                                           "writes are refused")
+    api_keys_file: Path | None = Field(None, description="a file of keys (comma or newline separated) read when "
+                                                          "API_KEYS is empty; the compose `init` step generates one")
     require_key_for_reads: bool = Field(False, description="reads (search, images, tasks) need a key too")
 
     api_url: str = Field("http://localhost:8000", description="where the Streamlit page finds the API")
     api_key: SecretStr | None = Field(None, description="the key the Streamlit page sends when adding photos "
                                                         "(one of API_KEYS); the page can also ask for it")
     public_url: str = Field("", description="URL prefix for image links in API results; empty = relative")
+
+    @model_validator(mode="after")
+    def _keys_from_file(self) -> "Settings":
+        """API_KEYS (and the page's API_KEY) from API_KEYS_FILE when they are not set and the file exists."""
+        f = self.api_keys_file
+        if not self.api_keys and f is not None and f.is_file():
+            self.api_keys = [SecretStr(k.strip()) for k in f.read_text().replace("\n", ",").split(",") if k.strip()]
+        if self.api_key is None and self.api_keys and f is not None:
+            self.api_key = self.api_keys[0]
+        return self
 
     @field_validator("spaces", "api_keys", "scan_roots", mode="before")
     @classmethod

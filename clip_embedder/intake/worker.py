@@ -261,6 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def start_metrics(settings, port: int | None) -> int:
+    """Serve this worker's Prometheus metrics (WORKER_METRICS_PORT, or `port` from --metrics-port; 0 = off) on the
+    first free port of its range, announced in WORKER_METRICS_SD_DIR; the port written to WORKER_READY_FILE.
+    Returns the port (0: off).
+
+    Raises:
+        OSError: every port of the range is taken."""
+    port = settings.worker_metrics_port if port is None else port
+    if not port:
+        return 0
+    from clip_embedder.intake.metrics_server import serve_metrics  # noqa: PLC0415
+
+    port = serve_metrics(port, settings.worker_metrics_ports, sd_dir=settings.worker_metrics_sd_dir,
+                         address=settings.worker_metrics_address)
+    if settings.worker_ready_file:  # the container's health check: models loaded, metrics served on this port
+        Path(settings.worker_ready_file).write_text(str(port))
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # until procrastinate installs its graceful handlers, SIGTERM exits like Ctrl-C (exit hooks run, so the
@@ -286,12 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, SpaceMismatchError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    port = settings.worker_metrics_port if args.metrics_port is None else args.metrics_port
-    if port:
-        from prometheus_client import start_http_server  # noqa: PLC0415
-
-        start_http_server(port)
-        log.info("metrics on :%d/metrics", port)
+    try:
+        start_metrics(settings, args.metrics_port)
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     app = worker.app = async_app(worker.store.url)
     retry = RetryStrategy(max_attempts=settings.worker_max_attempts, exponential_wait=settings.worker_retry_wait)
     app.task(name=TASK_NAME, queue=QUEUE, retry=retry)(worker.index_image)

@@ -14,7 +14,8 @@ per image against 57 ms for torch and 35 ms for OpenVINO, 2 cores), torch on a G
 post-processing (letterbox, NMS, box scaling: `clip_embedder/yolo_ops.py`, equal to yolov5's own) are shared, so
 the runtimes differ only by the forward pass (parity-tested: same labels, boxes within 1 px, scores within 0.01).
 Once exported, a start runs the export with the names and stride of its JSON sidecar, without loading the weights
-or importing yolov5 (4.3 → 0.1 s).
+or importing yolov5 (4.3 → 0.1 s) — and without torch: the serving image (API, workers, page) has no torch
+installed; torch is imported only to load weights, export them, or run the `torch` runtime.
 
 Images are letterboxed to the smallest stride multiple holding them (yolov5's rectangular inference, as
 its `val.py --rect`), not padded to a square, and a batch is run as one forward per distinct shape.
@@ -31,12 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from clip_embedder import offline  # must precede the yolov5 import
 from clip_embedder.images import file_sha256  # noqa: F401  (re-exported: weights identities)
-from clip_embedder.models.runtimes import DEFAULT_EXPORT_DIR, export_once, open_session, torch_to_onnx
+from clip_embedder.models.runtimes import (  # noqa: F401  (resolve_device re-exported)
+    DEFAULT_EXPORT_DIR,
+    export_once,
+    open_session,
+    require_torch,
+    resolve_device,
+    torch_to_onnx,
+)
 from clip_embedder.models.yolo_ops import letterbox, non_max_suppression, scale_boxes
 
 log = logging.getLogger(__name__)
@@ -54,27 +61,6 @@ class Detection:
     bbox: tuple[float, float, float, float]
 
 
-_warned_devices: set[str] = set()
-
-
-def resolve_device(device: str | int | None) -> torch.device:
-    """Map a user device string ("cpu", "0", "cuda:0", "mps") to a usable `torch.device`.
-
-    A CUDA device on a machine without one falls back to the CPU with a single warning line.
-    """
-    d = str(device if device is not None else "cpu").strip().lower()
-    if d in ("", "cpu"):
-        return torch.device("cpu")
-    if d.isdigit() or d.startswith("cuda"):
-        if torch.cuda.is_available():
-            return torch.device(f"cuda:{d}" if d.isdigit() else d)
-        if d not in _warned_devices:
-            _warned_devices.add(d)
-            log.warning("device %r requested but no CUDA GPU is available: running on the CPU", d)
-        return torch.device("cpu")
-    return torch.device(d)
-
-
 class Detector:
     """A YOLOv5 detector. Build with `Detector.load(path)`; call `detect(images)`.
 
@@ -84,21 +70,21 @@ class Detector:
     #: where the weights came from (a local file, or the MLflow run / registered version), for /api/health
     source: dict
 
-    def __init__(self, model: torch.nn.Module | None, names: list[str], *, weights_path: Path, weights_sha256: str,
+    def __init__(self, model: Any, names: list[str], *, weights_path: Path, weights_sha256: str,
                  imgsz: int = 640, conf: float = 0.25, iou: float = 0.45, max_det: int = 100,
-                 device: torch.device | None = None, runtime: str = "torch", export_dir: Path | None = None,
+                 device: str = "cpu", runtime: str = "torch", export_dir: Path | None = None,
                  stride: int | None = None, weights_format: str = "pickle"):
-        """`model` None: only the export in `export_dir` runs (it must exist; `Detector.load` checks), with
-        `stride` and `names` from its sidecar."""
+        """`model`: the YOLOv5 torch module, or None: only the export in `export_dir` runs (it must exist;
+        `Detector.load` checks), with `stride` and `names` from its sidecar. `device`: as `resolve_device` returns."""
         self.model = model
         self.names = names
         self.weights_path = weights_path
         self.weights_sha256 = weights_sha256
         self.weights_format = weights_format
-        self.stride = int(stride or max(getattr(model, "stride", torch.tensor([32])).max().item(), 32))
+        self.stride = int(stride or max(int(model.stride.max().item()) if hasattr(model, "stride") else 32, 32))
         self.imgsz = int(np.ceil(imgsz / self.stride) * self.stride)
         self.conf, self.iou, self.max_det = conf, iou, max_det
-        self.device = device or torch.device("cpu")
+        self.device = device
         self._lock = threading.Lock()
         runtime = _resolve_runtime(runtime, self.device)
         if runtime == "torch" and model is None:
@@ -143,6 +129,8 @@ class Detector:
                 if type(m).__name__ == "Detect":
                     setattr(m, "export", True)  # noqa: B010  (yolov5's flags, not typed on nn.Module)
                     setattr(m, "dynamic", True)  # noqa: B010
+            import torch  # noqa: PLC0415
+
             with self._lock, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings of yolov5's Python-side branches (sizes are dynamic)
                 torch_to_onnx(model, (torch.zeros(1, 3, self.imgsz, self.imgsz),), tmp, input_names=["images"],
@@ -154,20 +142,22 @@ class Detector:
         export_once(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
         return onnx_path
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw predictions (n, anchors, 5 + classes) for a letterboxed float batch (n, 3, h, w) in 0..1."""
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        """Raw predictions (n, anchors, 5 + classes) float32 for a letterboxed float32 batch (n, 3, h, w) in 0..1."""
         if self.runtime == "torch":
+            import torch  # noqa: PLC0415
+
             assert self.model is not None  # __init__ refuses torch without a model
-            with self._lock:
-                pred = self.model(x)
-            return pred[0] if isinstance(pred, (list, tuple)) else pred
-        arr = x.cpu().numpy()
+            with self._lock, torch.inference_mode():
+                pred = self.model(torch.from_numpy(x).to(self.device))
+            pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+            return pred.float().cpu().numpy()
         with self._lock:
             if self.runtime == "onnx":
-                out = self._session.run(None, {"images": arr})[0]
+                out = self._session.run(None, {"images": x})[0]
             else:
-                out = self._session(arr)[0]
-        return torch.from_numpy(np.asarray(out))
+                out = self._session(x)[0]
+        return np.asarray(out, dtype=np.float32)
 
     @classmethod
     def load(cls, weights: str | Path, *, imgsz: int = 640, conf: float = 0.25, iou: float = 0.45,
@@ -201,6 +191,7 @@ class Detector:
                                     max_det=max_det, device=dev, runtime=runtime, export_dir=export_dir)
         if exported is not None:
             return exported
+        require_torch(f"the detector weights {path.name} have no ONNX export in {export_dir or DEFAULT_EXPORT_DIR}")
         model, names, weights_format = _read_checkpoint(path, allow_pickle=allow_pickle)
         names = list(names.values()) if isinstance(names, dict) else list(names)
         model.eval()
@@ -215,7 +206,7 @@ class Detector:
                    weights_format=weights_format)
 
     @classmethod
-    def _from_export(cls, path: Path, *, allow_pickle: bool, device: torch.device, runtime: str,
+    def _from_export(cls, path: Path, *, allow_pickle: bool, device: str, runtime: str,
                      export_dir: Path | None, **kw: Any) -> "Detector | None":
         """The detector run from its existing export (ONNX Runtime / OpenVINO) without loading the weights or
         importing yolov5 (~4 s of every start); None when the runtime is torch, there is no export of these
@@ -247,6 +238,8 @@ class Detector:
         Returns:
             `out`. Raises ValueError: not a YOLOv5 checkpoint.
         """
+        import torch  # noqa: PLC0415
+
         ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
         if isinstance(ckpt, dict) and "state_dict" in ckpt and "yaml" in ckpt:
             d = ckpt
@@ -273,7 +266,6 @@ class Detector:
         except Exception as e:  # the first real query will report it
             log.warning("detector warm-up failed: %s", e)
 
-    @torch.inference_mode()
     def detect(self, images: list[Image.Image]) -> list[list[Detection]]:
         """Detect objects in a batch of RGB images.
 
@@ -293,11 +285,10 @@ class Detector:
             groups[b.shape].append(i)
         results: list[list[Detection]] = [[] for _ in images]
         for idx in groups.values():
-            x = torch.from_numpy(np.stack([boxed[i] for i in idx])).to(self.device).permute(0, 3, 1, 2)
-            x = x.float().div_(255)
+            x = np.ascontiguousarray(np.stack([boxed[i] for i in idx]).transpose(0, 3, 1, 2)).astype(np.float32)
+            x /= np.float32(255)
             out = non_max_suppression(self._forward(x), self.conf, self.iou, max_det=self.max_det)
             for i, det in zip(idx, out):
-                det = det.cpu()
                 if len(det):
                     det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], arrays[i].shape).round()
                 results[i] = [
@@ -315,6 +306,8 @@ def _read_checkpoint(path: Path, *, allow_pickle: bool) -> tuple[Any, Any, str]:
     Raises:
         ValueError: not a YOLOv5 checkpoint, or a pickle while `allow_pickle` is False.
     """
+    import torch  # noqa: PLC0415
+
     offline.import_yolov5()
     from yolov5.models.yolo import DetectionModel  # noqa: PLC0415
 
@@ -345,14 +338,14 @@ def _read_checkpoint(path: Path, *, allow_pickle: bool) -> tuple[Any, Any, str]:
     return model, names, weights_format
 
 
-def _resolve_runtime(runtime: str, device: torch.device) -> str:
+def _resolve_runtime(runtime: str, device: str) -> str:
     """DETECTOR_RUNTIME with auto resolved: ONNX Runtime on the CPU, torch elsewhere.
 
     Raises:
         ValueError: an unknown runtime.
     """
     if runtime == "auto":
-        runtime = "torch" if device.type != "cpu" else "onnx"
+        runtime = "torch" if device != "cpu" else "onnx"
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown DETECTOR_RUNTIME {runtime!r}; choose from auto, {', '.join(RUNTIMES)}")
     return runtime

@@ -38,6 +38,45 @@ DEFAULT_EXPORT_DIR = Path("models") / "exported"
 OPENVINO_CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
+_warned_devices: set[str] = set()
+
+
+def resolve_device(device: str | int | None) -> str:
+    """A user device string ("cpu", "0", "cuda:0", "mps") as the device to run on: "cpu", "cuda:N", "mps", ….
+
+    "cpu" (and empty) never imports torch, so the serving image, which has none, resolves its device. A CUDA device
+    on a machine without one falls back to "cpu" with a single warning line.
+    """
+    d = str(device if device is not None else "cpu").strip().lower()
+    if d in ("", "cpu"):
+        return "cpu"
+    try:
+        import torch  # noqa: PLC0415
+    except ImportError:
+        torch = None  # type: ignore[assignment]
+    if d.isdigit() or d.startswith("cuda"):
+        if torch is not None and torch.cuda.is_available():
+            return f"cuda:{d}" if d.isdigit() else d
+        if d not in _warned_devices:
+            _warned_devices.add(d)
+            log.warning("device %r requested but no CUDA GPU is available%s: running on the CPU", d,
+                        "" if torch is not None else " (torch is not installed)")
+        return "cpu"
+    return d
+
+
+def require_torch(what: str) -> None:
+    """Raise a RuntimeError that says what to do when torch is not installed (the serving image) and `what` needs it.
+    """
+    try:
+        import torch  # noqa: F401, PLC0415
+    except ImportError:
+        raise RuntimeError(
+            f"{what}, and torch is not installed here (the serving image runs exports only): export it where the "
+            "`train` extra is installed — `docker compose run --rm init`, or `python -m "
+            "clip_embedder.scripts.export_models` with the same EXPORT_DIR") from None
+
+
 def export_once(path: Path, write: Callable[[str], object]) -> Path:
     """`path`, written by `write(tmp_path)` unless it already exists; atomic (temporary file, then rename).
 

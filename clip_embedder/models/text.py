@@ -14,7 +14,14 @@ from PIL import Image
 from clip_embedder import offline  # noqa: F401
 from clip_embedder.models.detector import file_sha256, resolve_device
 from clip_embedder.models.embedders import Embedder, SpaceIdentity, l2_normalize
-from clip_embedder.models.runtimes import DEFAULT_EXPORT_DIR, export_once, onnx_or_fallback, ort_session, torch_to_onnx
+from clip_embedder.models.runtimes import (
+    DEFAULT_EXPORT_DIR,
+    export_once,
+    onnx_or_fallback,
+    ort_session,
+    require_torch,
+    torch_to_onnx,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +106,7 @@ class TextEmbedder(Embedder):
             self._session = ort_session(onnx_path, self.num_threads)
             self.runtime = "onnx"
             return
+        require_torch(f"the text model has no ONNX export in {self.export_dir}")
         from sentence_transformers import SentenceTransformer  # noqa: PLC0415
 
         try:
