@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=$(cd "${SHARED:-../shared}" && pwd)
 PROJECT=${SMOKE_PROJECT:-clipsmoke}
-export BASE_IMAGE=${BASE_IMAGE:-clip-embedder/debian:bookworm}
+export BASE_IMAGE=${BASE_IMAGE:-clip-embedder/debian:bookworm} DB_BASE_IMAGE=${DB_BASE_IMAGE:-clip-embedder/debian:trixie}
 export API_PORT=${SMOKE_API_PORT:-18000} UI_PORT=${SMOKE_UI_PORT:-18501} DB_PORT=${SMOKE_DB_PORT:-15432}
 export MLFLOW_PORT=${SMOKE_MLFLOW_PORT:-15000} PROMETHEUS_PORT=${SMOKE_PROMETHEUS_PORT:-19090}
 export SHARED_MODELS_DIR=$SHARED/models SHARED_COCO_DIR=$SHARED/datasets/coco128 PHOTOS_DIR=$SHARED/datasets
@@ -44,8 +44,9 @@ docker-compose version --short 2>/dev/null | sed 's/^/   docker-compose /'
 dc down -v --remove-orphans >/dev/null 2>&1 || true
 took "engine up"
 
-step "1. base image from Debian's packages (debootstrap → docker import)"
-bash scripts/compose_base_image.sh
+step "1. base images from Debian's packages (debootstrap → docker import)"
+bash scripts/compose_base_image.sh bookworm "$BASE_IMAGE"
+bash scripts/compose_base_image.sh trixie "$DB_BASE_IMAGE"
 took "base image"
 
 step "2. images (serve, trainer, db, prometheus)"
@@ -57,9 +58,9 @@ else
 fi
 build() {  # tag target dockerfile
   local t=$SECONDS
-  DOCKER_BUILDKIT=0 docker build -q --network host --build-arg BASE_IMAGE="$BASE_IMAGE" \
-    --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" ${2:+--target "$2"} -f "$3" -t "$1" . >/dev/null \
-    || fail "docker build $1"
+  DOCKER_BUILDKIT=0 docker build -q --network host --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg DB_BASE_IMAGE="$DB_BASE_IMAGE" \
+    --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" ${2:+--target "$2"} -f "$3" -t "$1" . >/tmp/clipsmoke-build.log 2>&1 \
+    || { tail -n 30 /tmp/clipsmoke-build.log >&2; fail "docker build $1"; }
   printf '   %-26s %6.0f MB  (%d s)\n' "$1" "$(docker image inspect -f '{{.Size}}' "$1")e-6" "$((SECONDS - t))"
 }
 build clip-embedder:serve serve Dockerfile
@@ -87,7 +88,7 @@ dc up -d --no-build >/dev/null 2>&1 || fail "compose up"
 wait_healthy 900
 [ "$(docker network ls -q --filter driver=bridge | wc -l)" = "0" ] || fail "a bridge network exists"
 docker inspect -f '{{.HostConfig.NetworkMode}}' $(dc ps -q) | sort -u | grep -qx host || fail "not host networking"
-dc logs init | grep -E "^\S+\s+\| (\[init|API key|detector)" | sed 's/^/  /'
+dc logs --no-color init | grep -E "\| (\[init|API key|detector:|baseline run|registered)" | cut -c1-160 | sed 's/^/  /' || true
 KEY=$(docker exec "${PROJECT}_api_1" cat /app/data/secrets/api_key 2>/dev/null \
   || docker exec "${PROJECT}-api-1" cat /app/data/secrets/api_key)
 [ -n "$KEY" ] || fail "no API key"
@@ -115,7 +116,7 @@ count_images() { fresh_health | j "d['counts']['images']"; }
 
 step "5. the nine photos uploaded with the key → succeeded → \"parrot\" finds parrot.jpg"
 args=(); for f in "$SHARED"/datasets/photos/*.jpg; do args+=(-F "files=@$f"); done
-[ ${#args[@]} -eq 9 ] || fail "expected nine photos"
+[ ${#args[@]} -eq 18 ] || fail "expected nine photos"
 code=$(curl -s -o /dev/null -w '%{http_code}' "${args[@]}" "$API/api/images")
 [ "$code" = "401" ] || [ "$code" = "403" ] || fail "an upload without the key answered $code"
 batch=$(curl -fs -H "X-API-Key: $KEY" "${args[@]}" "$API/api/images" | j "d['batch']")
@@ -135,7 +136,8 @@ batch=$(curl -fs -H "X-API-Key: $KEY" -H 'Content-Type: application/json' -d '{"
 counts=$(wait_batch "$batch" 900); echo "   $counts"
 echo "$counts" | grep -q "'succeeded': 128" || fail "scan: $counts"
 per_worker=$(for p in $(seq 9101 9116); do
-  curl -fs "http://127.0.0.1:$p/metrics" 2>/dev/null | awk -v p=$p '/^clip_embedder_worker_jobs_total\{outcome="succeeded"\}/ {print p": "$2}'
+  { curl -fs "http://127.0.0.1:$p/metrics" 2>/dev/null || true; } \
+    | awk -v p=$p '/^clip_embedder_worker_jobs_total\{outcome="succeeded"\}/ {print p": "$2}'
 done)
 echo "$per_worker" | sed 's/^/   worker on :/'
 [ "$(echo "$per_worker" | awk '$2 > 0' | wc -l)" -ge 2 ] || fail "not both workers processed jobs"
