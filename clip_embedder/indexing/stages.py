@@ -42,7 +42,7 @@ from clip_embedder.models.ocr import OcrEngine, lexical_text
 from clip_embedder.models.tagger import ImageNetTagger, label_words
 
 #: the version of the description / keyword format (part of the enrichment signature: a change re-describes)
-DESCRIPTION_FORMAT = "d2"
+DESCRIPTION_FORMAT = "d3"  # d3: names of several words as one keyword (name_words)
 
 log = logging.getLogger(__name__)
 

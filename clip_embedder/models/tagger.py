@@ -62,7 +62,7 @@ HYPERNYM_NAMES: dict[str, str] = {
                      "bullet train"], "train railway"),
     **dict.fromkeys(["Windsor tie", "bow tie"], "tie necktie"),
     **dict.fromkeys(["four-poster", "quilt", "studio couch", "cradle", "crib"], "bed"),
-    **dict.fromkeys(["teddy"], "teddy bear toy"),
+    **dict.fromkeys(["teddy"], "teddybear toy"),
     **dict.fromkeys(["airliner", "warplane"], "airplane plane aircraft"),
     **dict.fromkeys(["speedboat", "canoe", "yawl", "catamaran", "trimaran", "lifeboat", "fireboat", "gondola"], "boat"),
 }
@@ -78,9 +78,33 @@ COCO_SYNONYMS: dict[str, str] = {
 }
 
 
+def name_words(names: list[str]) -> list[str]:
+    """The keywords of a list of synonymous names, phrase-aware: a one-word name is itself; a name of several words
+    ("hot dog", "golden retriever", "red hot") is its compound ("hotdog", which a query's adjacent words also form:
+    `clip_embedder.search.text.query_terms`) and its head, the last word ("retriever") — unless the compound is itself
+    one of the names (a lexicalised compound: "hot dog, hotdog" is not a dog). So "dog" no longer matches a hot dog,
+    while "hot dog" does.
+
+    Returns:
+        lower-case words, each once, in order.
+    """
+    singles = {n.lower() for n in names if len(n.replace("-", " ").split()) == 1}
+    out: list[str] = []
+    for name in names:
+        parts = name.lower().replace("-", " ").split()
+        if len(parts) == 1:
+            out.append(parts[0])
+        elif parts:
+            compound = "".join(parts)
+            out.append(compound)
+            if compound not in singles:
+                out.append(parts[-1])
+    return list(dict.fromkeys(out))
+
+
 def label_words(label: str) -> str:
-    """The words a detector label is searchable by: itself and its everyday synonyms."""
-    return f"{label} {COCO_SYNONYMS.get(label, '')}".strip()
+    """The words a detector label is searchable by: itself (phrase-aware: `name_words`) and its everyday synonyms."""
+    return " ".join(name_words([label, *COCO_SYNONYMS.get(label, "").split()]))
 
 
 class ImageNetTagger(LazyModel):
@@ -192,7 +216,7 @@ class ImageNetTagger(LazyModel):
         i = self._index.get(label)
         if i is None:
             return label
-        return " ".join(self.synonyms[i] + ([self._hypernyms[i]] if self._hypernyms[i] else []))
+        return " ".join(name_words(self.synonyms[i]) + ([self._hypernyms[i]] if self._hypernyms[i] else []))
 
 
 

@@ -64,9 +64,16 @@ def parse_query(query: str | None) -> ParsedQuery:
 
 def query_terms(text: str) -> list[str]:
     """The lexical terms of a query: lower-case words without stop words, each with its naive singular
-    ("dogs" → "dogs", "dog"; "boxes" → "boxes", "box")."""
+    ("dogs" → "dogs", "dog"; "boxes" → "boxes", "box"), and the compound of each two adjacent words ("hot dog" →
+    "hotdog"), which is how a name of several words is indexed (`clip_embedder.models.tagger.name_words`)."""
     out: list[str] = []
-    for w in re.findall(r"\w+", text.lower()):
+    words = re.findall(r"\w+", text.lower())
+    for prev, w in zip(["", *words], words):
+        if (prev and prev.isascii() and w.isascii() and prev.isalpha() and w.isalpha()
+                and not {prev, w} & (STOP_WORDS | _NUMBER_WORDS)):
+            out.append(prev + w)
+            if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+                out.append(prev + w[:-1])
         if w in STOP_WORDS or w.isdigit():
             continue
         out.append(w)

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from clip_embedder.models.tagger import label_words, name_words
 from clip_embedder.search.records import QueryError
 from clip_embedder.search.text import (
     MAX_QUERY_CHARS,
@@ -22,6 +23,16 @@ from clip_embedder.search.text import (
 def test_query_terms():
     assert query_terms("a photo of two Dogs and boxes") == ["two", "dogs", "dog", "boxes", "box", "boxe"]
     assert query_terms("김치찌개 사진") == ["김치찌개", "사진"]
+    # a name of several words is indexed as its compound (and its head): adjacent words form it in the query
+    assert query_terms("hot dogs") == ["hot", "hotdogs", "hotdog", "dogs", "dog"]
+
+
+def test_names_of_several_words_are_phrase_aware_keywords():
+    """"dog" must not match a hot dog: a lexicalised compound ("hot dog, hotdog") keeps no head word; a plain one
+    keeps its head ("golden retriever" is a retriever)."""
+    assert name_words(["hot dog", "hotdog", "red hot"]) == ["hotdog", "redhot", "hot"]
+    assert name_words(["golden retriever"]) == ["goldenretriever", "retriever"]
+    assert "dog" not in label_words("hot dog").split() and "glass" in label_words("wine glass").split()
 
 
 def test_korean_ocr_pieces_are_joined_for_lexical_search():
