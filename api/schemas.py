@@ -51,7 +51,9 @@ class SearchHit(BaseModel):
     score: float = Field(description="reciprocal-rank-fusion score over the spaces that found it")
     similarity: float = Field(description="best cosine similarity over those spaces")
     spaces: dict[str, SpaceHit] = Field(description="which spaces found it, with rank and similarity ('lexical': "
-                                                    "its keywords matched; 'ocr': a quoted phrase is in its text)")
+                                                    "its keywords matched; 'ocr': a quoted phrase is in its text; "
+                                                    "'count' / 'colour': the query's count or colour of a detected "
+                                                    "class checked on its objects)")
     file_name: str = Field(description="the upload's name or the path relative to the indexed folder")
     tags: list[TagInfo] = Field(default_factory=list, description="the item's ImageNet tags, best first")
     weak: bool = Field(False, description="below every space's relevance floor and not matched lexically (only "

@@ -88,3 +88,12 @@ class ItemRepository(Repository):
             rows = c.execute("SELECT image_id, count(*) AS n FROM items WHERE kind = 'object' AND label = %s "
                              "GROUP BY image_id", (label,)).fetchall()
         return {r["image_id"]: int(r["n"]) for r in rows}
+
+    def colour_items(self, label: str, colour: str) -> dict[int, int]:
+        """image id → its surest object labelled `label` whose crop's colours (in its keywords, written by the
+        describe stage from `indexing.colours.crop_colours`) include `colour` (one of `COLOUR_NAMES`)."""
+        with self.conn() as c:
+            rows = c.execute("SELECT DISTINCT ON (image_id) image_id, id FROM items WHERE kind = 'object' AND "
+                             "label = %s AND lexical @@ to_tsquery('simple', %s) ORDER BY image_id, score DESC",
+                             (label, "'" + colour.replace("'", "") + "'")).fetchall()
+        return {int(r["image_id"]): int(r["id"]) for r in rows}

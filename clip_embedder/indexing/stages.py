@@ -33,6 +33,7 @@ from clip_embedder.db.records import ImageRow, ItemRow
 from clip_embedder.db.store import Store
 from clip_embedder.images import ImageError, decode_image, sha256_bytes
 from clip_embedder.indexing.batch import Batch, DecodedImage, RawImage
+from clip_embedder.indexing.colours import crop_colours
 from clip_embedder.indexing.crops import CropPolicy
 from clip_embedder.indexing.describe import describe_image, describe_object
 from clip_embedder.models.detector import Detector
@@ -42,7 +43,7 @@ from clip_embedder.models.ocr import OcrEngine, lexical_text
 from clip_embedder.models.tagger import ImageNetTagger, label_words
 
 #: the version of the description / keyword format (part of the enrichment signature: a change re-describes)
-DESCRIPTION_FORMAT = "d3"  # d3: names of several words as one keyword (name_words)
+DESCRIPTION_FORMAT = "d3"  # d3: names of several words as one keyword (name_words); objects' colours
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ def describe_stage(batch: Batch, tagger: ImageNetTagger | None) -> Batch:
         return [tagger.words(t.label) for t in tags if sure(t) == strong]
 
     with batch.timed("describe"):
+        crop_of = {id(item): crop for item, crop in batch.crops}
         for row in batch.rows:
             objects = [it for it in row.items if it.kind == "object"]
             for it in objects:
@@ -209,7 +211,9 @@ def describe_stage(batch: Batch, tagger: ImageNetTagger | None) -> Batch:
                 # a crop's description names only its sure tags: less sure ones on small crops are mostly noise
                 # (they would also make every crop's description distinct, and the text space embeds each once)
                 it.description = describe_object(label, [t.label for t in it.tags if sure(t)])
-                it.keywords = " ".join([label_words(label), *words(it.tags, True)])
+                # its colour names are keywords too: "a red car" is checked on them (the `colour` signal)
+                colours = crop_colours(crop_of[id(it)]) if id(it) in crop_of else []
+                it.keywords = " ".join([label_words(label), *colours, *words(it.tags, True)])
                 it.keywords_weak = " ".join(words(it.tags, False))
             whole = next(it for it in row.items if it.kind == "image")
             labels = [it.label or "" for it in objects]

@@ -1,5 +1,5 @@
 """What a query holds beyond what is embedded: the parts of an image query that are searched (its crops), and the
-words of a text query an embedding does not check (counts, colours)."""
+words of a text query an embedding does not check (counts, colours), checked on the detected objects."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,9 +7,10 @@ from typing import Any
 from PIL import Image
 
 from clip_embedder.db.items import ItemRepository
+from clip_embedder.indexing.colours import COLOUR_ALIASES
 from clip_embedder.indexing.crops import CropPolicy
 from clip_embedder.indexing.describe import describe_detections, describe_object
-from clip_embedder.search.text import COUNT, ParsedQuery, unused_colours
+from clip_embedder.search.text import COLOUR, COUNT, ParsedQuery, colour_pairs, unused_colours
 
 
 def query_crops(image: Image.Image, dets: list[Any], policy: CropPolicy, min_fraction: float
@@ -43,28 +44,41 @@ def query_crops(image: Image.Image, dets: list[Any], policy: CropPolicy, min_fra
 
 
 def words_not_embedded(items: ItemRepository, parsed: ParsedQuery, ranked: dict[str, list[tuple[int, float]]],
-                       confident: set[int], warnings: list[str]) -> set[int]:
+                       confident: set[int], warnings: list[str], shown: dict[int, int]) -> set[int]:
     """What an embedding does not check, checked or said: a count of a detected class ("two dogs": the images in which
-    exactly that many were detected become the confident ones, added to `ranked` as the `count` signal); colour words
-    (the index keeps no colour: a warning says they were not checked).
+    exactly that many were detected, the `count` signal) and a colour of one ("a red car": the images with a car whose
+    crop is red, the `colour` signal) become the confident images, added to `ranked`; `shown` gets, per image, the
+    coloured object a hit shows. A colour word naming no detected class is said to be unchecked.
 
     Returns:
-        The confident images (`confident` itself when the query counts nothing).
+        The confident images (`confident` itself when the query counts and colours nothing checkable).
     """
-    colours = unused_colours(parsed.rest)
-    if colours:
-        warnings.append(f"colour is not indexed: {', '.join(repr(c) for c in colours)} only steered the text "
-                        "embedding; the results are not checked for it")
-    if parsed.counted is None:
-        return confident
-    n, thing = parsed.counted
-    if thing not in items.labels():
-        warnings.append(f"counts are checked on detected objects, and no object in this index is a {thing!r}: "
-                        "the count was not checked")
-        return confident
-    per_image = items.label_counts(thing)
-    exact = {img for img, c in per_image.items() if c == n}
-    ranked[COUNT] = [(img, 1.0) for img in sorted(exact, key=lambda i: -i)]
-    if not exact:
-        warnings.append(f"no photo has exactly {n} {thing!r} detected ({len(per_image)} have at least one)")
-    return exact
+    labels = set(items.labels()) if parsed.counted or unused_colours(parsed.rest) else set()
+    pairs = colour_pairs(parsed.rest, labels)
+    paired = {c for c, _ in pairs}
+    loose = [c for c in unused_colours(parsed.rest) if COLOUR_ALIASES.get(c, c) not in paired]
+    if loose:
+        warnings.append(f"colours are checked on detected objects only: {', '.join(repr(c) for c in loose)} named "
+                        "none, so it only steered the text embedding")
+    checked: list[set[int]] = []
+    if pairs:
+        found = [items.colour_items(label, colour) for colour, label in pairs]
+        match = set.intersection(*(set(f) for f in found))
+        ranked[COLOUR] = [(img, 1.0) for img in sorted(match, key=lambda i: -i)]
+        shown.update({img: found[0][img] for img in match})
+        if not match:
+            warnings.append("no detected " + " and ".join(f"{label} is {colour}" for colour, label in pairs))
+        checked.append(match)
+    if parsed.counted is not None:
+        n, thing = parsed.counted
+        if thing not in labels:
+            warnings.append(f"counts are checked on detected objects, and no object in this index is a {thing!r}: "
+                            "the count was not checked")
+        else:
+            per_image = items.label_counts(thing)
+            exact = {img for img, c in per_image.items() if c == n}
+            ranked[COUNT] = [(img, 1.0) for img in sorted(exact, key=lambda i: -i)]
+            if not exact:
+                warnings.append(f"no photo has exactly {n} {thing!r} detected ({len(per_image)} have at least one)")
+            checked.append(exact)
+    return set.intersection(*checked) if checked else confident

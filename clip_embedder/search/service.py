@@ -20,6 +20,7 @@ from clip_embedder.search.fusion import fuse_top, one_per_image, space_ranks
 from clip_embedder.search.query_parts import query_crops, words_not_embedded
 from clip_embedder.search.records import Hit, ImageSearchResult, ObjectResult, QueryError, TextSearchResult
 from clip_embedder.search.text import (
+    COLOUR,
     COLOUR_WORDS,
     COUNT,
     LEXICAL,
@@ -138,7 +139,7 @@ class SearchService:
                 r = rows.get(key)
                 if r is None:  # deleted from Postgres after the FAISS index was loaded
                     continue
-                dense = [v["similarity"] for s, v in per.items() if s not in (LEXICAL, OCR_PHRASE, COUNT)]
+                dense = [v["similarity"] for s, v in per.items() if s not in (LEXICAL, OCR_PHRASE, COUNT, COLOUR)]
                 hits.append(Hit(item_id=key, image_id=r.image_id, kind=r.kind, label=r.label,
                                 detection_score=r.score, bbox=r.bbox,
                                 score=round(score, 6), similarity=max(dense) if dense else 1.0,
@@ -272,12 +273,13 @@ class SearchService:
             ranked[OCR_PHRASE] = phrase_ranking(allowed, confident)
             confident |= allowed
             whole = self.store.items.whole_items(sorted(allowed))
-        if parsed.rest:  # counts checked on the detections, colours said unchecked
-            confident = words_not_embedded(self.store.items, parsed, ranked, confident, warnings)
+        shown: dict[int, int] = {}  # image → the object a colour check found (the hit shows it)
+        if parsed.rest:  # counts and colours checked on the detections
+            confident = words_not_embedded(self.store.items, parsed, ranked, confident, warnings, shown)
         if content.active:
             ranked, confident = self._filtered(ranked, confident, content, warnings)
         decision = decide(ranked, confident, top_k=top_k, include_weak=include_weak)
-        item_of = best_items(dense.values(), lexical, whole)
+        item_of = best_items(dense.values(), lexical, whole) | shown
         per = space_ranks(ranked, [img for img, _ in decision.chosen])
         hits = self._hits_of_lists([[(item_of[img], sc, per[img]) for img, sc in decision.chosen]])[0]
         for h in hits:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from clip_embedder.indexing.colours import COLOUR_ALIASES, COLOUR_NAMES
 from clip_embedder.search.fusion import rrf_fuse
 from clip_embedder.search.records import QueryError
 
@@ -22,6 +23,8 @@ LEXICAL = "lexical"
 OCR_PHRASE = "ocr"
 #: the images in which a counted class was detected that many times ("two dogs")
 COUNT = "count"
+#: the images with an object of the named class in the named colour ("a red car")
+COLOUR = "colour"
 #: words that carry no meaning in a search for photos (dropped from the lexical query only)
 STOP_WORDS = frozenset("""a an the of and or with in on at to for from by is are be this that these those it its
     photo photos picture pictures image images shot some any my me""".split())
@@ -124,7 +127,7 @@ def short_form(text: str) -> str | None:
 
 
 _COUNTS = {w: n for n, w in enumerate("zero one two three four five six seven eight nine ten".split())}
-#: colour words: what the index does not hold (no colour statistics are stored), said in the answer
+#: colour words: checked on detected objects' colours (`colour_pairs`), else said unchecked in the answer
 COLOUR_WORDS = frozenset("""red green blue yellow orange purple pink brown black white grey gray silver gold beige
     violet turquoise""".split())
 
@@ -145,8 +148,29 @@ def count_query(text: str) -> tuple[int, str] | None:
 
 
 def unused_colours(text: str) -> list[str]:
-    """The colour words of a query (the index keeps no colour: they only steer the embedding)."""
+    """The colour words of a query ("orange" excepted: a fruit too)."""
     return [w for w in re.findall(r"[a-z]+", text.lower()) if w in COLOUR_WORDS and w != "orange"]
+
+
+def colour_pairs(text: str, labels: set[str]) -> list[tuple[str, str]]:
+    """(basic colour name, detector label) for each colour word of a query followed, within its next three words, by
+    a label of `labels` ("a red car" → ("red", "car"); "grey double-decker buses" → ("gray", "bus")).
+
+    Returns:
+        pairs in query order; a colour word with no label after it gives none.
+    """
+    words = re.findall(r"[a-z]+", text.lower())
+    out: list[tuple[str, str]] = []
+    for i, w in enumerate(words):
+        colour = COLOUR_ALIASES.get(w, w)
+        if colour not in COLOUR_NAMES:
+            continue
+        found = next((thing for j in range(i + 1, min(i + 4, len(words))) for n in (2, 1)
+                      if j + n <= len(words)
+                      and (thing := " ".join([*words[j:j + n - 1], singular(words[j + n - 1])])) in labels), None)
+        if found is not None:
+            out.append((colour, found))
+    return out
 
 
 @dataclass

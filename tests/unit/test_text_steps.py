@@ -11,6 +11,7 @@ from clip_embedder.search.text import (
     MAX_QUERY_CHARS,
     ImageRanking,
     best_items,
+    colour_pairs,
     decide,
     nothing_found,
     parse_query,
@@ -131,3 +132,27 @@ def test_colour_words_are_found_but_not_the_fruit():
 
     assert unused_colours("A red car next to a Blue bus") == ["red", "blue"]
     assert unused_colours("an orange on a table") == []
+
+
+def test_colour_words_pair_with_the_detected_class_they_describe():
+    labels = {"car", "bus", "dog", "traffic light", "person"}
+    assert colour_pairs("a red car", labels) == [("red", "car")]
+    assert colour_pairs("grey double decker buses", labels) == [("gray", "bus")]
+    assert colour_pairs("A black dog next to a white car.", labels) == [("black", "dog"), ("white", "car")]
+    assert colour_pairs("a green traffic light", labels) == [("green", "traffic light")]
+    assert colour_pairs("a red balloon", labels) == []  # no detected class: the colour stays unchecked
+
+
+def test_colour_names_of_plain_patches():
+    from PIL import Image
+
+    from clip_embedder.indexing.colours import crop_colours
+
+    for name, rgb in [("red", (200, 20, 20)), ("yellow", (240, 220, 30)), ("green", (30, 160, 40)),
+                      ("blue", (30, 60, 200)), ("brown", (120, 70, 30)), ("pink", (250, 170, 190)),
+                      ("black", (15, 15, 15)), ("white", (245, 245, 245)), ("gray", (128, 128, 128))]:
+        assert crop_colours(Image.new("RGB", (64, 64), rgb)) == [name]
+    half = Image.new("RGB", (64, 64), (200, 20, 20))
+    half.paste((30, 60, 200), (0, 32, 64, 64))  # the central region is half red, half blue
+    assert sorted(crop_colours(half)) == ["blue", "red"]
+    assert crop_colours(Image.new("RGB", (3, 3), (200, 20, 20))) == []
