@@ -25,7 +25,7 @@ import numpy as np
 from common import SHARED, machine
 
 HERE = Path(__file__).resolve().parent
-FORMS = ("word", "phrase", "sentence", "count")
+FORMS = ("word", "phrase", "sentence", "count", "pair")
 
 
 def index(work: Path, detector: str):

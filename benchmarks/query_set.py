@@ -112,6 +112,12 @@ def build() -> dict:
         many = [f for f, k in counts.items() if k[c] == 2]
         if many:
             add(f"two {plural(c)}", "count", c, many)
+    # things joined by "and" (form "pair"): both annotated; "a man and a woman": at least two persons annotated
+    for a, b in [pair for pair, _ in pairs.most_common(20)]:
+        first, second = (b, a) if b == "person" else (a, b)
+        both = [f for f, cs in classes.items() if a in cs and b in cs]
+        add(fix_articles(f"a {SPOKEN.get(first, first)} and a {SPOKEN.get(second, second)}"), "pair", None, both)
+    add("a man and a woman", "pair", "person", [f for f, k in counts.items() if k["person"] >= 2])
     for text in NEGATIVE:
         form = "sentence" if text.endswith(".") else "phrase" if " " in text else "word"
         add(text, form, None, [])

@@ -2,6 +2,7 @@
 words of a text query an embedding does not check (counts, colours), checked on the detected objects."""
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from PIL import Image
@@ -10,7 +11,15 @@ from clip_embedder.db.items import ItemRepository
 from clip_embedder.indexing.colours import COLOUR_ALIASES
 from clip_embedder.indexing.crops import CropPolicy
 from clip_embedder.indexing.describe import describe_detections, describe_object
-from clip_embedder.search.text import COLOUR, COUNT, ParsedQuery, colour_pairs, unused_colours
+from clip_embedder.models.tagger import COCO_SYNONYMS
+from clip_embedder.search.text import (
+    COLOUR,
+    COUNT,
+    ParsedQuery,
+    colour_pairs,
+    conjunction_parts,
+    unused_colours,
+)
 
 
 def query_crops(image: Image.Image, dets: list[Any], policy: CropPolicy, min_fraction: float
@@ -53,7 +62,8 @@ def words_not_embedded(items: ItemRepository, parsed: ParsedQuery, ranked: dict[
     Returns:
         The confident images (`confident` itself when the query counts and colours nothing checkable).
     """
-    labels = set(items.labels()) if parsed.counted or unused_colours(parsed.rest) else set()
+    labels = set(items.labels()) if parsed.counted or unused_colours(parsed.rest) or \
+        conjunction_parts(parsed.rest) else set()
     pairs = colour_pairs(parsed.rest, labels)
     paired = {c for c, _ in pairs}
     loose = [c for c in unused_colours(parsed.rest) if COLOUR_ALIASES.get(c, c) not in paired]
@@ -69,6 +79,10 @@ def words_not_embedded(items: ItemRepository, parsed: ParsedQuery, ranked: dict[
         if not match:
             warnings.append("no detected " + " and ".join(f"{label} is {colour}" for colour, label in pairs))
         checked.append(match)
+    together = _together(items, parsed, labels, warnings)
+    if together is not None:
+        ranked[COUNT] = [(img, 1.0) for img in sorted(together, key=lambda i: -i)]
+        checked.append(together)
     if parsed.counted is not None:
         n, thing = parsed.counted
         if thing not in labels:
@@ -82,3 +96,24 @@ def words_not_embedded(items: ItemRepository, parsed: ParsedQuery, ranked: dict[
                 warnings.append(f"no photo has exactly {n} {thing!r} detected ({len(per_image)} have at least one)")
             checked.append(exact)
     return set.intersection(*checked) if checked else confident
+
+
+def _together(items: ItemRepository, parsed: ParsedQuery, labels: set[str], warnings: list[str]) -> set[int] | None:
+    """The images in which every thing a query joins ("a man and a woman", "a cat and a dog") was detected, as
+    often as it is named (man and woman are both `person`: at least two persons); None when the query joins no
+    things, or one the detector does not know (by its label or the label's everyday synonyms, `COCO_SYNONYMS`)."""
+    things = conjunction_parts(parsed.rest) if parsed.counted is None else None
+    if not things:
+        return None
+    label_of = {lab: lab for lab in labels} | {w: lab for lab in labels for w in COCO_SYNONYMS.get(lab, "").split()
+                                               if w not in labels}
+    if not all(t in label_of for t in things):
+        return None
+    need = Counter(label_of[t] for t in things)
+    per = {lab: items.label_counts(lab) for lab in need}
+    found = {img for img in set.intersection(*(set(p) for p in per.values()))
+             if all(per[lab][img] >= n for lab, n in need.items())}
+    if not found:
+        named = " and ".join(f"{n} {lab!r}" for lab, n in need.items())
+        warnings.append(f"no photo has {named} detected together")
+    return found

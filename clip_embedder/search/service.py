@@ -279,7 +279,7 @@ class SearchService:
         if content.active:
             ranked, confident = self._filtered(ranked, confident, content, warnings)
         decision = decide(ranked, confident, top_k=top_k, include_weak=include_weak)
-        item_of = best_items(dense.values(), lexical, whole) | shown
+        item_of = self._shown_items(decision.chosen, best_items(dense.values(), lexical, whole) | shown)
         per = space_ranks(ranked, [img for img, _ in decision.chosen])
         hits = self._hits_of_lists([[(item_of[img], sc, per[img]) for img, sc in decision.chosen]])[0]
         for h in hits:
@@ -287,6 +287,12 @@ class SearchService:
         if not decision.found:
             warnings.append(nothing_found(parsed.text, decision.hidden))
         return TextSearchResult(hits, names, warnings, decision.hidden)
+
+    def _shown_items(self, chosen: list[tuple[int, float]], item_of: dict[int, int]) -> dict[int, int]:
+        """`item_of` (image id → the item its hit shows) completed with the whole-image item of each chosen image it
+        lacks (one found by a count check alone, outside every signal's candidates)."""
+        missing = [img for img, _ in chosen if img not in item_of]
+        return item_of | self.store.items.whole_items(missing) if missing else item_of
 
     def _filtered(self, ranked: dict[str, list[tuple[int, float]]], confident: set[int], content: ContentFilter,
                   warnings: list[str]) -> tuple[dict[str, list[tuple[int, float]]], set[int]]:

@@ -147,6 +147,23 @@ def count_query(text: str) -> tuple[int, str] | None:
     return n, " ".join(words)
 
 
+def conjunction_parts(text: str) -> list[str] | None:
+    """The things a query joins with "and" or commas, each a name of one or two words, singular ("a man and a woman"
+    → ["man", "woman"]; "cats, dogs and a bird" → ["cat", "dog", "bird"]), or None when it is not such a list (one
+    thing, or a part longer than two words: "A cat and a dog lying together" is a sentence)."""
+    body = _LEADING.sub("", text.strip().rstrip(".!?").strip()).lower()
+    parts = [p for p in re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", body) if p]
+    if len(parts) < 2:
+        return None
+    out = []
+    for part in parts:
+        words = re.sub(r"^(?:a|an|the|one)\s+", "", part.strip()).split()
+        if not 1 <= len(words) <= 2 or not all(re.fullmatch(r"[a-z][a-z'-]*", w) for w in words):
+            return None
+        out.append(" ".join([*words[:-1], singular(words[-1])]))
+    return out
+
+
 def unused_colours(text: str) -> list[str]:
     """The colour words of a query ("orange" excepted: a fruit too)."""
     return [w for w in re.findall(r"[a-z]+", text.lower()) if w in COLOUR_WORDS and w != "orange"]

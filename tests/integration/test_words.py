@@ -153,6 +153,11 @@ def test_counts_and_colours_are_checked_on_detections(words):
         r = svc.search_text(query, top_k=5)
         assert words.files(r.hits) == [photo], (query, words.files(r.hits))
         assert "colour" in r.hits[0].spaces and r.hits[0].label == query.split()[-1]  # the coloured object is shown
+    # things joined by "and" must be detected together, as often as named ("a man and a woman": two persons)
+    pair = svc.search_text("a man and a woman", top_k=10)
+    assert pair.hits and all(counts.get(h.image_id, 0) >= 2 for h in pair.hits), words.files(pair.hits)
+    apart = svc.search_text("a zebra and a dog", top_k=5)
+    assert apart.hits == [] and any("detected together" in w for w in apart.warnings), apart.warnings
     zebra = svc.search_text("a red zebra", top_k=5)
     assert zebra.hits == [] and any("no detected zebra is red" in w for w in zebra.warnings)
     red = svc.search_text("a red spaceship", top_k=5)

@@ -12,6 +12,7 @@ from clip_embedder.search.text import (
     ImageRanking,
     best_items,
     colour_pairs,
+    conjunction_parts,
     decide,
     nothing_found,
     parse_query,
@@ -156,3 +157,11 @@ def test_colour_names_of_plain_patches():
     half.paste((30, 60, 200), (0, 32, 64, 64))  # the central region is half red, half blue
     assert sorted(crop_colours(half)) == ["blue", "red"]
     assert crop_colours(Image.new("RGB", (3, 3), (200, 20, 20))) == []
+
+
+def test_things_joined_by_and_are_a_list_not_a_sentence():
+    assert conjunction_parts("a man and a woman") == ["man", "woman"]
+    assert conjunction_parts("Photos of cats, dogs and a bird.") == ["cat", "dog", "bird"]
+    assert conjunction_parts("hot dogs and buns") == ["hot dog", "bun"]
+    assert conjunction_parts("A cat and a dog lying together") is None  # a sentence: its parts are not names
+    assert conjunction_parts("a dog") is None
