@@ -28,12 +28,14 @@ from clip_embedder.search.text import (
     ImageRanking,
     ParsedQuery,
     best_items,
+    content_groups,
     decide,
     nothing_found,
     parse_query,
     phrase_ranking,
     query_terms,
     rank_images,
+    sentence_min_groups,
 )
 
 log = logging.getLogger(__name__)
@@ -314,8 +316,11 @@ class SearchService:
         """
         text, fetch = parsed.rest, max(top_k * 10, 200)
         labels = (label,) if label else None
-        terms = [t for t in query_terms(text) if t not in COLOUR_WORDS]  # no colour is indexed: it matches nothing true
-        pending: Future | None = (self._lexical_pool.submit(self.store.lexical.search, terms, fetch, label)
+        terms = [t for t in query_terms(text) if t not in COLOUR_WORDS]  # colours are checked on objects instead
+        groups = content_groups(text)
+        pending: Future | None = (self._lexical_pool.submit(self.store.lexical.search, terms, fetch, label,
+                                                            groups=groups,
+                                                            min_groups=sentence_min_groups(parsed, groups))
                                   if self.lexical and terms else None)
         dense: dict[str, ImageRanking] = {}
         # "dogs", "a dog" … → "a photo of a dog": one embedding, one verdict; "two penguins" is searched as a penguin

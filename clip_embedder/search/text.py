@@ -87,6 +87,27 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def content_groups(text: str) -> list[list[str]]:
+    """The content words of a query, each with its variants as `query_terms` makes them (["dogs", "dog"]): stop
+    words, numbers and colour words left out. A sentence's sure lexical match must hold words of half of them
+    (`sentence_min_groups`)."""
+    groups: list[list[str]] = []
+    for w in dict.fromkeys(re.findall(r"\w+", text.lower())):
+        if w in STOP_WORDS or w in _NUMBER_WORDS or w in COLOUR_WORDS or w.isdigit():
+            continue
+        groups.append(list(dict.fromkeys([w, singular(w)])))
+    return groups
+
+
+def sentence_min_groups(parsed: "ParsedQuery", groups: list[list[str]]) -> int:
+    """How many of the query's content words a sure lexical match must hold: half of them (rounded down) for a
+    sentence of three or more content words — one word of "A man playing the accordion on the street" matching
+    "man" is no answer to it — else one (a word or a phrase that names a thing, a count)."""
+    if parsed.canonical is not None or parsed.counted is not None or len(groups) < 3:
+        return 1
+    return len(groups) // 2
+
+
 #: words a short query may open with that do not change what it asks for ("a photo of a dog" asks for "dog")
 _ARTICLE = r"(?:(?:a|an|the|some)\s+)?"
 _LEADING = re.compile(rf"^{_ARTICLE}(?:(?:photos?|pictures?|images?|shots?)\s+of\s+)?{_ARTICLE}", re.I)

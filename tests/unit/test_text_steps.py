@@ -13,12 +13,14 @@ from clip_embedder.search.text import (
     best_items,
     colour_pairs,
     conjunction_parts,
+    content_groups,
     decide,
     nothing_found,
     parse_query,
     phrase_ranking,
     query_terms,
     rank_images,
+    sentence_min_groups,
 )
 
 
@@ -165,3 +167,14 @@ def test_things_joined_by_and_are_a_list_not_a_sentence():
     assert conjunction_parts("hot dogs and buns") == ["hot dog", "bun"]
     assert conjunction_parts("A cat and a dog lying together") is None  # a sentence: its parts are not names
     assert conjunction_parts("a dog") is None
+
+
+def test_a_sentence_needs_half_of_its_content_words_to_match_surely():
+    """"A man playing the accordion on the street" is not answered by a photo whose keywords hold "man" alone."""
+    sentence = parse_query("A man playing the accordion on the street.")
+    groups = content_groups(sentence.rest)
+    assert groups == [["man"], ["playing"], ["accordion"], ["street"]]
+    assert sentence_min_groups(sentence, groups) == 2
+    for short in ("dogs", "two dogs", "a man and a woman", "a red car"):
+        parsed = parse_query(short)
+        assert sentence_min_groups(parsed, content_groups(parsed.rest)) == 1, short
