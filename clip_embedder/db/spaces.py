@@ -13,6 +13,10 @@ from clip_embedder.models.embedders import SpaceIdentity, SpaceMismatchError
 log = logging.getLogger(__name__)
 
 
+#: pg_advisory_xact_lock key of the spaces' DDL (tables, pgvector indexes): "sPac"
+_SPACES_LOCK = 0x73506163
+
+
 class SpaceRepository(Repository):
     """`spaces` and the `vectors_<space>` tables' existence and pgvector index."""
 
@@ -54,6 +58,7 @@ class SpaceRepository(Repository):
             stored = None
         if stored is None:
             with self.conn() as c:
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (_SPACES_LOCK,))
                 c.execute(f"CREATE TABLE IF NOT EXISTS {table} (item_id BIGINT PRIMARY KEY "
                           f"REFERENCES items(id) ON DELETE CASCADE, embedding vector({int(identity.dim)}) NOT NULL)")
                 c.execute("INSERT INTO spaces (name, model, weights, dim) VALUES (%s, %s, %s, %s) "
@@ -63,8 +68,11 @@ class SpaceRepository(Repository):
 
     def _apply_pgvector_index(self, table: str, dim: int) -> None:
         """Create or drop pgvector's HNSW index of a vectors table as PGVECTOR_INDEX says (creating it over
-        existing rows takes a while at scale: logged)."""
+        existing rows takes a while at scale: logged). Under a transaction-level advisory lock: the API and the
+        workers start together, and PostgreSQL's `IF NOT EXISTS` is not safe against a concurrent creation (it
+        raised a unique violation on `pg_class` when compose started them at once)."""
         with self.conn() as c:
+            c.execute("SELECT pg_advisory_xact_lock(%s)", (_SPACES_LOCK,))
             exists = one(c.execute("SELECT count(*) AS n FROM pg_indexes WHERE tablename = %s AND indexname = %s",
                                    (table, f"{table}_hnsw")))["n"] > 0
             if self.pgvector_index == "none" and exists:
