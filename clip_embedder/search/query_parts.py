@@ -68,8 +68,8 @@ def words_not_embedded(items: ItemRepository, parsed: ParsedQuery, ranked: dict[
     paired = {c for c, _ in pairs}
     loose = [c for c in unused_colours(parsed.rest) if COLOUR_ALIASES.get(c, c) not in paired]
     if loose:
-        warnings.append(f"colours are checked on detected objects only: {', '.join(repr(c) for c in loose)} named "
-                        "none, so it only steered the text embedding")
+        warnings.append(f"colours are checked on detected objects only, and {', '.join(repr(c) for c in loose)} "
+                        "names none of the detector's classes here: it only steered the text embedding")
     checked: list[set[int]] = []
     if pairs:
         found = [items.colour_items(label, colour) for colour, label in pairs]
