@@ -6,11 +6,12 @@
 #   down + up keeps everything → Prometheus has the API and the workers up and every dashboard query answers →
 #   down -v removes it all. Prints the time of each step and the image sizes.
 # Needs root (or a docker group), Docker's engine (started here when absent: no bridge network), docker-compose
-# (1.29 or v2), debootstrap, curl, python3; SHARED (../shared) with datasets/photos, datasets/coco128, models.
+# (1.29 or v2), debootstrap, curl, python3; SHARED: a folder with datasets/photos, datasets/coco128 and models
+# (`make compose-smoke` passes the Makefile's SHARED).
 # Ports (127.0.0.1): SMOKE_API_PORT 18000, UI 18501, DB 15432, MLflow 15000, Prometheus 19090.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED=$(cd "${SHARED:-../shared}" && pwd)
+SHARED=$(cd "${SHARED:?set SHARED to a folder with datasets/photos, datasets/coco128 and models}" && pwd)
 PROJECT=${SMOKE_PROJECT:-clipsmoke}
 export BASE_IMAGE=${BASE_IMAGE:-clip-embedder/debian:bookworm} DB_BASE_IMAGE=${DB_BASE_IMAGE:-clip-embedder/debian:trixie}
 export API_PORT=${SMOKE_API_PORT:-18000} UI_PORT=${SMOKE_UI_PORT:-18501} DB_PORT=${SMOKE_DB_PORT:-15432}

@@ -5,6 +5,7 @@ import psycopg
 from psycopg.rows import DictRow, class_row
 
 from clip_embedder.db.common import Repository
+from clip_embedder.db.lexical import tsquery_lexeme
 from clip_embedder.db.records import ItemRecord
 from clip_embedder.models.tagger import Tag
 
@@ -95,5 +96,5 @@ class ItemRepository(Repository):
         with self.conn() as c:
             rows = c.execute("SELECT DISTINCT ON (image_id) image_id, id FROM items WHERE kind = 'object' AND "
                              "label = %s AND lexical @@ to_tsquery('simple', %s) ORDER BY image_id, score DESC",
-                             (label, "'" + colour.replace("'", "") + "'")).fetchall()
+                             (label, tsquery_lexeme(colour))).fetchall()
         return {int(r["image_id"]): int(r["id"]) for r in rows}

@@ -33,7 +33,7 @@ class LexicalRepository(Repository):
         terms = [t for t in dict.fromkeys(terms) if t]
         if not terms:
             return []
-        lexemes = [_lexeme(t) for t in terms]
+        lexemes = [tsquery_lexeme(t) for t in terms]
         # ranking reads every matching row's tsvector: the matches are capped first (LEXICAL_CANDIDATES, the first
         # found through the GIN index), so a word most items carry ("person") costs a bounded amount per query at
         # any index size. No ORDER BY inside: ordering the matches by id made PostgreSQL walk the primary key
@@ -66,7 +66,8 @@ class LexicalRepository(Repository):
                                                     (*[esc(p) for p in phrases], limit))]
 
 
-def _lexeme(t: str) -> str:
+def tsquery_lexeme(t: str) -> str:
+    """A word as a quoted tsquery lexeme (quotes doubled, backslashes dropped)."""
     return "'" + t.replace("'", "''").replace("\\", "") + "'"
 
 
@@ -75,6 +76,6 @@ def _strong_query(lexemes: list[str], groups: list[list[str]] | None, min_groups
     `min_groups` groups (an OR over the groups' combinations of that size; at most 8 groups are used)."""
     if not groups or min_groups <= 1:
         return " | ".join(x + ":A" for x in lexemes)
-    alts = ["(" + " | ".join(_lexeme(t) + ":A" for t in g) + ")" for g in groups[:8] if g]
+    alts = ["(" + " | ".join(tsquery_lexeme(t) + ":A" for t in g) + ")" for g in groups[:8] if g]
     k = min(min_groups, len(alts))
     return " | ".join("(" + " & ".join(c) + ")" for c in combinations(alts, k))

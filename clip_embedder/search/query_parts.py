@@ -62,11 +62,12 @@ def words_not_embedded(items: ItemRepository, parsed: ParsedQuery, ranked: dict[
     Returns:
         The confident images (`confident` itself when the query counts and colours nothing checkable).
     """
-    labels = set(items.labels()) if parsed.counted or unused_colours(parsed.rest) or \
-        conjunction_parts(parsed.rest) else set()
+    colours = unused_colours(parsed.rest)
+    things = conjunction_parts(parsed.rest) if parsed.counted is None else None
+    labels = set(items.labels()) if parsed.counted or colours or things else set()
     pairs = colour_pairs(parsed.rest, labels)
     paired = {c for c, _ in pairs}
-    loose = [c for c in unused_colours(parsed.rest) if COLOUR_ALIASES.get(c, c) not in paired]
+    loose = [c for c in colours if COLOUR_ALIASES.get(c, c) not in paired]
     if loose:
         warnings.append(f"colours are checked on detected objects only, and {', '.join(repr(c) for c in loose)} "
                         "names none of the detector's classes here: it only steered the text embedding")
@@ -79,8 +80,12 @@ def words_not_embedded(items: ItemRepository, parsed: ParsedQuery, ranked: dict[
         if not match:
             warnings.append("no detected " + " and ".join(f"{label} is {colour}" for colour, label in pairs))
         checked.append(match)
-    together = _together(items, parsed, labels, warnings)
-    if together is not None:
+    need = _together(things, labels) if things else None
+    if need is not None:
+        together = _detected(items, need, exact=False)
+        if not together:
+            named = " and ".join(f"{n} {lab!r}" for lab, n in need.items())
+            warnings.append(f"no photo has {named} detected together")
         ranked[COUNT] = [(img, 1.0) for img in sorted(together, key=lambda i: -i)]
         checked.append(together)
     if parsed.counted is not None:
@@ -89,31 +94,28 @@ def words_not_embedded(items: ItemRepository, parsed: ParsedQuery, ranked: dict[
             warnings.append(f"counts are checked on detected objects, and no object in this index is a {thing!r}: "
                             "the count was not checked")
         else:
-            per_image = items.label_counts(thing)
-            exact = {img for img, c in per_image.items() if c == n}
-            ranked[COUNT] = [(img, 1.0) for img in sorted(exact, key=lambda i: -i)]
+            exact = _detected(items, Counter({thing: n}), exact=True)
             if not exact:
-                warnings.append(f"no photo has exactly {n} {thing!r} detected ({len(per_image)} have at least one)")
+                some = len(items.label_counts(thing))
+                warnings.append(f"no photo has exactly {n} {thing!r} detected ({some} have at least one)")
+            ranked[COUNT] = [(img, 1.0) for img in sorted(exact, key=lambda i: -i)]
             checked.append(exact)
     return set.intersection(*checked) if checked else confident
 
 
-def _together(items: ItemRepository, parsed: ParsedQuery, labels: set[str], warnings: list[str]) -> set[int] | None:
-    """The images in which every thing a query joins ("a man and a woman", "a cat and a dog") was detected, as
-    often as it is named (man and woman are both `person`: at least two persons); None when the query joins no
-    things, or one the detector does not know (by its label or the label's everyday synonyms, `COCO_SYNONYMS`)."""
-    things = conjunction_parts(parsed.rest) if parsed.counted is None else None
-    if not things:
-        return None
+def _detected(items: ItemRepository, need: Counter, *, exact: bool) -> set[int]:
+    """The images in which each label of `need` was detected exactly (`exact`) or at least as often as it says."""
+    per = {lab: items.label_counts(lab) for lab in need}
+    return {img for img in set.intersection(*(set(p) for p in per.values()))
+            if all(per[lab][img] == n if exact else per[lab][img] >= n for lab, n in need.items())}
+
+
+def _together(things: list[str], labels: set[str]) -> Counter | None:
+    """How often each detector label is named by the things a query joins ("a man and a woman" → person: 2, "a cat
+    and a dog" → cat: 1, dog: 1): the images must show them together, at least that often (`_detected`). None when
+    a thing is not a label the index has, by itself or as one of its everyday synonyms (`COCO_SYNONYMS`)."""
     label_of = {lab: lab for lab in labels} | {w: lab for lab in labels for w in COCO_SYNONYMS.get(lab, "").split()
                                                if w not in labels}
     if not all(t in label_of for t in things):
         return None
-    need = Counter(label_of[t] for t in things)
-    per = {lab: items.label_counts(lab) for lab in need}
-    found = {img for img in set.intersection(*(set(p) for p in per.values()))
-             if all(per[lab][img] >= n for lab, n in need.items())}
-    if not found:
-        named = " and ".join(f"{n} {lab!r}" for lab, n in need.items())
-        warnings.append(f"no photo has {named} detected together")
-    return found
+    return Counter(label_of[t] for t in things)

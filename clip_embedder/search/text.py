@@ -74,9 +74,7 @@ def query_terms(text: str) -> list[str]:
     for prev, w in zip(["", *words], words):
         if (prev and prev.isascii() and w.isascii() and prev.isalpha() and w.isalpha()
                 and not {prev, w} & (STOP_WORDS | _NUMBER_WORDS)):
-            out.append(prev + w)
-            if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
-                out.append(prev + w[:-1])
+            out += [prev + w, prev + singular(w)]
         if w in STOP_WORDS or w.isdigit():
             continue
         out.append(w)
@@ -88,7 +86,7 @@ def query_terms(text: str) -> list[str]:
 
 
 def content_groups(text: str) -> list[list[str]]:
-    """The content words of a query, each with its variants as `query_terms` makes them (["dogs", "dog"]): stop
+    """The content words of a query, each with its singular (["dogs", "dog"]; one word when they are the same): stop
     words, numbers and colour words left out. A sentence's sure lexical match must hold words of half of them
     (`sentence_min_groups`)."""
     groups: list[list[str]] = []
